@@ -1,0 +1,226 @@
+// Package catalog holds the value types every scrimp node shares — what a
+// backend advertises, what a load balancer renders — and the strict
+// validation of anything that arrived over the network.
+//
+// Everything here is a plain value: no I/O, no goroutines, no locks. A
+// Snapshot is immutable once built; callers must not modify the slices it
+// hands out.
+package catalog
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+)
+
+// Role is the part a node plays in the cluster.
+type Role uint8
+
+const (
+	// RoleUnknown is the zero Role; it never travels on the wire.
+	RoleUnknown Role = iota
+	// RoleLB marks a load balancer node.
+	RoleLB
+	// RoleBackend marks a node that advertises applications.
+	RoleBackend
+)
+
+// String returns the role as written in the configuration file.
+func (r Role) String() string {
+	switch r {
+	case RoleLB:
+		return "lb"
+	case RoleBackend:
+		return "backend"
+	default:
+		return fmt.Sprintf("role(%d)", uint8(r))
+	}
+}
+
+// ParseRole parses the configuration spelling of a role.
+func ParseRole(s string) (Role, error) {
+	switch s {
+	case "lb":
+		return RoleLB, nil
+	case "backend":
+		return RoleBackend, nil
+	}
+	return RoleUnknown, fmt.Errorf("unknown role %q (want \"lb\" or \"backend\")", s)
+}
+
+// Protocol is how a load balancer speaks to an application.
+type Protocol string
+
+// Protocols an application may declare.
+const (
+	ProtocolHTTP  Protocol = "http"
+	ProtocolHTTPS Protocol = "https"
+	ProtocolGRPC  Protocol = "grpc"
+	ProtocolTCP   Protocol = "tcp"
+	ProtocolUDP   Protocol = "udp"
+)
+
+// protocols lists the valid protocols in their wire order: the index is the
+// byte sent in metadata, so entries may only ever be appended.
+var protocols = []Protocol{ProtocolHTTP, ProtocolHTTPS, ProtocolGRPC, ProtocolTCP, ProtocolUDP}
+
+// Valid reports whether p is a protocol scrimp knows.
+func (p Protocol) Valid() bool { return slices.Contains(protocols, p) }
+
+// Application is one service a backend offers: the load balancer listens on
+// ListenPort and forwards to the backend's address at ApplicationPort.
+type Application struct {
+	// Name identifies the application across backends; backends that
+	// advertise the same name share one upstream.
+	Name string `json:"name"`
+	// ListenPort is the port the load balancer accepts traffic on.
+	ListenPort int `json:"listen-port"`
+	// ApplicationPort is the port the application listens on at the backend.
+	ApplicationPort int `json:"application-port"`
+	// Protocol is how the load balancer speaks to the application.
+	Protocol Protocol `json:"protocol"`
+	// Domains are the host names routed to the application (HTTP
+	// protocols); a leading "*." matches any single label.
+	Domains []string `json:"domains,omitempty"`
+}
+
+// Validate checks every field of a against the strict grammar that keeps it
+// safe to place in a proxy configuration file. It returns every problem,
+// each prefixed with the field's JSON name.
+func (a Application) Validate() []error {
+	var errs []error
+	if err := CheckName(a.Name); err != nil {
+		errs = append(errs, fmt.Errorf("name: %w", err))
+	}
+	if err := CheckPort(a.ListenPort); err != nil {
+		errs = append(errs, fmt.Errorf("listen-port: %w", err))
+	}
+	if err := CheckPort(a.ApplicationPort); err != nil {
+		errs = append(errs, fmt.Errorf("application-port: %w", err))
+	}
+	if !a.Protocol.Valid() {
+		errs = append(errs, fmt.Errorf("protocol: %q is not one of %v", a.Protocol, protocols))
+	}
+	if len(a.Domains) > MaxDomains {
+		errs = append(errs, fmt.Errorf("domains: %d domains, at most %d allowed", len(a.Domains), MaxDomains))
+	}
+	for i, d := range a.Domains {
+		if err := CheckDomain(d); err != nil {
+			errs = append(errs, fmt.Errorf("domains[%d]: %w", i, err))
+		}
+	}
+	return errs
+}
+
+// Node is what one cluster member says about itself.
+type Node struct {
+	// Name is the member's unique node name.
+	Name string
+	// Addr is the member's advertised IP address; backends are reached on it.
+	Addr netip.Addr
+	// Role is the part the member plays.
+	Role Role
+	// Applications are the services a backend offers, sorted by name. Load
+	// balancers advertise none.
+	Applications []Application
+}
+
+// Server is one backend instance of an application as a generator renders it.
+type Server struct {
+	// Node is the backend's node name.
+	Node string
+	// Addr is the backend's IP address.
+	Addr netip.Addr
+	// Port is the application's port on that backend.
+	Port int
+}
+
+// HostPort formats the server as host:port, bracketing IPv6 addresses.
+func (s Server) HostPort() string {
+	return netip.AddrPortFrom(s.Addr, uint16(s.Port)).String()
+}
+
+// Service is one application with every live backend that serves it.
+type Service struct {
+	// Application is the definition taken from the first backend (by node
+	// name) that advertises it; its ApplicationPort is that backend's.
+	Application
+	// Servers are the backends serving it, sorted by node name.
+	Servers []Server
+}
+
+// Snapshot is an immutable, deterministically ordered view of the cluster.
+type Snapshot struct {
+	// Nodes are the live members, sorted by name.
+	Nodes []Node
+}
+
+// NewSnapshot returns a snapshot of nodes sorted by name. It copies the slice
+// header order only; callers hand over ownership of the nodes.
+func NewSnapshot(nodes []Node) Snapshot {
+	sorted := slices.Clone(nodes)
+	slices.SortFunc(sorted, func(a, b Node) int { return strings.Compare(a.Name, b.Name) })
+	return Snapshot{Nodes: sorted}
+}
+
+// Backends returns the number of live backend nodes.
+func (s Snapshot) Backends() int {
+	n := 0
+	for _, node := range s.Nodes {
+		if node.Role == RoleBackend {
+			n++
+		}
+	}
+	return n
+}
+
+// Conflict describes a backend whose definition of an application disagrees
+// with the one in use, so that backend is left out of that application.
+type Conflict struct {
+	// Application is the application's name.
+	Application string
+	// Node is the backend that was left out.
+	Node string
+	// Reason says what differs.
+	Reason string
+}
+
+// Services groups the snapshot's backends by application, sorted by
+// application name. The first backend (by node name) that advertises an
+// application defines its listen port, protocol and domains; later backends
+// that disagree on listen port or protocol are left out and reported as
+// conflicts, because one listener cannot speak two protocols. Services is
+// deterministic: the same snapshot always yields the same result.
+func (s Snapshot) Services() ([]Service, []Conflict) {
+	byName := map[string]*Service{}
+	var conflicts []Conflict
+	for _, node := range s.Nodes {
+		if node.Role != RoleBackend {
+			continue
+		}
+		for _, app := range node.Applications {
+			svc, ok := byName[app.Name]
+			if !ok {
+				svc = &Service{Application: app}
+				byName[app.Name] = svc
+			} else if svc.ListenPort != app.ListenPort || svc.Protocol != app.Protocol {
+				conflicts = append(conflicts, Conflict{
+					Application: app.Name,
+					Node:        node.Name,
+					Reason: fmt.Sprintf("advertises %s on listen port %d, but %s on %d is in use",
+						app.Protocol, app.ListenPort, svc.Protocol, svc.ListenPort),
+				})
+				continue
+			}
+			svc.Servers = append(svc.Servers, Server{Node: node.Name, Addr: node.Addr, Port: app.ApplicationPort})
+		}
+	}
+	out := make([]Service, 0, len(byName))
+	for _, svc := range byName {
+		out = append(out, *svc)
+	}
+	slices.SortFunc(out, func(a, b Service) int { return cmp.Compare(a.Name, b.Name) })
+	return out, conflicts
+}

@@ -1,0 +1,257 @@
+// Package config defines scrimp's configuration file: one JSON document with
+// kebab-case keys, defaults in DefaultConfig, unknown keys rejected, and a
+// Validate that reports every problem with its JSON path.
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/scrimplb/scrimp/catalog"
+)
+
+// Config is the whole configuration of one scrimp node.
+type Config struct {
+	// File is the path the configuration was read from; it prefixes every
+	// problem Validate reports. It is not part of the JSON.
+	File string `json:"-"`
+
+	// Role is "lb" or "backend". Required.
+	Role string `json:"role"`
+	// NodeName names this node in the cluster; it must be unique. Defaults
+	// to the host name.
+	NodeName string `json:"node-name"`
+	// LogLevel is "debug", "info", "warn" or "error".
+	LogLevel string `json:"log-level"`
+	// Cluster configures gossip membership.
+	Cluster Cluster `json:"cluster"`
+	// Seed says how a node finds the cluster to join.
+	Seed Seed `json:"seed"`
+	// LB configures a load balancer; present only when Role is "lb".
+	LB *LB `json:"lb,omitempty"`
+	// Backend configures a backend; present only when Role is "backend".
+	Backend *Backend `json:"backend,omitempty"`
+}
+
+// Cluster configures the gossip layer.
+type Cluster struct {
+	// BindAddr is the IP address gossip listens on.
+	BindAddr string `json:"bind-addr"`
+	// BindPort is the TCP and UDP port gossip listens on.
+	BindPort int `json:"bind-port"`
+	// AdvertiseAddr is the IP address other nodes reach this one at, and the
+	// address load balancers send application traffic to on backends. Empty
+	// means BindAddr, or a private address of this host when BindAddr is
+	// unspecified.
+	AdvertiseAddr string `json:"advertise-addr"`
+	// AdvertisePort is the gossip port other nodes reach this one at; 0
+	// means BindPort.
+	AdvertisePort int `json:"advertise-port"`
+	// Profile tunes failure detection: "local" (loopback, fastest), "lan"
+	// or "wan".
+	Profile string `json:"profile"`
+	// JoinBackoffMin is the first wait between failed join attempts.
+	JoinBackoffMin Duration `json:"join-backoff-min"`
+	// JoinBackoffMax caps the wait between failed join attempts.
+	JoinBackoffMax Duration `json:"join-backoff-max"`
+	// RejoinInterval is how often a node that finds itself alone asks its
+	// seed provider again.
+	RejoinInterval Duration `json:"rejoin-interval"`
+	// LeaveTimeout bounds how long a graceful leave waits for the cluster to
+	// hear of it.
+	LeaveTimeout Duration `json:"leave-timeout"`
+}
+
+// Seed chooses a seed provider and holds each provider's own section
+// verbatim, so that providers are plugins: each one decodes and validates
+// its section itself.
+type Seed struct {
+	// Provider names the registered seed provider, e.g. "static".
+	Provider string
+	// Sections holds the other keys of the "seed" object, each a provider's
+	// options keyed by provider name.
+	Sections map[string]json.RawMessage
+}
+
+// UnmarshalJSON reads "provider" and keeps every other key raw.
+func (s *Seed) UnmarshalJSON(b []byte) error {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	s.Sections = map[string]json.RawMessage{}
+	for k, v := range m {
+		if k == "provider" {
+			if err := json.Unmarshal(v, &s.Provider); err != nil {
+				return fmt.Errorf("seed.provider: %w", err)
+			}
+			continue
+		}
+		s.Sections[k] = v
+	}
+	return nil
+}
+
+// MarshalJSON writes the provider and its sections back as one object.
+func (s Seed) MarshalJSON() ([]byte, error) {
+	m := map[string]any{"provider": s.Provider}
+	for k, v := range s.Sections {
+		m[k] = v
+	}
+	return json.Marshal(m)
+}
+
+// Section returns the raw options of the chosen provider, or nil.
+func (s Seed) Section() json.RawMessage { return s.Sections[s.Provider] }
+
+// LB configures a load balancer node.
+type LB struct {
+	// Generator names the registered configuration generator, e.g. "nginx".
+	Generator string `json:"generator"`
+	// Mode is "managed" (scrimp runs its own proxy instance from a complete
+	// configuration under StateDir) or "external" (scrimp writes one include
+	// file for a system proxy and runs CheckCommand and ReloadCommand).
+	Mode string `json:"mode"`
+	// ListenAddr is the IP address the proxy accepts application traffic on.
+	ListenAddr string `json:"listen-addr"`
+	// StateDir holds the managed proxy's configuration, pid and temp files.
+	StateDir string `json:"state-dir"`
+	// ProxyBinary is the proxy executable for managed mode.
+	ProxyBinary string `json:"proxy-binary"`
+	// GeneratorTarget is the file external mode writes.
+	GeneratorTarget string `json:"generator-target"`
+	// CheckCommand validates the proxy configuration in external mode;
+	// argv form, no shell.
+	CheckCommand []string `json:"check-command"`
+	// ReloadCommand makes the proxy load the new configuration in external
+	// mode; argv form, no shell.
+	ReloadCommand []string `json:"reload-command"`
+	// CommandTimeout bounds each check and reload.
+	CommandTimeout Duration `json:"command-timeout"`
+	// QuietPeriod is how long membership must stay unchanged after a busy
+	// spell before the next reload; a change that finds the load balancer
+	// idle is applied at once.
+	QuietPeriod Duration `json:"quiet-period"`
+	// MaxWait caps how long a stream of changes can postpone a reload.
+	MaxWait Duration `json:"max-wait"`
+	// ResyncInterval is how often the configuration is rendered again from
+	// the full membership even without events, so a missed event cannot
+	// leave it stale.
+	ResyncInterval Duration `json:"resync-interval"`
+}
+
+// Backend configures a backend node.
+type Backend struct {
+	// Applications are the services this backend advertises.
+	Applications []catalog.Application `json:"applications"`
+}
+
+// DefaultConfig returns the defaults for every field that has one. Role and
+// the seed provider have none: a node must say what it is and how to join.
+func DefaultConfig() *Config {
+	host, _ := os.Hostname()
+	return &Config{
+		NodeName: host,
+		LogLevel: "info",
+		Cluster:  DefaultCluster(),
+	}
+}
+
+// DefaultCluster returns the gossip defaults.
+func DefaultCluster() Cluster {
+	return Cluster{
+		BindAddr:       "0.0.0.0",
+		BindPort:       7946,
+		Profile:        "lan",
+		JoinBackoffMin: D(200 * time.Millisecond),
+		JoinBackoffMax: D(30 * time.Second),
+		RejoinInterval: D(10 * time.Second),
+		LeaveTimeout:   D(3 * time.Second),
+	}
+}
+
+// DefaultLB returns the load balancer defaults, applied when an "lb"
+// section is present.
+func DefaultLB() LB {
+	return LB{
+		Generator:       "nginx",
+		Mode:            "managed",
+		ListenAddr:      "0.0.0.0",
+		StateDir:        "/var/lib/scrimp",
+		ProxyBinary:     "nginx",
+		GeneratorTarget: "/etc/nginx/conf.d/scrimp.conf",
+		CheckCommand:    []string{"nginx", "-t"},
+		ReloadCommand:   []string{"nginx", "-s", "reload"},
+		CommandTimeout:  D(30 * time.Second),
+		QuietPeriod:     D(200 * time.Millisecond),
+		MaxWait:         D(1 * time.Second),
+		ResyncInterval:  D(30 * time.Second),
+	}
+}
+
+// UnmarshalJSON fills defaults before reading the section, so a partial
+// "lb" object keeps the defaults for what it leaves out.
+func (l *LB) UnmarshalJSON(b []byte) error {
+	*l = DefaultLB()
+	type plain LB
+	return json.Unmarshal(b, (*plain)(l))
+}
+
+// Load reads and validates the configuration file at path. The error, if
+// any, is a Problems listing everything wrong with the file.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	cfg, problems := Parse(path, data)
+	if len(problems) > 0 {
+		return cfg, problems
+	}
+	return cfg, nil
+}
+
+// Parse decodes data (read from file) over DefaultConfig and validates it.
+// It returns every problem found: unknown keys, type errors and invalid
+// values, each with its JSON path.
+func Parse(file string, data []byte) (*Config, Problems) {
+	cfg := DefaultConfig()
+	cfg.File = file
+	var generic any
+	if err := json.Unmarshal(data, &generic); err != nil {
+		return cfg, Problems{{File: file, Reason: syntaxReason(data, err)}}
+	}
+	problems := unknownFields(file, "", generic, typeOfConfig)
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(cfg); err != nil {
+		problems = append(problems, decodeProblem(file, err))
+	}
+	if len(problems) > 0 {
+		return cfg, problems
+	}
+	return cfg, cfg.Validate()
+}
+
+func syntaxReason(data []byte, err error) string {
+	if se, ok := err.(*json.SyntaxError); ok {
+		line := 1 + bytes.Count(data[:se.Offset], []byte("\n"))
+		col := int(se.Offset) - bytes.LastIndexByte(data[:se.Offset], '\n') - 1
+		return fmt.Sprintf("line %d, column %d: invalid JSON: %v", line, col, err)
+	}
+	return "invalid JSON: " + err.Error()
+}
+
+func decodeProblem(file string, err error) Problem {
+	if te, ok := err.(*json.UnmarshalTypeError); ok {
+		return Problem{File: file, Path: te.Field, Reason: fmt.Sprintf("expected %s, got JSON %s", te.Type, te.Value)}
+	}
+	msg := err.Error()
+	if path, reason, ok := strings.Cut(msg, ": "); ok && !strings.Contains(path, " ") {
+		return Problem{File: file, Path: path, Reason: reason}
+	}
+	return Problem{File: file, Reason: msg}
+}

@@ -1,0 +1,171 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/scrimplb/scrimp/catalog"
+)
+
+// Profiles are the failure-detection presets a cluster may use.
+var Profiles = []string{"local", "lan", "wan"}
+
+// Validate checks every field and returns every problem, each with its JSON
+// path. It checks what the config package can know; plugin sections (a seed
+// provider's, a generator's) are checked by the plugin when it is built.
+func (c *Config) Validate() Problems {
+	v := validator{file: c.File}
+	role, err := catalog.ParseRole(c.Role)
+	switch {
+	case c.Role == "":
+		v.add("role", `required: "lb" or "backend"`)
+	case err != nil:
+		v.add("role", err.Error())
+	}
+	if c.NodeName == "" {
+		v.add("node-name", "required (the host name is used when it can be read)")
+	} else if len(c.NodeName) > 128 || strings.ContainsFunc(c.NodeName, func(r rune) bool { return r <= ' ' || r > '~' }) {
+		v.add("node-name", fmt.Sprintf("%q: at most 128 printable ASCII characters without spaces", c.NodeName))
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		v.add("log-level", fmt.Sprintf("%q is not one of debug, info, warn, error", c.LogLevel))
+	}
+	c.Cluster.validate(&v)
+	if c.Seed.Provider == "" {
+		v.add("seed.provider", `required, e.g. "static"`)
+	}
+	for name := range c.Seed.Sections {
+		if !isIdent(name) {
+			v.add("seed."+name, "unknown field")
+		}
+	}
+	if c.LB != nil {
+		if role != catalog.RoleLB && role != catalog.RoleUnknown {
+			v.add("lb", fmt.Sprintf("only allowed when role is \"lb\", and role is %q", c.Role))
+		}
+		c.LB.validate(&v)
+	} else if role == catalog.RoleLB {
+		v.add("lb", `required when role is "lb"`)
+	}
+	if c.Backend != nil {
+		if role != catalog.RoleBackend && role != catalog.RoleUnknown {
+			v.add("backend", fmt.Sprintf("only allowed when role is \"backend\", and role is %q", c.Role))
+		}
+		c.Backend.validate(&v)
+	} else if role == catalog.RoleBackend {
+		v.add("backend", `required when role is "backend"`)
+	}
+	return v.problems
+}
+
+func (c *Cluster) validate(v *validator) {
+	if _, err := netip.ParseAddr(c.BindAddr); err != nil {
+		v.add("cluster.bind-addr", fmt.Sprintf("%q is not an IP address", c.BindAddr))
+	}
+	v.port("cluster.bind-port", c.BindPort)
+	if c.AdvertiseAddr != "" {
+		if a, err := netip.ParseAddr(c.AdvertiseAddr); err != nil {
+			v.add("cluster.advertise-addr", fmt.Sprintf("%q is not an IP address", c.AdvertiseAddr))
+		} else if a.IsUnspecified() {
+			v.add("cluster.advertise-addr", fmt.Sprintf("%s cannot be reached by other nodes", a))
+		}
+	}
+	if c.AdvertisePort != 0 {
+		v.port("cluster.advertise-port", c.AdvertisePort)
+	}
+	if !slices.Contains(Profiles, c.Profile) {
+		v.add("cluster.profile", fmt.Sprintf("%q is not one of %s", c.Profile, strings.Join(Profiles, ", ")))
+	}
+	v.duration("cluster.join-backoff-min", c.JoinBackoffMin, true)
+	v.duration("cluster.join-backoff-max", c.JoinBackoffMax, true)
+	if c.JoinBackoffMax.Duration < c.JoinBackoffMin.Duration {
+		v.add("cluster.join-backoff-max", "must not be less than join-backoff-min")
+	}
+	v.duration("cluster.rejoin-interval", c.RejoinInterval, true)
+	v.duration("cluster.leave-timeout", c.LeaveTimeout, true)
+}
+
+func (l *LB) validate(v *validator) {
+	if l.Generator == "" {
+		v.add("lb.generator", `required, e.g. "nginx"`)
+	}
+	if a, err := netip.ParseAddr(l.ListenAddr); err != nil {
+		v.add("lb.listen-addr", fmt.Sprintf("%q is not an IP address", l.ListenAddr))
+	} else if a.Zone() != "" {
+		v.add("lb.listen-addr", "zoned IPv6 addresses are not supported")
+	}
+	switch l.Mode {
+	case "managed":
+		if l.StateDir == "" {
+			v.add("lb.state-dir", "required in managed mode")
+		}
+		if l.ProxyBinary == "" {
+			v.add("lb.proxy-binary", "required in managed mode")
+		}
+	case "external":
+		if l.GeneratorTarget == "" {
+			v.add("lb.generator-target", "required in external mode")
+		}
+		if len(l.CheckCommand) == 0 || l.CheckCommand[0] == "" {
+			v.add("lb.check-command", "required in external mode")
+		}
+		if len(l.ReloadCommand) == 0 || l.ReloadCommand[0] == "" {
+			v.add("lb.reload-command", "required in external mode")
+		}
+	default:
+		v.add("lb.mode", fmt.Sprintf("%q is not one of managed, external", l.Mode))
+	}
+	v.duration("lb.command-timeout", l.CommandTimeout, true)
+	v.duration("lb.quiet-period", l.QuietPeriod, false)
+	v.duration("lb.max-wait", l.MaxWait, true)
+	if l.MaxWait.Duration < l.QuietPeriod.Duration {
+		v.add("lb.max-wait", "must not be less than quiet-period")
+	}
+	v.duration("lb.resync-interval", l.ResyncInterval, true)
+}
+
+func (b *Backend) validate(v *validator) {
+	names := map[string]int{}
+	for i, app := range b.Applications {
+		path := fmt.Sprintf("backend.applications[%d]", i)
+		for _, err := range app.Validate() {
+			field, reason, _ := strings.Cut(err.Error(), ": ")
+			v.add(path+"."+field, reason)
+		}
+		if j, dup := names[app.Name]; dup && app.Name != "" {
+			v.add(path+".name", fmt.Sprintf("%q is also the name of applications[%d]", app.Name, j))
+		}
+		names[app.Name] = i
+	}
+}
+
+type validator struct {
+	file     string
+	problems Problems
+}
+
+func (v *validator) add(path, reason string) {
+	v.problems = append(v.problems, Problem{File: v.file, Path: path, Reason: reason})
+}
+
+func (v *validator) port(path string, p int) {
+	if err := catalog.CheckPort(p); err != nil {
+		v.add(path, err.Error())
+	}
+}
+
+func (v *validator) duration(path string, d Duration, positive bool) {
+	if msg := d.check(); msg != "" {
+		v.add(path, msg)
+	} else if positive && d.Duration <= 0 {
+		v.add(path, "must be positive")
+	}
+}
+
+func isIdent(s string) bool {
+	return s != "" && catalog.CheckName(s) == nil
+}

@@ -1,0 +1,93 @@
+// Package generator turns a membership snapshot into proxy configuration
+// text. Generators are pure: no I/O, no clock, no randomness; the same input
+// always yields byte-identical output, so an unchanged cluster never causes a
+// reload. Generators are plugins registered by name, like seed providers.
+package generator
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/scrimplb/scrimp/catalog"
+)
+
+// Input is everything a generator renders from.
+type Input struct {
+	// Snapshot is the live membership; its values are already validated.
+	Snapshot catalog.Snapshot
+	// ListenAddr is the IP address the proxy accepts traffic on.
+	ListenAddr string
+	// Standalone asks for a complete configuration file for a proxy that
+	// scrimp runs itself (managed mode) instead of a fragment to include in
+	// a system proxy's configuration (external mode).
+	Standalone bool
+	// StateDir is where a standalone configuration keeps pid, log and temp
+	// files.
+	StateDir string
+}
+
+// Generator renders proxy configuration. Render must be safe for
+// concurrent use and must not retain in.
+type Generator interface {
+	Render(in Input) ([]byte, error)
+}
+
+// Factory builds a generator from its raw JSON options (nil when absent).
+// It must reject unknown fields.
+type Factory func(raw json.RawMessage) (Generator, error)
+
+var (
+	mu        sync.RWMutex
+	factories = map[string]Factory{}
+)
+
+// Register makes a generator available under name; it panics on a duplicate
+// name, a programming error.
+func Register(name string, f Factory) {
+	mu.Lock()
+	defer mu.Unlock()
+	if _, dup := factories[name]; dup {
+		panic("generator: Register called twice for " + name)
+	}
+	factories[name] = f
+}
+
+// Names returns the registered generator names, sorted.
+func Names() []string {
+	mu.RLock()
+	defer mu.RUnlock()
+	names := make([]string, 0, len(factories))
+	for n := range factories {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// New builds the generator registered as name.
+func New(name string, raw json.RawMessage) (Generator, error) {
+	mu.RLock()
+	f, ok := factories[name]
+	mu.RUnlock()
+	if !ok {
+		return nil, fmt.Errorf("lb.generator: unknown generator %q (known: %v)", name, Names())
+	}
+	g, err := f(raw)
+	if err != nil {
+		return nil, fmt.Errorf("lb.generator %s: %w", name, err)
+	}
+	return g, nil
+}
+
+// decodeStrict decodes raw options into v, rejecting unknown fields.
+func decodeStrict(raw json.RawMessage, v any) error {
+	if len(raw) == 0 {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	return dec.Decode(v)
+}

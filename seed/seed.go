@@ -1,0 +1,145 @@
+// Package seed finds the cluster a new node should join. Providers are
+// plugins: each one registers itself by name from its own file, decodes its
+// own section of the "seed" configuration, and is looked up with New.
+//
+// Adding a provider is one new file: a type implementing Provider (and
+// Publisher if it can advertise load balancers), and an init func calling
+// Register.
+package seed
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+
+	"github.com/scrimplb/scrimp/config"
+)
+
+// Provider returns the gossip addresses of nodes to join.
+//
+// Seeds may block on I/O and must honour ctx. It is called from one
+// goroutine at a time, on every join attempt, so providers re-read their
+// source each call (a DNS name is re-resolved, a file re-read). An empty
+// list with a nil error means "no seeds known yet".
+type Provider interface {
+	Seeds(ctx context.Context) ([]string, error)
+}
+
+// Publisher is implemented by providers where load balancers advertise
+// themselves (an S3 object, an external program). Load balancers call
+// Publish on start, periodically and when their address changes, and
+// Withdraw when they leave gracefully. Both may block on I/O and must honour
+// ctx.
+type Publisher interface {
+	Publish(ctx context.Context, self string) error
+	Withdraw(ctx context.Context, self string) error
+}
+
+// Closer is implemented by providers that hold resources (watchers,
+// connections). Close is safe to call more than once.
+type Closer interface {
+	Close() error
+}
+
+// Env is what a provider's factory may use besides its own options.
+type Env struct {
+	// Logger receives the provider's log lines.
+	Logger *slog.Logger
+	// DefaultPort is the gossip port to assume for addresses without one.
+	DefaultPort int
+}
+
+// Factory builds a provider from its raw JSON section (nil when the section
+// is absent). It must reject unknown fields and invalid values with errors
+// that name the field.
+type Factory func(raw json.RawMessage, env Env) (Provider, error)
+
+var (
+	mu        sync.RWMutex
+	factories = map[string]Factory{}
+)
+
+// Register makes a provider available under name. It panics if name is
+// registered twice, like database/sql.Register: that is a programming error.
+func Register(name string, f Factory) {
+	mu.Lock()
+	defer mu.Unlock()
+	if _, dup := factories[name]; dup {
+		panic("seed: Register called twice for provider " + name)
+	}
+	factories[name] = f
+}
+
+// Providers returns the registered provider names, sorted.
+func Providers() []string {
+	mu.RLock()
+	defer mu.RUnlock()
+	names := make([]string, 0, len(factories))
+	for n := range factories {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// New builds the provider c names from its section of the configuration.
+func New(c config.Seed, env Env) (Provider, error) {
+	mu.RLock()
+	f, ok := factories[c.Provider]
+	mu.RUnlock()
+	if !ok {
+		return nil, fmt.Errorf("seed.provider: unknown provider %q (known: %v)", c.Provider, Providers())
+	}
+	if env.Logger == nil {
+		env.Logger = slog.New(slog.DiscardHandler)
+	}
+	p, err := f(c.Section(), env)
+	if err != nil {
+		return nil, fmt.Errorf("seed.%s: %w", c.Provider, err)
+	}
+	return p, nil
+}
+
+// DecodeStrict decodes a provider's JSON section into v, rejecting unknown
+// fields. A nil section leaves v as it is (the provider's defaults).
+func DecodeStrict(raw json.RawMessage, v any) error {
+	if len(raw) == 0 {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	return dec.Decode(v)
+}
+
+// CheckAddress validates a seed address: host:port with a port in 1-65535,
+// or a bare host given defaultPort. It returns the address in host:port form.
+// Providers use it on everything they read, so that a garbage record is
+// skipped instead of joined.
+func CheckAddress(s string, defaultPort int) (string, error) {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		if defaultPort == 0 || s == "" {
+			return "", fmt.Errorf("seed address %q: %w", s, err)
+		}
+		host, port = s, strconv.Itoa(defaultPort)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 1 || p > 65535 {
+		return "", fmt.Errorf("seed address %q: port %q is not in 1-65535", s, port)
+	}
+	if host == "" {
+		return "", fmt.Errorf("seed address %q: empty host", s)
+	}
+	for _, label := range []byte(host) {
+		if label <= ' ' || label > '~' || label == '/' || label == '@' {
+			return "", fmt.Errorf("seed address %q: host %q has an invalid character", s, host)
+		}
+	}
+	return net.JoinHostPort(host, port), nil
+}
