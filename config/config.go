@@ -112,6 +112,9 @@ func (s Seed) Section() json.RawMessage { return s.Sections[s.Provider] }
 type LB struct {
 	// Generator names the registered configuration generator, e.g. "nginx".
 	Generator string `json:"generator"`
+	// GeneratorOptions are the generator's own options, decoded and
+	// validated by the generator.
+	GeneratorOptions json.RawMessage `json:"generator-options,omitempty"`
 	// Mode is "managed" (scrimp runs its own proxy instance from a complete
 	// configuration under StateDir) or "external" (scrimp writes one include
 	// file for a system proxy and runs CheckCommand and ReloadCommand).
