@@ -89,3 +89,25 @@ func checkLabel(l string) error {
 	}
 	return nil
 }
+
+// MaxNodeNameLen is the longest node name.
+const MaxNodeNameLen = 128
+
+// CheckNodeName reports whether s is a valid node name: 1 to 128
+// characters of letters, digits, '.', '-' and '_'. Node names appear in
+// logs and in proxy configuration comments and server names.
+func CheckNodeName(s string) error {
+	if s == "" {
+		return errors.New("must not be empty")
+	}
+	if len(s) > MaxNodeNameLen {
+		return fmt.Errorf("%d characters, at most %d allowed", len(s), MaxNodeNameLen)
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_') {
+			return fmt.Errorf("%q: only letters, digits, '.', '-' and '_' are allowed", s)
+		}
+	}
+	return nil
+}

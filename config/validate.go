@@ -24,10 +24,8 @@ func (c *Config) Validate() Problems {
 	case err != nil:
 		v.add("role", err.Error())
 	}
-	if c.NodeName == "" {
-		v.add("node-name", "required (the host name is used when it can be read)")
-	} else if len(c.NodeName) > 128 || strings.ContainsFunc(c.NodeName, func(r rune) bool { return r <= ' ' || r > '~' }) {
-		v.add("node-name", fmt.Sprintf("%q: at most 128 printable ASCII characters without spaces", c.NodeName))
+	if err := catalog.CheckNodeName(c.NodeName); err != nil {
+		v.add("node-name", err.Error())
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

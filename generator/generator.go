@@ -29,10 +29,22 @@ type Input struct {
 	StateDir string
 }
 
+// Output is a rendered configuration.
+type Output struct {
+	// Config is the configuration text.
+	Config []byte
+	// Warnings name what was left out of Config and why (an application
+	// whose backends disagree, a protocol the generator cannot serve). The
+	// caller logs them when they change.
+	Warnings []string
+}
+
 // Generator renders proxy configuration. Render must be safe for
-// concurrent use and must not retain in.
+// concurrent use, must not retain in, and must not do I/O. An error means
+// nothing usable could be rendered; a problem confined to one application
+// leaves that application out and is reported in Output.Warnings.
 type Generator interface {
-	Render(in Input) ([]byte, error)
+	Render(in Input) (Output, error)
 }
 
 // Factory builds a generator from its raw JSON options (nil when absent).

@@ -1,0 +1,72 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"log"
+	"log/slog"
+	"strings"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// delegate hands memberlist this node's metadata. memberlist calls it with
+// its own locks held, so every method returns at once.
+type delegate struct{ c *Cluster }
+
+var _ memberlist.Delegate = delegate{}
+
+// NodeMeta returns the metadata encoded by New or UpdateApplications; it
+// was size-checked there, so it is never over limit.
+func (d delegate) NodeMeta(limit int) []byte {
+	m := *d.c.meta.Load()
+	if len(m) > limit {
+		// Unreachable: encodeMeta enforces MetaMaxSize. Returning nothing
+		// beats memberlist's panic if the limit ever shrinks.
+		return nil
+	}
+	return m
+}
+
+func (delegate) NotifyMsg([]byte)                           {}
+func (delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (delegate) LocalState(join bool) []byte                { return nil }
+func (delegate) MergeRemoteState(buf []byte, join bool)     {}
+
+// events turns memberlist's callbacks into snapshot updates. memberlist
+// calls these while holding its state lock: they decode, record and signal,
+// and never block (the signal is a non-blocking send).
+type events struct{ c *Cluster }
+
+var _ memberlist.EventDelegate = events{}
+
+func (e events) NotifyJoin(n *memberlist.Node)   { e.c.upsert(n, true) }
+func (e events) NotifyUpdate(n *memberlist.Node) { e.c.upsert(n, false) }
+func (e events) NotifyLeave(n *memberlist.Node)  { e.c.remove(n) }
+
+// newStdLogger adapts memberlist's "[LEVEL] memberlist: msg" lines to slog,
+// keeping its debug chatter at debug level.
+func newStdLogger(l *slog.Logger) *log.Logger {
+	return log.New(logWriter{l}, "", 0)
+}
+
+type logWriter struct{ l *slog.Logger }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	msg := string(bytes.TrimSpace(p))
+	level := slog.LevelInfo
+	for prefix, lv := range map[string]slog.Level{
+		"[DEBUG] ": slog.LevelDebug, "[INFO] ": slog.LevelInfo,
+		"[WARN] ": slog.LevelWarn, "[ERR] ": slog.LevelError,
+	} {
+		if len(msg) >= len(prefix) && msg[:len(prefix)] == prefix {
+			level, msg = lv, msg[len(prefix):]
+			break
+		}
+	}
+	if strings.Contains(msg, "use of closed network connection") {
+		level = slog.LevelDebug // memberlist racing its own shutdown
+	}
+	w.l.Log(context.Background(), level, msg)
+	return len(p), nil
+}

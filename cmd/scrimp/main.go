@@ -1,0 +1,201 @@
+// Command scrimp is a gossip-based, self-hosted load balancer. Every node
+// runs this one binary, as a load balancer or as a backend, chosen by its
+// configuration file.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/scrimplb/scrimp/config"
+	"github.com/scrimplb/scrimp/seed"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	if err := newRootCmd().Execute(); err != nil {
+		// errQuiet: the command already printed what went wrong.
+		if !errors.Is(err, errQuiet) {
+			fmt.Fprintln(os.Stderr, "scrimp:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+func newRootCmd() *cobra.Command {
+	var configPath string
+	root := &cobra.Command{
+		Use:   "scrimp --config FILE",
+		Short: "A gossip-based load balancer for your own servers",
+		Long: `scrimp turns any cheap instance into a load balancer.
+
+Every node runs this binary with a configuration file that names its role:
+  lb       runs a proxy (nginx) and keeps its configuration in step with the
+           live cluster: backends that join get traffic within a second,
+           backends that leave or die are taken out.
+  backend  runs beside your applications and advertises them to the cluster.
+
+Nodes find each other through a seed provider and gossip (memberlist).`,
+		Example: `  scrimp --config /etc/scrimp/lb.json
+  scrimp validate --config /etc/scrimp/backend.json
+  scrimp demo`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if configPath == "" {
+				return usageError(cmd, "--config FILE is required")
+			}
+			return runConfig(cmd.Context(), configPath)
+		},
+	}
+	root.Flags().StringVarP(&configPath, "config", "c", "", "configuration file (JSON)")
+	root.AddCommand(newValidateCmd(), newVersionCmd(), newDemoCmd(), newSeedsCmd())
+	return root
+}
+
+// errQuiet marks an error whose message was already printed.
+var errQuiet = errors.New("failed")
+
+func usageError(cmd *cobra.Command, msg string) error {
+	return fmt.Errorf("%s\nRun '%s --help' for usage", msg, cmd.CommandPath())
+}
+
+// runConfig runs one node until SIGTERM or SIGINT.
+func runConfig(ctx context.Context, path string) error {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return err
+	}
+	logger := newLogger(os.Stderr, cfg.LogLevel).With("node", cfg.NodeName)
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	n, err := startNode(cfg, logger)
+	if err != nil {
+		return err
+	}
+	logger.Info("scrimp started", "version", version, "role", cfg.Role, "gossip", n.cluster.LocalAddr())
+	return n.run(ctx)
+}
+
+func newLogger(w *os.File, level string) *slog.Logger {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		lv = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lv}))
+}
+
+func newValidateCmd() *cobra.Command {
+	var configPath string
+	cmd := &cobra.Command{
+		Use:   "validate --config FILE",
+		Short: "Check a configuration file and print every problem",
+		Long: `Check a configuration file without starting anything. Every problem is
+printed as FILE: json.path: reason. Exits 1 if there is any.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if configPath == "" {
+				return usageError(cmd, "--config FILE is required")
+			}
+			cfg, err := config.Load(configPath)
+			if err == nil {
+				err = checkConfig(cfg)
+			}
+			if err != nil {
+				fmt.Fprintln(cmd.ErrOrStderr(), err)
+				return errQuiet
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (%s)\n", configPath, cfg.Role)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&configPath, "config", "c", "", "configuration file (JSON)")
+	return cmd
+}
+
+func newVersionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			goVersion := "unknown"
+			if bi, ok := debug.ReadBuildInfo(); ok {
+				goVersion = bi.GoVersion
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "scrimp %s (%s)\n", version, goVersion)
+			return nil
+		},
+	}
+}
+
+func newSeedsCmd() *cobra.Command {
+	var configPath string
+	cmd := &cobra.Command{
+		Use:   "seeds --config FILE",
+		Short: "Print the addresses the configured seed provider returns now",
+		Long: `Ask the configured seed provider once and print each address it returns,
+one per line: for debugging how a node would find its cluster.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if configPath == "" {
+				return usageError(cmd, "--config FILE is required")
+			}
+			cfg, err := config.Load(configPath)
+			if err != nil {
+				return err
+			}
+			logger := newLogger(os.Stderr, cfg.LogLevel)
+			p, err := seed.New(cfg.Seed, seed.Env{Logger: logger, DefaultPort: cfg.Cluster.BindPort})
+			if err != nil {
+				return err
+			}
+			if c, ok := p.(seed.Closer); ok {
+				defer c.Close()
+			}
+			addrs, err := p.Seeds(cmd.Context())
+			if err != nil {
+				return fmt.Errorf("seed %s: %w", cfg.Seed.Provider, err)
+			}
+			for _, a := range addrs {
+				fmt.Fprintln(cmd.OutOrStdout(), a)
+			}
+			if len(addrs) == 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "seed %s: no addresses\n", cfg.Seed.Provider)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&configPath, "config", "c", "", "configuration file (JSON)")
+	return cmd
+}
+
+// notify sends a state line to systemd when run as a Type=notify service;
+// it does nothing elsewhere.
+func notify(state string) {
+	path := os.Getenv("NOTIFY_SOCKET")
+	if path == "" {
+		return
+	}
+	if path[0] == '@' {
+		path = "\x00" + path[1:]
+	}
+	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	conn.Write([]byte(state))
+}

@@ -1,0 +1,180 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+
+	"github.com/scrimplb/scrimp/backend"
+	"github.com/scrimplb/scrimp/catalog"
+	"github.com/scrimplb/scrimp/cluster"
+	"github.com/scrimplb/scrimp/config"
+	"github.com/scrimplb/scrimp/generator"
+	"github.com/scrimplb/scrimp/lb"
+	"github.com/scrimplb/scrimp/proxy"
+	"github.com/scrimplb/scrimp/seed"
+)
+
+// node is one running scrimp node, wired from its configuration.
+type node struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	role    catalog.Role
+	seeds   seed.Provider
+	cluster *cluster.Cluster
+	lb      *lb.LB    // load balancers only
+	proxy   io.Closer // load balancers only
+	backend *backend.Backend
+}
+
+// checkConfig builds what the plugins named in cfg would build and reports
+// their problems too, so `scrimp validate` catches everything startup would.
+func checkConfig(cfg *config.Config) error {
+	var errs []error
+	if ps := cfg.Validate(); len(ps) > 0 {
+		errs = append(errs, ps)
+	}
+	if cfg.Seed.Provider != "" {
+		p, err := seed.New(cfg.Seed, seed.Env{DefaultPort: cfg.Cluster.BindPort})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", cfg.File, err))
+		} else if c, ok := p.(seed.Closer); ok {
+			c.Close()
+		}
+	}
+	if cfg.LB != nil && cfg.LB.Generator != "" {
+		if _, err := generator.New(cfg.LB.Generator, cfg.LB.GeneratorOptions); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", cfg.File, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// startNode validates cfg, builds the node's parts and joins gossip (as a
+// cluster of one until Maintain finds peers). Nothing runs in the
+// background until run.
+func startNode(cfg *config.Config, logger *slog.Logger) (*node, error) {
+	if err := checkConfig(cfg); err != nil {
+		return nil, err
+	}
+	role, _ := catalog.ParseRole(cfg.Role)
+	n := &node{cfg: cfg, log: logger, role: role}
+	seeds, err := seed.New(cfg.Seed, seed.Env{Logger: logger.With("component", "seed"), DefaultPort: cfg.Cluster.BindPort})
+	if err != nil {
+		return nil, err
+	}
+	n.seeds = seeds
+
+	cc := cluster.Config{
+		NodeName:      cfg.NodeName,
+		BindAddr:      cfg.Cluster.BindAddr,
+		BindPort:      cfg.Cluster.BindPort,
+		AdvertiseAddr: cfg.Cluster.AdvertiseAddr,
+		AdvertisePort: cfg.Cluster.AdvertisePort,
+		Profile:       cfg.Cluster.Profile,
+		Role:          role,
+		Logger:        logger.With("component", "cluster"),
+	}
+	if cfg.Backend != nil {
+		cc.Applications = cfg.Backend.Applications
+	}
+	cl, err := cluster.New(cc)
+	if err != nil {
+		n.close()
+		return nil, err
+	}
+	n.cluster = cl
+
+	switch role {
+	case catalog.RoleLB:
+		if err := n.buildLB(); err != nil {
+			n.close()
+			return nil, err
+		}
+	case catalog.RoleBackend:
+		n.backend = backend.New(cl, cfg.Cluster.LeaveTimeout.Duration)
+	}
+	return n, nil
+}
+
+func (n *node) buildLB() error {
+	c := n.cfg.LB
+	gen, err := generator.New(c.Generator, c.GeneratorOptions)
+	if err != nil {
+		return err
+	}
+	in := generator.Input{ListenAddr: c.ListenAddr}
+	var p lb.Proxy
+	switch c.Mode {
+	case "managed":
+		if c.Generator != "nginx" {
+			return fmt.Errorf("lb.mode: managed mode runs nginx; generator %q needs mode \"external\"", c.Generator)
+		}
+		m, err := proxy.NewManagedNginx(c.ProxyBinary, c.StateDir, c.CommandTimeout.Duration, n.log)
+		if err != nil {
+			return err
+		}
+		in.Standalone, in.StateDir = true, m.Dir()
+		p, n.proxy = m, m
+	default:
+		e := &proxy.External{Target: c.GeneratorTarget, Check: c.CheckCommand, Reload: c.ReloadCommand,
+			Timeout: c.CommandTimeout.Duration, Logger: n.log}
+		p, n.proxy = e, e
+	}
+	n.lb = lb.New(lb.Config{
+		Members:   n.cluster,
+		Generator: gen,
+		Input:     in,
+		Proxy:     p,
+		Timing:    lb.Timing{Quiet: c.QuietPeriod.Duration, MaxWait: c.MaxWait.Duration},
+		Resync:    c.ResyncInterval.Duration,
+		Logger:    n.log.With("component", "lb"),
+	})
+	return nil
+}
+
+// run keeps the node joined and, on a load balancer, the proxy configured,
+// until ctx is done. Then it stops its loops, leaves the cluster (peers see
+// it gone at once rather than after failure detection) and stops the
+// proxy. It owns every goroutine it starts.
+func (n *node) run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	loopCtx, stop := context.WithCancel(ctx)
+	c := n.cfg.Cluster
+	wg.Go(func() {
+		n.cluster.Maintain(loopCtx, n.seeds, cluster.JoinOptions{
+			StartAlone:     n.role == catalog.RoleLB,
+			BackoffMin:     c.JoinBackoffMin.Duration,
+			BackoffMax:     c.JoinBackoffMax.Duration,
+			RejoinInterval: c.RejoinInterval.Duration,
+		})
+	})
+	if n.lb != nil {
+		wg.Go(func() { n.lb.Run(loopCtx) })
+	}
+	notify("READY=1")
+	<-ctx.Done()
+	notify("STOPPING=1")
+	n.log.Info("shutting down: leaving the cluster")
+	stop()
+	wg.Wait()
+	return n.close()
+}
+
+// close leaves the cluster and stops the proxy; safe on a partly built node.
+func (n *node) close() error {
+	var errs []error
+	if n.cluster != nil {
+		errs = append(errs, n.cluster.Close(n.cfg.Cluster.LeaveTimeout.Duration))
+	}
+	if n.proxy != nil {
+		errs = append(errs, n.proxy.Close())
+	}
+	if c, ok := n.seeds.(seed.Closer); ok {
+		errs = append(errs, c.Close())
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,188 @@
+// Package lb is the load balancer's control loop: it turns the live
+// membership into proxy configuration with a generator and hands it to a
+// proxy, coalescing bursts of changes into few reloads.
+package lb
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/scrimplb/scrimp/catalog"
+	"github.com/scrimplb/scrimp/generator"
+)
+
+// Membership is the live cluster view the load balancer consumes.
+type Membership interface {
+	// Snapshot returns the current membership without blocking; the
+	// result is immutable.
+	Snapshot() catalog.Snapshot
+	// Changes receives a value after the membership changes; one receive
+	// may stand for many changes.
+	Changes() <-chan struct{}
+}
+
+// Proxy makes configuration live.
+type Proxy interface {
+	// Apply checks config and, only if the proxy accepts it, makes it the
+	// running configuration (without a restart). On error the previous
+	// configuration stays live. Apply may block for the proxy's check and
+	// reload; the loop calls it from one goroutine.
+	Apply(ctx context.Context, config []byte) error
+}
+
+// Config wires a load balancer.
+type Config struct {
+	// Members is the membership source.
+	Members Membership
+	// Generator renders configuration text.
+	Generator generator.Generator
+	// Input carries the generator settings; its Snapshot is filled in on
+	// every render.
+	Input generator.Input
+	// Proxy applies rendered configuration.
+	Proxy Proxy
+	// Timing coalesces bursts of changes.
+	Timing Timing
+	// Resync re-renders from the full membership this often even without
+	// a change event; zero disables it.
+	Resync time.Duration
+	// Logger receives one line per applied or rejected configuration.
+	Logger *slog.Logger
+}
+
+// Stats counts what the loop did.
+type Stats struct {
+	// Renders is how many times the generator ran.
+	Renders int
+	// Applies is how many changed configurations the proxy accepted.
+	Applies int
+	// Rejected is how many changed configurations the proxy refused.
+	Rejected int
+	// LastError is the last rejection, or nil after a success.
+	LastError error
+}
+
+// LB is a load balancer control loop.
+type LB struct {
+	cfg Config
+	log *slog.Logger
+
+	applied  []byte   // the configuration the proxy runs
+	rejected [32]byte // hash of the last refused configuration
+	warnings []string // warnings of the last render, to log only changes
+
+	mu    sync.Mutex
+	stats Stats
+}
+
+// New returns a load balancer; Run starts it.
+func New(cfg Config) *LB {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &LB{cfg: cfg, log: cfg.Logger}
+}
+
+// Stats returns a copy of the counters. Safe for concurrent use.
+func (l *LB) Stats() Stats {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.stats
+}
+
+// Run renders and applies the configuration at once, then again after
+// every membership change, as Timing schedules, and every Resync. It
+// returns when ctx is done; an apply in progress is finished first (the
+// proxy is not left half-configured).
+func (l *LB) Run(ctx context.Context) {
+	var (
+		lastDone     time.Time
+		first, last  time.Time // pending changes, zero when none
+		timer        = time.NewTimer(0)
+		resync       <-chan time.Time
+		resyncTicker *time.Ticker
+	)
+	if l.cfg.Resync > 0 {
+		resyncTicker = time.NewTicker(l.cfg.Resync)
+		defer resyncTicker.Stop()
+		resync = resyncTicker.C
+	}
+	defer timer.Stop()
+	pending := true // the first render happens at once
+	first, last = time.Now(), time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-l.cfg.Members.Changes():
+		case <-resync:
+		case <-timer.C:
+			if !pending {
+				continue
+			}
+			pending = false
+			first, last = time.Time{}, time.Time{}
+			l.apply(context.WithoutCancel(ctx))
+			lastDone = time.Now()
+			continue
+		}
+		now := time.Now()
+		if !pending {
+			pending, first = true, now
+		}
+		last = now
+		timer.Reset(time.Until(l.cfg.Timing.Next(lastDone, first, last)))
+	}
+}
+
+// apply renders the current membership and, if the text changed, hands it
+// to the proxy.
+func (l *LB) apply(ctx context.Context) {
+	in := l.cfg.Input
+	in.Snapshot = l.cfg.Members.Snapshot()
+	start := time.Now()
+	out, err := l.cfg.Generator.Render(in)
+	l.mu.Lock()
+	l.stats.Renders++
+	l.mu.Unlock()
+	if err != nil {
+		l.log.Error("render failed; the running configuration stays", "err", err)
+		return
+	}
+	if !slices.Equal(out.Warnings, l.warnings) {
+		for _, w := range out.Warnings {
+			l.log.Warn("left out of the configuration", "reason", w)
+		}
+		l.warnings = out.Warnings
+	}
+	if bytes.Equal(out.Config, l.applied) {
+		return
+	}
+	sum := sha256.Sum256(out.Config)
+	if sum == l.rejected {
+		return // already refused, and nothing changed since: do not re-run the check
+	}
+	services, _ := in.Snapshot.Services()
+	if err := l.cfg.Proxy.Apply(ctx, out.Config); err != nil {
+		l.rejected = sum
+		l.mu.Lock()
+		l.stats.Rejected++
+		l.stats.LastError = err
+		l.mu.Unlock()
+		l.log.Error("configuration rejected; the running configuration stays", "err", err)
+		return
+	}
+	l.applied = out.Config
+	l.rejected = [32]byte{}
+	l.mu.Lock()
+	l.stats.Applies++
+	l.stats.LastError = nil
+	l.mu.Unlock()
+	l.log.Info("configuration applied", "backends", in.Snapshot.Backends(), "applications", len(services),
+		"bytes", len(out.Config), "took", time.Since(start).Round(time.Microsecond))
+}

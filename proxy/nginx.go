@@ -1,0 +1,236 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// ManagedNginx owns a whole nginx instance: a complete nginx.conf in Dir,
+// and `nginx -p Dir -c Dir/nginx.conf -g 'daemon off;'` as a supervised
+// child. It needs only the nginx binary: no root, no system config.
+//
+// Apply is not safe for concurrent use (the load balancer loop is its only
+// caller); Close may be called from any goroutine, more than once.
+type ManagedNginx struct {
+	binary  string
+	dir     string
+	conf    string
+	timeout time.Duration
+	log     *slog.Logger
+
+	mu      sync.Mutex
+	cmd     *exec.Cmd     // running master, nil before the first Apply
+	exited  chan struct{} // closed when cmd exits
+	closed  bool
+	current []byte // what nginx.conf holds
+
+	reloads int
+	wg      sync.WaitGroup
+}
+
+// NewManagedNginx prepares dir (creating it) for an nginx run by binary.
+// Nothing runs until the first Apply.
+func NewManagedNginx(binary, dir string, timeout time.Duration, logger *slog.Logger) (*ManagedNginx, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if _, err := exec.LookPath(binary); err != nil {
+		return nil, fmt.Errorf("proxy: nginx binary %q not found (install nginx, e.g. apt-get install -y nginx): %w", binary, err)
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: state dir %s: %w", dir, err)
+	}
+	for _, d := range []string{abs, filepath.Join(abs, "tmp")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("proxy: state dir: %w", err)
+		}
+	}
+	return &ManagedNginx{
+		binary: binary, dir: abs, conf: filepath.Join(abs, "nginx.conf"),
+		timeout: timeout, log: logger.With("component", "nginx"),
+	}, nil
+}
+
+// Dir returns the absolute state directory, for generators that write
+// paths into the configuration.
+func (n *ManagedNginx) Dir() string { return n.dir }
+
+// Reloads returns how many reload signals nginx has been sent.
+func (n *ManagedNginx) Reloads() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.reloads
+}
+
+// Apply makes config live. It writes config next to nginx.conf, has nginx
+// check that file (`nginx -t`), and only then renames it over nginx.conf
+// and reloads nginx (SIGHUP: old workers finish their requests, new ones
+// take new connections). A configuration nginx rejects never replaces the
+// running one; the error carries nginx's own message. The first Apply
+// starts nginx.
+func (n *ManagedNginx) Apply(ctx context.Context, config []byte) error {
+	n.mu.Lock()
+	closed, running, same := n.closed, n.cmd != nil, bytes.Equal(n.current, config)
+	n.mu.Unlock()
+	if closed {
+		return errors.New("proxy: nginx is closed")
+	}
+	if running && same {
+		return nil
+	}
+	next := n.conf + ".next"
+	if err := WriteAtomic(next, config, 0o644); err != nil {
+		return fmt.Errorf("proxy: %w", err)
+	}
+	if _, err := run(ctx, n.timeout, n.binary, "-t", "-q", "-p", n.dir+"/", "-c", next, "-e", "stderr"); err != nil {
+		os.Remove(next)
+		return fmt.Errorf("proxy: nginx rejected the new configuration, previous one kept: %w", err)
+	}
+	if err := os.Rename(next, n.conf); err != nil {
+		return fmt.Errorf("proxy: %w", err)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.current = config
+	if n.closed {
+		return errors.New("proxy: nginx is closed")
+	}
+	if n.cmd == nil {
+		return n.startLocked()
+	}
+	if err := n.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		return fmt.Errorf("proxy: reload nginx: %w", err)
+	}
+	n.reloads++
+	return nil
+}
+
+// startLocked starts the nginx master and a goroutine that restarts it
+// with backoff, from the last good nginx.conf, if it dies. n.mu is held.
+func (n *ManagedNginx) startLocked() error {
+	cmd := exec.Command(n.binary, "-p", n.dir+"/", "-c", n.conf, "-e", "stderr", "-g", "daemon off;")
+	cmd.Stdout = &lineLogger{log: n.log}
+	cmd.Stderr = &lineLogger{log: n.log}
+	// Its own process group: a Ctrl-C on scrimp's terminal reaches scrimp,
+	// which then stops nginx gracefully instead of nginx dying mid-request.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("proxy: start nginx: %w", err)
+	}
+	n.log.Info("nginx started", "pid", cmd.Process.Pid, "conf", n.conf)
+	n.cmd = cmd
+	exited := make(chan struct{})
+	n.exited = exited
+	n.wg.Add(1)
+	go n.supervise(cmd, exited)
+	return nil
+}
+
+func (n *ManagedNginx) supervise(cmd *exec.Cmd, exited chan struct{}) {
+	defer n.wg.Done()
+	err := cmd.Wait()
+	close(exited)
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return
+	}
+	n.log.Error("nginx exited unexpectedly; restarting with the last good configuration", "err", err)
+	n.cmd = nil
+	n.mu.Unlock()
+
+	backoff := 500 * time.Millisecond
+	for {
+		time.Sleep(backoff)
+		n.mu.Lock()
+		if n.closed {
+			n.mu.Unlock()
+			return
+		}
+		err := n.startLocked()
+		n.mu.Unlock()
+		if err == nil {
+			return
+		}
+		n.log.Error("restarting nginx failed", "err", err, "retry-in", backoff)
+		backoff = min(backoff*2, 30*time.Second)
+	}
+}
+
+// Close stops nginx gracefully (SIGQUIT: workers finish in-flight
+// requests), killing it if it has not exited within the timeout, and waits
+// for the supervisor to finish. It is safe to call more than once.
+func (n *ManagedNginx) Close() error {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		n.wg.Wait()
+		return nil
+	}
+	n.closed = true
+	cmd, exited := n.cmd, n.exited
+	n.mu.Unlock()
+	if cmd != nil {
+		cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-exited:
+		case <-time.After(n.timeout):
+			n.log.Warn("nginx did not stop in time; killing it")
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-exited
+		}
+	}
+	n.wg.Wait()
+	return nil
+}
+
+// lineLogger logs each line a proxy writes, at the level the proxy's own
+// "[level]" tag names. exec copies the child's output into it from one
+// goroutine, so it needs no lock.
+type lineLogger struct {
+	log *slog.Logger
+	buf []byte
+}
+
+func (w *lineLogger) Write(p []byte) (int, error) {
+	w.buf = append(w.buf, p...)
+	for {
+		i := bytes.IndexByte(w.buf, '\n')
+		if i < 0 {
+			break
+		}
+		line := string(w.buf[:i])
+		w.buf = w.buf[i+1:]
+		w.log.Log(context.Background(), nginxLevel(line), line)
+	}
+	if len(w.buf) > 64<<10 { // a runaway line: log what there is
+		w.log.Warn(string(w.buf))
+		w.buf = w.buf[:0]
+	}
+	return len(p), nil
+}
+
+// nginxLevel maps nginx's "[notice]"-style tag to a slog level.
+func nginxLevel(line string) slog.Level {
+	for tag, level := range map[string]slog.Level{
+		"[debug]": slog.LevelDebug, "[info]": slog.LevelInfo, "[notice]": slog.LevelInfo,
+		"[warn]": slog.LevelWarn, "[error]": slog.LevelError, "[crit]": slog.LevelError,
+		"[alert]": slog.LevelError, "[emerg]": slog.LevelError,
+	} {
+		if strings.Contains(line, tag) {
+			return level
+		}
+	}
+	return slog.LevelWarn
+}
