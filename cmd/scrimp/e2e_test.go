@@ -1,0 +1,308 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/scrimplb/scrimp/catalog"
+	"github.com/scrimplb/scrimp/config"
+)
+
+// requireNginx skips when nginx is missing on a developer machine, and
+// fails in CI, where `make test` installs it.
+func requireNginx(t testing.TB) {
+	t.Helper()
+	if _, err := exec.LookPath("nginx"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("nginx is required in CI: %v", err)
+		}
+		t.Skipf("nginx not installed (make test installs it): %v", err)
+	}
+}
+
+// testCluster runs scrimp nodes in this process, each on its own loopback
+// address, the way separate machines would.
+type testCluster struct {
+	t          testing.TB
+	net        string // first three octets, e.g. "127.0.1"
+	listenPort int
+	lb         *node
+	seed       string
+	stateDir   string
+	profile    string
+	logger     *slog.Logger
+}
+
+type testBackend struct {
+	name   string
+	node   *node
+	cancel context.CancelFunc
+	done   chan struct{}
+	srv    *http.Server
+}
+
+func newTestCluster(t testing.TB, net, profile string) *testCluster {
+	t.Helper()
+	requireNginx(t)
+	lbIP := net + ".1"
+	port, err := freePort(lbIP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := &testCluster{t: t, net: net, listenPort: port, stateDir: t.TempDir(), profile: profile, logger: testLogger(t)}
+	cfg, err := demoConfig("lb", lbIP, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Cluster.Profile = profile
+	lbc := config.DefaultLB()
+	lbc.StateDir, lbc.ListenAddr = tc.stateDir, lbIP
+	cfg.LB = &lbc
+	n, err := startNode(cfg, tc.logger.With("node", "lb"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc.lb = n
+	tc.seed = n.cluster.LocalAddr()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := n.run(ctx); err != nil {
+			t.Errorf("lb: %v", err)
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return tc
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	level := slog.LevelInfo
+	if testing.Verbose() {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(logWriter{t}, &slog.HandlerOptions{Level: level}))
+}
+
+type logWriter struct{ t testing.TB }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// url is where requests enter the load balancer.
+func (tc *testCluster) url() string { return fmt.Sprintf("http://%s.1:%d/", tc.net, tc.listenPort) }
+
+// addBackend starts backend number i (address NET.i+1) with a real HTTP
+// app answering its name, joined through the load balancer's seed.
+func (tc *testCluster) addBackend(i int) *testBackend {
+	tc.t.Helper()
+	name := fmt.Sprintf("backend-%d", i)
+	ip := fmt.Sprintf("%s.%d", tc.net, i+1)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	appPort, err := serveDemoApp(ctx, &wg, ip, name)
+	if err != nil {
+		tc.t.Fatal(err)
+	}
+	cfg, err := demoConfig(name, ip, []string{tc.seed})
+	if err != nil {
+		tc.t.Fatal(err)
+	}
+	cfg.Cluster.Profile = tc.profile
+	cfg.Backend = &config.Backend{Applications: []catalog.Application{{
+		Name: "web", ListenPort: tc.listenPort, ApplicationPort: appPort, Protocol: catalog.ProtocolHTTP,
+	}}}
+	n, err := startNode(cfg, tc.logger.With("node", name))
+	if err != nil {
+		tc.t.Fatal(err)
+	}
+	b := &testBackend{name: name, node: n, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(b.done)
+		n.run(ctx)
+		wg.Wait()
+	}()
+	tc.t.Cleanup(b.stop)
+	return b
+}
+
+// stop leaves the cluster gracefully and stops the app; idempotent.
+func (b *testBackend) stop() {
+	b.cancel()
+	<-b.done
+}
+
+// kill stops gossip without leaving and stops the app, like a crash.
+func (b *testBackend) kill() {
+	b.node.cluster.Kill()
+	b.cancel()
+	<-b.done
+}
+
+var client = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+
+// get sends one request through the load balancer and returns the body.
+func (tc *testCluster) get() (string, error) {
+	resp, err := client.Get(tc.url())
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("status %d: %s", resp.StatusCode, body)
+	}
+	return strings.TrimPrefix(strings.TrimSpace(string(body)), "hello from "), nil
+}
+
+// waitServed polls until every name in want has answered, and returns how
+// long that took.
+func (tc *testCluster) waitServed(timeout time.Duration, want ...string) time.Duration {
+	tc.t.Helper()
+	start := time.Now()
+	seen := map[string]bool{}
+	for {
+		if name, err := tc.get(); err == nil {
+			seen[name] = true
+		}
+		all := true
+		for _, w := range want {
+			all = all && seen[w]
+		}
+		if all {
+			return time.Since(start)
+		}
+		if time.Since(start) > timeout {
+			tc.t.Fatalf("after %s only %v of %v answered", timeout, seen, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// routed reports whether the running nginx configuration sends traffic to
+// the named backend.
+func (tc *testCluster) routed(name string) bool {
+	b, err := os.ReadFile(tc.stateDir + "/nginx.conf")
+	return err == nil && strings.Contains(string(b), "# "+name+"\n")
+}
+
+func (tc *testCluster) waitUnrouted(timeout time.Duration, name string) time.Duration {
+	tc.t.Helper()
+	start := time.Now()
+	for tc.routed(name) {
+		if time.Since(start) > timeout {
+			tc.t.Fatalf("%s still in the nginx config after %s", name, timeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+// burst sends n requests and returns who answered and how many failed.
+func (tc *testCluster) burst(n int) (map[string]int, []error) {
+	counts := map[string]int{}
+	var errs []error
+	for range n {
+		name, err := tc.get()
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		counts[name]++
+	}
+	return counts, errs
+}
+
+func TestEndToEndThroughNginx(t *testing.T) {
+	tc := newTestCluster(t, "127.0.1", "local")
+	b1 := tc.addBackend(1)
+	b2 := tc.addBackend(2)
+	tc.addBackend(3)
+	took := tc.waitServed(10*time.Second, "backend-1", "backend-2", "backend-3")
+	t.Logf("three backends served through nginx %s after they started", took)
+
+	counts, errs := tc.burst(90)
+	if len(errs) > 0 || len(counts) != 3 {
+		t.Fatalf("before changes: answers %v, %d failures (first: %v)", counts, len(errs), first(errs))
+	}
+
+	// A graceful leave: removed from the config, and then no request fails.
+	b1.stop()
+	t.Logf("graceful leave removed from nginx after %s", tc.waitUnrouted(5*time.Second, "backend-1"))
+	counts, errs = tc.burst(60)
+	if len(errs) > 0 || counts["backend-1"] > 0 || len(counts) != 2 {
+		t.Fatalf("after backend-1 left: answers %v, %d failures (first: %v)", counts, len(errs), first(errs))
+	}
+
+	// A crash: gossip failure detection removes it.
+	b2.kill()
+	t.Logf("killed backend removed from nginx after %s", tc.waitUnrouted(20*time.Second, "backend-2"))
+	counts, errs = tc.burst(30)
+	if len(errs) > 0 || len(counts) != 1 || counts["backend-3"] != 30 {
+		t.Fatalf("after backend-2 died: answers %v, %d failures (first: %v)", counts, len(errs), first(errs))
+	}
+
+	// A late joiner gets traffic.
+	tc.addBackend(4)
+	t.Logf("late backend served after %s", tc.waitServed(10*time.Second, "backend-4"))
+
+	stats := tc.lb.lb.Stats()
+	if stats.Rejected != 0 {
+		t.Errorf("nginx rejected %d configurations: %v", stats.Rejected, stats.LastError)
+	}
+	t.Logf("lb stats: %+v", stats)
+}
+
+func first(errs []error) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	return errs[0]
+}
+
+// BenchmarkJoinToServed measures, per gossip profile, the time from a
+// backend starting (gossip join) to its first request served through
+// nginx, and from a kill -9 equivalent to its removal from nginx's config.
+// Run: go test ./cmd/scrimp -run XXX -bench JoinToServed -benchtime 5x
+func BenchmarkJoinToServed(b *testing.B) {
+	for i, profile := range []string{"local", "lan"} {
+		b.Run(profile, func(b *testing.B) {
+			tc := newTestCluster(b, fmt.Sprintf("127.0.%d", 20+i), profile)
+			// A permanent backend so failure detection has a witness, as
+			// it would in any real deployment.
+			tc.addBackend(1)
+			tc.waitServed(10*time.Second, "backend-1")
+			var join, removal time.Duration
+			for n := range b.N {
+				idx := 2 + n%200
+				start := time.Now()
+				be := tc.addBackend(idx)
+				tc.waitServed(20*time.Second, be.name)
+				join += time.Since(start)
+				start = time.Now()
+				be.kill()
+				tc.waitUnrouted(60*time.Second, be.name)
+				removal += time.Since(start)
+			}
+			b.ReportMetric(float64(join.Milliseconds())/float64(b.N), "join-to-served-ms")
+			b.ReportMetric(float64(removal.Milliseconds())/float64(b.N), "kill-to-removed-ms")
+		})
+	}
+}
