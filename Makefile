@@ -1,0 +1,65 @@
+# scrimp — the two commands a newcomer needs are `make demo` and `make test`.
+
+GO       ?= go
+GOBIN    := $(shell $(GO) env GOPATH)/bin
+export PATH := $(PATH):$(GOBIN):/usr/sbin
+VERSITYGW_VERSION := v1.8.0
+# Packages the tests drive for real: nginx (with the stream module) and HAProxy.
+APT_PACKAGES := nginx libnginx-mod-stream haproxy
+
+.PHONY: all build test demo bench deps deps-apt deps-go deps-nginx vet fuzz clean
+
+all: build
+
+build:
+	$(GO) build -o bin/scrimp ./cmd/scrimp
+
+# demo: a load balancer with its own nginx and three backends on loopback.
+demo: deps-nginx
+	$(GO) run ./cmd/scrimp demo
+
+# test: install what the tests need, then run every test (race detector on).
+test: deps vet
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+vet:
+	@out=$$(gofmt -l . | grep -v '^vendor/'); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+# bench: speed and timing figures (see README "Measuring").
+bench: deps
+	$(GO) test -run '^$$' -bench . -benchtime 5x ./cmd/scrimp/
+	$(GO) test -run '^$$' -bench . -benchmem ./generator/ ./catalog/
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzDecodeMeta -fuzztime 60s ./catalog/
+
+deps: deps-apt deps-go
+
+# deps-nginx: only nginx, for the demo.
+deps-nginx:
+	@if command -v nginx >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing nginx with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx; \
+	else \
+		echo "nginx is missing: install it, e.g. 'sudo apt-get install -y nginx' (Debian/Ubuntu) or 'brew install nginx'"; exit 1; \
+	fi
+
+deps-apt:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing$$missing with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	else \
+		echo "missing packages:$$missing — install them with: sudo apt-get install -y$$missing"; exit 1; \
+	fi
+
+# deps-go: versitygw, a real S3-protocol server for the seed integration test.
+deps-go:
+	@command -v versitygw >/dev/null 2>&1 || { echo "installing versitygw $(VERSITYGW_VERSION)"; \
+		$(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION); }
+
+clean:
+	rm -rf bin

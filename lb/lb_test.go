@@ -1,0 +1,208 @@
+package lb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/scrimplb/scrimp/catalog"
+	"github.com/scrimplb/scrimp/generator"
+)
+
+// members is a membership source the test changes by hand.
+type members struct {
+	mu      sync.Mutex
+	snap    catalog.Snapshot
+	changes chan struct{}
+}
+
+func newMembers() *members { return &members{changes: make(chan struct{}, 1)} }
+
+func (m *members) Snapshot() catalog.Snapshot {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.snap
+}
+
+func (m *members) Changes() <-chan struct{} { return m.changes }
+
+// setBackends replaces the membership with n backends of app "web".
+func (m *members) setBackends(n int) {
+	var nodes []catalog.Node
+	for i := range n {
+		nodes = append(nodes, catalog.Node{
+			Name: fmt.Sprintf("b%03d", i), Addr: netip.AddrFrom4([4]byte{10, 0, byte(i / 250), byte(1 + i%250)}), Role: catalog.RoleBackend,
+			Applications: []catalog.Application{{Name: "web", ListenPort: 80, ApplicationPort: 8080, Protocol: catalog.ProtocolHTTP}},
+		})
+	}
+	m.mu.Lock()
+	m.snap = catalog.NewSnapshot(nodes)
+	m.mu.Unlock()
+	select {
+	case m.changes <- struct{}{}:
+	default:
+	}
+}
+
+// recorder is a proxy that keeps what it was asked to apply; reject makes
+// it refuse configurations, as nginx -t would.
+type recorder struct {
+	mu      sync.Mutex
+	applied [][]byte
+	checks  int
+	reject  bool
+	delay   time.Duration
+}
+
+func (r *recorder) Apply(_ context.Context, config []byte) error {
+	time.Sleep(r.delay) // a reload takes time; changes keep arriving meanwhile
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.checks++
+	if r.reject {
+		return errors.New("nginx: [emerg] rejected")
+	}
+	r.applied = append(r.applied, config)
+	return nil
+}
+
+func (r *recorder) count() (applies, checks int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.applied), r.checks
+}
+
+func startLB(t *testing.T, m *members, p Proxy, timing Timing) *LB {
+	t.Helper()
+	gen, err := generator.New("nginx", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := New(Config{Members: m, Generator: gen, Input: generator.Input{ListenAddr: "127.0.0.1"}, Proxy: p, Timing: timing})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		l.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return l
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func TestFirstRenderAppliesAtOnce(t *testing.T) {
+	m := newMembers()
+	p := &recorder{}
+	l := startLB(t, m, p, Timing{Quiet: time.Hour, MaxWait: time.Hour})
+	// With an hour of quiet period and max wait, only the immediate path
+	// can apply. (Timing.Next is tested for the idle-change case.)
+	waitFor(t, "first render", func() bool { a, _ := p.count(); return a == 1 })
+	if got := l.Stats().Applies; got != 1 {
+		t.Fatalf("Applies = %d", got)
+	}
+}
+
+func TestBurstIsCoalesced(t *testing.T) {
+	m := newMembers()
+	p := &recorder{delay: 5 * time.Millisecond}
+	startLB(t, m, p, Timing{Quiet: 100 * time.Millisecond, MaxWait: 400 * time.Millisecond})
+	waitFor(t, "first render", func() bool { a, _ := p.count(); return a == 1 })
+	time.Sleep(150 * time.Millisecond) // idle again
+
+	// 50 joins over about half a second.
+	for i := 1; i <= 50; i++ {
+		m.setBackends(i)
+		time.Sleep(10 * time.Millisecond)
+	}
+	last := time.Now()
+	waitFor(t, "all 50 routed", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.applied) > 0 && countServers(p.applied[len(p.applied)-1]) == 50
+	})
+	routedAfter := time.Since(last)
+	applies, _ := p.count()
+	reloads := applies - 1
+	t.Logf("50 joins: %d reloads, all routed %s after the last join", reloads, routedAfter)
+	if reloads > 4 {
+		t.Errorf("50 joins caused %d reloads; want them coalesced into at most 4", reloads)
+	}
+	if reloads < 2 {
+		t.Errorf("50 joins caused %d reloads; the first should apply at once and the rest later", reloads)
+	}
+}
+
+func countServers(config []byte) int {
+	n := 0
+	for i := 0; i+7 <= len(config); i++ {
+		if string(config[i:i+7]) == "server " && (i == 0 || config[i-1] == ' ') {
+			n++
+		}
+	}
+	return n
+}
+
+func TestRejectedConfigIsNotRetriedUntilItChanges(t *testing.T) {
+	m := newMembers()
+	p := &recorder{}
+	l := startLB(t, m, p, Timing{Quiet: 10 * time.Millisecond, MaxWait: 50 * time.Millisecond})
+	waitFor(t, "first render", func() bool { a, _ := p.count(); return a == 1 })
+
+	p.mu.Lock()
+	p.reject = true
+	p.mu.Unlock()
+	m.setBackends(1)
+	waitFor(t, "rejection", func() bool { return l.Stats().Rejected == 1 })
+	if l.Stats().LastError == nil {
+		t.Error("LastError not set after a rejection")
+	}
+	// The same membership again (a resync, a duplicate event) renders the
+	// same refused bytes: the proxy is not asked again.
+	m.setBackends(1)
+	time.Sleep(100 * time.Millisecond)
+	if _, checks := p.count(); checks != 2 {
+		t.Errorf("proxy checked %d times; want 2 (first render, one rejection)", checks)
+	}
+	// A real change is tried, and once accepted clears the error.
+	p.mu.Lock()
+	p.reject = false
+	p.mu.Unlock()
+	m.setBackends(2)
+	waitFor(t, "recovery", func() bool { return l.Stats().Applies == 2 })
+	if err := l.Stats().LastError; err != nil {
+		t.Errorf("LastError = %v after success", err)
+	}
+}
+
+func TestUnchangedMembershipDoesNotReload(t *testing.T) {
+	m := newMembers()
+	m.setBackends(3)
+	p := &recorder{}
+	l := startLB(t, m, p, Timing{Quiet: 5 * time.Millisecond, MaxWait: 20 * time.Millisecond})
+	waitFor(t, "first render", func() bool { a, _ := p.count(); return a == 1 })
+	for range 5 {
+		m.setBackends(3)
+		time.Sleep(20 * time.Millisecond)
+	}
+	waitFor(t, "renders", func() bool { return l.Stats().Renders >= 3 })
+	if a, _ := p.count(); a != 1 {
+		t.Errorf("%d applies for an unchanged membership, want 1", a)
+	}
+}
