@@ -292,6 +292,10 @@ func BenchmarkJoinToServed(b *testing.B) {
 			var join, removal time.Duration
 			for n := range b.N {
 				idx := 2 + n%200
+				// Let the load balancer go idle, as it is when a backend
+				// joins in production; a join within the quiet period of
+				// the last reload would wait for it.
+				time.Sleep(tc.lb.cfg.LB.QuietPeriod.Duration + 100*time.Millisecond)
 				start := time.Now()
 				be := tc.addBackend(idx)
 				tc.waitServed(20*time.Second, be.name)
