@@ -6,8 +6,10 @@ package config
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -219,37 +221,86 @@ func Load(path string) (*Config, error) {
 }
 
 // Parse decodes data (read from file) over DefaultConfig and validates it.
-// It returns every problem found: unknown keys, type errors and invalid
-// values, each with its JSON path.
+// It returns every problem found, sorted by JSON path: syntax errors, keys
+// no field matches, duplicate keys, values of the wrong JSON type and
+// invalid values, each with its file and JSON path. A value of the wrong
+// type is reported once and its field keeps the default, so it causes no
+// further problems.
 func Parse(file string, data []byte) (*Config, Problems) {
 	cfg := DefaultConfig()
 	cfg.File = file
-	var generic any
-	if err := json.Unmarshal(data, &generic); err != nil {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return cfg, Problems{{File: file, Reason: "empty file: expected a JSON object"}}
+	}
+	var raw json.RawMessage
+	if err := json.Unmarshal(data, &raw); err != nil {
 		return cfg, Problems{{File: file, Reason: syntaxReason(data, err)}}
 	}
-	problems := unknownFields(file, "", generic, typeOfConfig)
+	var tree any
 	dec := json.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(cfg); err != nil {
+	dec.UseNumber()
+	if err := dec.Decode(&tree); err != nil {
+		return cfg, Problems{{File: file, Reason: "invalid JSON: " + err.Error()}}
+	}
+	var sh shape
+	if !sh.check(file, "", tree, typeOfConfig) {
+		return cfg, sh.mistyped
+	}
+	problems := slices.Concat(sh.unknown, sh.mistyped, duplicateKeys(file, data))
+	var err error
+	if len(sh.unknown)+len(sh.mistyped) > 0 {
+		// Decode the pruned tree, which holds only known keys with values
+		// of the right type.
+		data, err = json.Marshal(tree)
+	}
+	if err == nil {
+		// Raw sections (seed, generator-options) keep the file's bytes
+		// unless the tree was pruned.
+		err = json.Unmarshal(data, cfg)
+	}
+	if err != nil {
+		// Unreachable unless shape.check misses a case; report it anyway.
 		problems = append(problems, decodeProblem(file, err))
 	}
-	if len(problems) > 0 {
-		return cfg, problems
+	for _, p := range cfg.Validate() {
+		if !under(p.Path, sh.mistyped) {
+			problems = append(problems, p)
+		}
 	}
-	return cfg, cfg.Validate()
+	slices.SortStableFunc(problems, func(a, b Problem) int { return strings.Compare(a.Path, b.Path) })
+	return cfg, problems
 }
 
+// under reports whether path is one of the problems' paths or inside one.
+func under(path string, ps Problems) bool {
+	for _, p := range ps {
+		if path == p.Path || strings.HasPrefix(path, p.Path+".") || strings.HasPrefix(path, p.Path+"[") {
+			return true
+		}
+	}
+	return false
+}
+
+// syntaxReason locates a JSON syntax error by the line and column (both
+// from 1, the column counted in bytes) of the byte that is wrong, or of the
+// end of the file when it ends too soon.
 func syntaxReason(data []byte, err error) string {
-	if se, ok := err.(*json.SyntaxError); ok {
-		line := 1 + bytes.Count(data[:se.Offset], []byte("\n"))
-		col := int(se.Offset) - bytes.LastIndexByte(data[:se.Offset], '\n') - 1
+	var se *json.SyntaxError
+	if errors.As(err, &se) && se.Offset > 0 && se.Offset <= int64(len(data)) {
+		at := int(se.Offset) - 1 // se.Offset counts the bytes read, the bad one included
+		if se.Offset == int64(len(data)) && strings.Contains(se.Error(), "unexpected end") {
+			at = len(data)
+		}
+		line := 1 + bytes.Count(data[:at], []byte("\n"))
+		col := at - bytes.LastIndexByte(data[:at], '\n')
 		return fmt.Sprintf("line %d, column %d: invalid JSON: %v", line, col, err)
 	}
 	return "invalid JSON: " + err.Error()
 }
 
 func decodeProblem(file string, err error) Problem {
-	if te, ok := err.(*json.UnmarshalTypeError); ok {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
 		return Problem{File: file, Path: te.Field, Reason: fmt.Sprintf("expected %s, got JSON %s", te.Type, te.Value)}
 	}
 	msg := err.Error()

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -36,7 +37,7 @@ func (c *Config) Validate() Problems {
 	if c.Seed.Provider == "" {
 		v.add("seed.provider", `required, e.g. "static"`)
 	}
-	for name := range c.Seed.Sections {
+	for _, name := range slices.Sorted(maps.Keys(c.Seed.Sections)) {
 		if !isIdent(name) {
 			v.add("seed."+name, "unknown field")
 		}

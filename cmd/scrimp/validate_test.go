@@ -1,0 +1,292 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// goodConfigs are the shipped example configurations, with the role
+// `scrimp validate` must report for each.
+var goodConfigs = []struct {
+	file string
+	role string
+}{
+	{"../../config.example.json", "lb"},
+	{"../../examples/backend.json", "backend"},
+	{"../../examples/lb-external.json", "lb"},
+}
+
+// badConfigs are the files in testdata/bad, each with every line
+// `scrimp validate` must print for it, in order and nothing else. Each line
+// is written without its "FILE: " prefix and is matched as a prefix of the
+// printed line, so a plugin's list of known names may grow.
+var badConfigs = []struct {
+	file string
+	want []string
+}{
+	{"unknown-fields.json", []string{
+		"backend.applications[0].colour: unknown field",
+		`cluster.bindPort: unknown field (did you mean "bind-port"?)`,
+		"colour: unknown field",
+	}},
+	{"bad-duration.json", []string{
+		`lb.command-timeout: expected a duration string such as "5s", got number 30`,
+		`lb.quiet-period: "soon" is not a duration (write e.g. "200ms", "5s")`,
+	}},
+	{"ports.json", []string{
+		"backend.applications[0].application-port: 70000 is not a port in 1-65535",
+		"cluster.advertise-port: 70000 is not a port in 1-65535",
+		"cluster.bind-port: 0 is not a port in 1-65535",
+	}},
+	{"wrong-type.json", []string{
+		`cluster.bind-port: expected an integer, got string "80"`,
+		`lb.reload-command: expected a list, got string "nginx -s reload"`,
+	}},
+	{"missing-role.json", []string{
+		`role: required: "lb" or "backend"`,
+	}},
+	{"role-proxy.json", []string{
+		`role: unknown role "proxy" (want "lb" or "backend")`,
+	}},
+	{"lb-on-backend.json", []string{
+		`lb: only allowed when role is "lb", and role is "backend"`,
+	}},
+	{"backend-on-lb.json", []string{
+		`backend: only allowed when role is "backend", and role is "lb"`,
+	}},
+	{"missing-lb.json", []string{
+		`lb: required when role is "lb"`,
+	}},
+	{"applications.json", []string{
+		`backend.applications[0].domains[0]: "bad domain;": label "bad domain;": only a-z, 0-9 and '-' are allowed`,
+		"backend.applications[0].listen-port: 0 is not a port in 1-65535",
+		`backend.applications[0].name: "Web": only a-z, 0-9, '-' and '_' are allowed, starting with a letter or digit`,
+		`backend.applications[0].protocol: "ftp" is not one of [http https grpc tcp udp]`,
+		`backend.applications[1].name: "web app": only a-z, 0-9, '-' and '_' are allowed, starting with a letter or digit`,
+		`backend.applications[2].name: "api;": only a-z, 0-9, '-' and '_' are allowed, starting with a letter or digit`,
+		`backend.applications[4].name: "api" is also the name of applications[3]`,
+	}},
+	{"syntax.json", []string{
+		`line 4, column 3: invalid JSON: invalid character '"' after object key:value pair`,
+	}},
+	{"empty.json", []string{
+		"empty file: expected a JSON object",
+	}},
+	{"seed-options.json", []string{
+		`seed.addresses: expected an object of options for seed provider "addresses", got a list (did you mean "seed.static.addresses"?)`,
+	}},
+	// The seed provider and the generator are checked by building them.
+	{"seed-provider.json", []string{
+		`seed.provider: unknown provider "dnsx"`,
+	}},
+	{"generator.json", []string{
+		`lb.generator: unknown generator "haproxy"`,
+	}},
+	{"many.json", []string{
+		`backend: only allowed when role is "backend", and role is "lb"`,
+		"backend.applications[0].application-port: 0 is not a port in 1-65535",
+		`backend.applications[0].listen-port: expected an integer, got string "80"`,
+		`backend.applications[0].name: "Web": only a-z, 0-9, '-' and '_' are allowed, starting with a letter or digit`,
+		`backend.applications[0].protocol: "ftp" is not one of [http https grpc tcp udp]`,
+		"cluster.bind-port: 0 is not a port in 1-65535",
+		`cluster.bindPort: unknown field (did you mean "bind-port"?)`,
+		`cluster.profile: "fast" is not one of local, lan, wan`,
+		"colour: unknown field",
+		"lb.listen-addr: expected a string, got number 5",
+		`lb.mode: "sidecar" is not one of managed, external`,
+		`lb.quiet-period: "soon" is not a duration (write e.g. "200ms", "5s")`,
+		`log-level: "verbose" is not one of debug, info, warn, error`,
+	}},
+}
+
+// runScrimp runs the command line args in process and returns what it
+// wrote to stdout and stderr.
+func runScrimp(t *testing.T, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	cmd := newRootCmd()
+	cmd.SetArgs(args)
+	cmd.SetOut(&out)
+	cmd.SetErr(&errOut)
+	err = cmd.Execute()
+	return out.String(), errOut.String(), err
+}
+
+// checkLines asserts that output is exactly one line per want, each line
+// starting with prefix followed by that want.
+func checkLines(t *testing.T, output, prefix string, want []string) {
+	t.Helper()
+	lines := strings.Split(strings.TrimSuffix(output, "\n"), "\n")
+	ok := len(lines) == len(want)
+	for i := 0; ok && i < len(want); i++ {
+		ok = strings.HasPrefix(lines[i], prefix+want[i])
+	}
+	if !ok {
+		t.Errorf("output:\n%s\nwant lines starting with:\n%s%s", output, prefix, strings.Join(want, "\n"+prefix))
+	}
+}
+
+func TestValidateCommandGood(t *testing.T) {
+	for _, tt := range goodConfigs {
+		t.Run(filepath.Base(tt.file), func(t *testing.T) {
+			t.Parallel()
+			stdout, stderr, err := runScrimp(t, "validate", "--config", tt.file)
+			if err != nil {
+				t.Fatalf("validate: %v\nstderr:\n%s", err, stderr)
+			}
+			if want := tt.file + ": ok (" + tt.role + ")\n"; stdout != want {
+				t.Errorf("stdout = %q, want %q", stdout, want)
+			}
+			if stderr != "" {
+				t.Errorf("stderr = %q, want nothing", stderr)
+			}
+		})
+	}
+}
+
+func TestValidateCommandBad(t *testing.T) {
+	// Every file in testdata/bad must have expectations, so none is
+	// silently left untested.
+	files, err := filepath.Glob(filepath.Join("testdata", "bad", "*.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed := map[string]bool{}
+	for _, tt := range badConfigs {
+		listed[tt.file] = true
+	}
+	for _, f := range files {
+		if !listed[filepath.Base(f)] {
+			t.Errorf("%s has no expectations in badConfigs", f)
+		}
+	}
+	for _, tt := range badConfigs {
+		t.Run(strings.TrimSuffix(tt.file, ".json"), func(t *testing.T) {
+			t.Parallel()
+			file := filepath.Join("testdata", "bad", tt.file)
+			stdout, stderr, err := runScrimp(t, "validate", "--config", file)
+			if !errors.Is(err, errQuiet) {
+				t.Fatalf("validate returned %v, want errQuiet (problems already printed)", err)
+			}
+			if stdout != "" {
+				t.Errorf("stdout = %q, want nothing", stdout)
+			}
+			checkLines(t, stderr, file+": ", tt.want)
+		})
+	}
+}
+
+func TestValidateCommandUsage(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string // in the returned error
+	}{
+		{"no config flag", []string{"validate"}, "--config FILE is required"},
+		{"missing file", []string{"validate", "--config", filepath.Join("testdata", "bad", "no-such-file.json")}, "no-such-file.json"},
+		{"stray argument", []string{"validate", "--config", "../../config.example.json", "extra"}, "unknown command"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, stderr, err := runScrimp(t, tt.args...)
+			if err == nil {
+				t.Fatal("validate succeeded, want an error")
+			}
+			// Both kinds of failure reach the user: errQuiet ones on
+			// stderr already, the rest through main.
+			if got := err.Error() + stderr; !strings.Contains(got, tt.want) {
+				t.Errorf("error %q, stderr %q: want %q in them", err, stderr, tt.want)
+			}
+		})
+	}
+}
+
+// TestValidateExitCode runs the real binary, because only a real process
+// shows the exit status main sets.
+func TestValidateExitCode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the scrimp binary")
+	}
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Skipf("no go tool to build scrimp with: %v", err)
+	}
+	bin := filepath.Join(t.TempDir(), "scrimp")
+	build := exec.Command(goTool, "build", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	tests := []struct {
+		name       string
+		args       []string
+		wantCode   int
+		wantStdout string
+		wantStderr string
+	}{
+		{
+			name:       "valid lb config",
+			args:       []string{"validate", "--config", "../../config.example.json"},
+			wantCode:   0,
+			wantStdout: "../../config.example.json: ok (lb)\n",
+		},
+		{
+			name:       "valid backend config",
+			args:       []string{"validate", "--config", "../../examples/backend.json"},
+			wantCode:   0,
+			wantStdout: "../../examples/backend.json: ok (backend)\n",
+		},
+		{
+			name:       "invalid config",
+			args:       []string{"validate", "--config", "testdata/bad/ports.json"},
+			wantCode:   1,
+			wantStderr: "testdata/bad/ports.json: cluster.bind-port: 0 is not a port in 1-65535\n",
+		},
+		{
+			name:       "invalid JSON",
+			args:       []string{"validate", "--config", "testdata/bad/syntax.json"},
+			wantCode:   1,
+			wantStderr: "testdata/bad/syntax.json: line 4, column 3: invalid JSON",
+		},
+		{
+			name:       "missing flag",
+			args:       []string{"validate"},
+			wantCode:   1,
+			wantStderr: "scrimp: --config FILE is required",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var stdout, stderr bytes.Buffer
+			cmd := exec.Command(bin, tt.args...)
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			cmd.Env = append(os.Environ(), "NOTIFY_SOCKET=")
+			err := cmd.Run()
+			code := 0
+			var exitErr *exec.ExitError
+			switch {
+			case errors.As(err, &exitErr):
+				code = exitErr.ExitCode()
+			case err != nil:
+				t.Fatalf("running scrimp: %v", err)
+			}
+			if code != tt.wantCode {
+				t.Errorf("exit code %d, want %d\nstdout:\n%s\nstderr:\n%s", code, tt.wantCode, &stdout, &stderr)
+			}
+			if tt.wantStdout != "" && stdout.String() != tt.wantStdout {
+				t.Errorf("stdout = %q, want %q", &stdout, tt.wantStdout)
+			}
+			if tt.wantCode == 0 && stderr.Len() > 0 {
+				t.Errorf("stderr = %q, want nothing", &stderr)
+			}
+			if !strings.Contains(stderr.String(), tt.wantStderr) {
+				t.Errorf("stderr = %q, want it to contain %q", &stderr, tt.wantStderr)
+			}
+		})
+	}
+}

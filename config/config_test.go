@@ -1,0 +1,654 @@
+package config_test
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/scrimplb/scrimp/catalog"
+	"github.com/scrimplb/scrimp/config"
+)
+
+// testFile is the name every parsed document claims to come from; each
+// problem must carry it.
+const testFile = "test.json"
+
+// Fragments of documents; each test case writes out the part it is about.
+const (
+	seedOK = `"seed": {"provider": "static"}`
+	lbHead = `"role": "lb", "node-name": "lb-1", ` + seedOK
+	beHead = `"role": "backend", "node-name": "app-1", ` + seedOK
+	appOK  = `{"name": "web", "listen-port": 80, "application-port": 8080, "protocol": "http"}`
+)
+
+// want is one expected problem: its exact JSON path and a part of its
+// reason.
+type want struct {
+	path   string
+	reason string
+}
+
+// checkProblems asserts that got is exactly want, in order, each problem
+// naming testFile.
+func checkProblems(t *testing.T, got config.Problems, want []want) {
+	t.Helper()
+	ok := len(got) == len(want)
+	for i := 0; ok && i < len(got); i++ {
+		g, w := got[i], want[i]
+		ok = g.File == testFile && g.Path == w.path && strings.Contains(g.Reason, w.reason)
+	}
+	if ok {
+		return
+	}
+	var b strings.Builder
+	b.WriteString("problems differ\ngot:\n")
+	for _, p := range got {
+		b.WriteString("\t" + p.String() + "\n")
+	}
+	b.WriteString("want:\n")
+	for _, w := range want {
+		b.WriteString("\t" + testFile + ": " + w.path + ": …" + w.reason + "…\n")
+	}
+	t.Error(b.String())
+}
+
+func TestConfigParseProblems(t *testing.T) {
+	tests := []struct {
+		name string
+		doc  string
+		want []want
+	}{
+		{
+			name: "unknown field at top level",
+			doc:  `{` + lbHead + `, "lb": {}, "colour": "blue"}`,
+			want: []want{{"colour", "unknown field"}},
+		},
+		{
+			name: "unknown nested field suggests the kebab-case name",
+			doc:  `{` + lbHead + `, "lb": {}, "cluster": {"bindPort": 7000}}`,
+			want: []want{{"cluster.bindPort", `unknown field (did you mean "bind-port"?)`}},
+		},
+		{
+			name: "unknown field in an application",
+			doc:  `{` + beHead + `, "backend": {"applications": [` + appOK + `, {"name": "api", "listen-port": 81, "application-port": 9000, "protocol": "http", "colour": "red"}]}}`,
+			want: []want{{"backend.applications[1].colour", "unknown field"}},
+		},
+		{
+			name: "unknown key differing only in case does not set the field",
+			doc:  `{"Role": "lb", "node-name": "lb-1", ` + seedOK + `, "lb": {}}`,
+			want: []want{
+				{"Role", `unknown field (did you mean "role"?)`},
+				{"role", "required"},
+			},
+		},
+		{
+			name: "bad duration",
+			doc:  `{` + lbHead + `, "lb": {"quiet-period": "soon"}}`,
+			want: []want{{"lb.quiet-period", `"soon" is not a duration`}},
+		},
+		{
+			name: "empty duration",
+			doc:  `{` + lbHead + `, "lb": {"max-wait": ""}}`,
+			want: []want{{"lb.max-wait", `"" is not a duration`}},
+		},
+		{
+			name: "duration as a number",
+			doc:  `{` + lbHead + `, "lb": {}, "cluster": {"leave-timeout": 3}}`,
+			want: []want{{"cluster.leave-timeout", `expected a duration string such as "5s", got number 3`}},
+		},
+		{
+			name: "negative duration",
+			doc:  `{` + lbHead + `, "lb": {"command-timeout": "-1s"}}`,
+			want: []want{{"lb.command-timeout", "must not be negative"}},
+		},
+		{
+			name: "zero duration where a positive one is needed",
+			doc:  `{` + lbHead + `, "lb": {}, "cluster": {"rejoin-interval": "0s"}}`,
+			want: []want{{"cluster.rejoin-interval", "must be positive"}},
+		},
+		{
+			name: "zero quiet period is allowed",
+			doc:  `{` + lbHead + `, "lb": {"quiet-period": "0s"}}`,
+		},
+		{
+			name: "max-wait less than quiet-period",
+			doc:  `{` + lbHead + `, "lb": {"quiet-period": "2s", "max-wait": "1s"}}`,
+			want: []want{{"lb.max-wait", "must not be less than quiet-period"}},
+		},
+		{
+			name: "join-backoff-max less than join-backoff-min",
+			doc:  `{` + lbHead + `, "lb": {}, "cluster": {"join-backoff-min": "1m"}}`,
+			want: []want{{"cluster.join-backoff-max", "must not be less than join-backoff-min"}},
+		},
+		{
+			name: "bind-port 0",
+			doc:  `{` + lbHead + `, "lb": {}, "cluster": {"bind-port": 0}}`,
+			want: []want{{"cluster.bind-port", "0 is not a port in 1-65535"}},
+		},
+		{
+			name: "bind-port 70000",
+			doc:  `{` + lbHead + `, "lb": {}, "cluster": {"bind-port": 70000}}`,
+			want: []want{{"cluster.bind-port", "70000 is not a port in 1-65535"}},
+		},
+		{
+			name: "bind-port as a string",
+			doc:  `{` + lbHead + `, "lb": {}, "cluster": {"bind-port": "80"}}`,
+			want: []want{{"cluster.bind-port", `expected an integer, got string "80"`}},
+		},
+		{
+			name: "port as a fraction",
+			doc:  `{` + lbHead + `, "lb": {}, "cluster": {"advertise-port": 80.5}}`,
+			want: []want{{"cluster.advertise-port", "expected an integer, got number 80.5"}},
+		},
+		{
+			name: "wrong type inside a list keeps the index",
+			doc:  `{` + beHead + `, "backend": {"applications": [` + appOK + `, {"name": "api", "listen-port": "81", "application-port": 9000, "protocol": "http"}]}}`,
+			want: []want{{"backend.applications[1].listen-port", `expected an integer, got string "81"`}},
+		},
+		{
+			name: "wrong type of a section is reported once",
+			doc:  `{` + lbHead + `, "lb": "nginx"}`,
+			want: []want{{"lb", `expected an object, got string "nginx"`}},
+		},
+		{
+			name: "command as a string instead of a list",
+			doc:  `{` + lbHead + `, "lb": {"mode": "external", "reload-command": "nginx -s reload"}}`,
+			want: []want{{"lb.reload-command", `expected a list, got string "nginx -s reload"`}},
+		},
+		{
+			name: "missing role",
+			doc:  `{"node-name": "lb-1", ` + seedOK + `, "lb": {}}`,
+			want: []want{{"role", `required: "lb" or "backend"`}},
+		},
+		{
+			name: "role proxy",
+			doc:  `{"role": "proxy", "node-name": "lb-1", ` + seedOK + `, "lb": {}}`,
+			want: []want{{"role", `unknown role "proxy"`}},
+		},
+		{
+			name: "lb section on a backend",
+			doc:  `{` + beHead + `, "lb": {}, "backend": {"applications": [` + appOK + `]}}`,
+			want: []want{{"lb", `only allowed when role is "lb", and role is "backend"`}},
+		},
+		{
+			name: "backend section on an lb",
+			doc:  `{` + lbHead + `, "lb": {}, "backend": {"applications": [` + appOK + `]}}`,
+			want: []want{{"backend", `only allowed when role is "backend", and role is "lb"`}},
+		},
+		{
+			name: "missing lb section",
+			doc:  `{` + lbHead + `}`,
+			want: []want{{"lb", `required when role is "lb"`}},
+		},
+		{
+			name: "null lb section",
+			doc:  `{` + lbHead + `, "lb": null}`,
+			want: []want{{"lb", `required when role is "lb"`}},
+		},
+		{
+			name: "missing backend section",
+			doc:  `{` + beHead + `}`,
+			want: []want{{"backend", `required when role is "backend"`}},
+		},
+		{
+			name: "missing seed provider",
+			doc:  `{"role": "lb", "node-name": "lb-1", "lb": {}}`,
+			want: []want{{"seed.provider", "required"}},
+		},
+		{
+			name: "seed provider of the wrong type",
+			doc:  `{"role": "lb", "node-name": "lb-1", "lb": {}, "seed": {"provider": 1}}`,
+			want: []want{{"seed.provider", "expected a string, got number 1"}},
+		},
+		{
+			name: "seed options written outside the provider's section",
+			doc:  `{"role": "lb", "node-name": "lb-1", "lb": {}, "seed": {"provider": "static", "addresses": ["10.0.0.5:7946"]}}`,
+			want: []want{{"seed.addresses", `expected an object of options for seed provider "addresses", got a list (did you mean "seed.static.addresses"?)`}},
+		},
+		{
+			name: "seed section with an invalid name",
+			doc:  `{"role": "lb", "node-name": "lb-1", "lb": {}, "seed": {"provider": "static", "Static": {}}}`,
+			want: []want{{"seed.Static", "unknown field"}},
+		},
+		{
+			name: "invalid node name, log level, profile and advertise address",
+			doc:  `{"role": "lb", "node-name": "lb 1", "log-level": "verbose", ` + seedOK + `, "lb": {}, "cluster": {"profile": "lan-fast", "advertise-addr": "0.0.0.0", "bind-addr": "localhost"}}`,
+			want: []want{
+				{"cluster.advertise-addr", "0.0.0.0 cannot be reached by other nodes"},
+				{"cluster.bind-addr", `"localhost" is not an IP address`},
+				{"cluster.profile", `"lan-fast" is not one of local, lan, wan`},
+				{"log-level", `"verbose" is not one of debug, info, warn, error`},
+				{"node-name", `"lb 1": only letters, digits`},
+			},
+		},
+		{
+			name: "invalid lb mode and listen address",
+			doc:  `{` + lbHead + `, "lb": {"mode": "sidecar", "listen-addr": "*", "generator": ""}}`,
+			want: []want{
+				{"lb.generator", "required"},
+				{"lb.listen-addr", `"*" is not an IP address`},
+				{"lb.mode", `"sidecar" is not one of managed, external`},
+			},
+		},
+		{
+			name: "external mode without target and commands",
+			doc:  `{` + lbHead + `, "lb": {"mode": "external", "generator-target": "", "check-command": [], "reload-command": null}}`,
+			want: []want{
+				{"lb.check-command", "required in external mode"},
+				{"lb.generator-target", "required in external mode"},
+				{"lb.reload-command", "required in external mode"},
+			},
+		},
+		{
+			name: "managed mode without state dir and binary",
+			doc:  `{` + lbHead + `, "lb": {"state-dir": "", "proxy-binary": ""}}`,
+			want: []want{
+				{"lb.proxy-binary", "required in managed mode"},
+				{"lb.state-dir", "required in managed mode"},
+			},
+		},
+		{
+			name: "invalid application fields",
+			doc: `{` + beHead + `, "backend": {"applications": [
+				{"name": "Web", "listen-port": 0, "application-port": 8080, "protocol": "ftp", "domains": ["example.com", "bad domain;"]},
+				{"name": "web app", "listen-port": 81, "application-port": 70000, "protocol": "http"},
+				{"name": "web;drop", "listen-port": 82, "application-port": 8082, "protocol": "tcp"}
+			]}}`,
+			want: []want{
+				{"backend.applications[0].domains[1]", `"bad domain;": label "bad domain;": only a-z, 0-9 and '-' are allowed`},
+				{"backend.applications[0].listen-port", "0 is not a port in 1-65535"},
+				{"backend.applications[0].name", `"Web": only a-z, 0-9, '-' and '_' are allowed`},
+				{"backend.applications[0].protocol", `"ftp" is not one of`},
+				{"backend.applications[1].application-port", "70000 is not a port in 1-65535"},
+				{"backend.applications[1].name", `"web app": only a-z`},
+				{"backend.applications[2].name", `"web;drop": only a-z`},
+			},
+		},
+		{
+			name: "duplicate application names",
+			doc:  `{` + beHead + `, "backend": {"applications": [` + appOK + `, {"name": "web", "listen-port": 81, "application-port": 8081, "protocol": "http"}]}}`,
+			want: []want{{"backend.applications[1].name", `"web" is also the name of applications[0]`}},
+		},
+		{
+			name: "duplicate key",
+			doc:  `{` + lbHead + `, "lb": {"mode": "external", "mode": "managed"}}`,
+			want: []want{{"lb.mode", "duplicate key"}},
+		},
+		{
+			name: "invalid JSON syntax reports line and column",
+			doc:  "{\n  \"role\": \"lb\",\n  \"node-name\" \"lb-1\"\n}\n",
+			want: []want{{"", `line 3, column 15: invalid JSON: invalid character '"' after object key`}},
+		},
+		{
+			name: "newline inside a string",
+			doc:  "{\n  \"role\": \"lb\n}\n",
+			want: []want{{"", `line 2, column 14: invalid JSON: invalid character '\n' in string literal`}},
+		},
+		{
+			name: "file ends too soon",
+			doc:  `{"role": "lb"`,
+			want: []want{{"", "line 1, column 14: invalid JSON: unexpected end of JSON input"}},
+		},
+		{
+			name: "trailing garbage",
+			doc:  "{}\n}",
+			want: []want{{"", "line 2, column 1: invalid JSON: invalid character '}' after top-level value"}},
+		},
+		{
+			name: "empty file",
+			doc:  " \n",
+			want: []want{{"", "empty file: expected a JSON object"}},
+		},
+		{
+			name: "not an object",
+			doc:  `["lb"]`,
+			want: []want{{"", "expected an object, got a list"}},
+		},
+		{
+			name: "every problem at once",
+			doc: `{
+				"role": "lb",
+				"node-name": "lb-1",
+				"colour": "blue",
+				"cluster": {"bindPort": 7000, "bind-port": 0, "join-backoff-min": 5},
+				"seed": {"provider": "static"},
+				"lb": {"quiet-period": "soon", "listen-addr": 5},
+				"backend": {"applications": [
+					{"name": "Web", "listen-port": "80", "application-port": 0, "protocol": "ftp", "colour": "red"}
+				]}
+			}`,
+			want: []want{
+				{"backend", `only allowed when role is "backend"`},
+				{"backend.applications[0].application-port", "0 is not a port"},
+				{"backend.applications[0].colour", "unknown field"},
+				{"backend.applications[0].listen-port", `expected an integer, got string "80"`},
+				{"backend.applications[0].name", `"Web": only a-z`},
+				{"backend.applications[0].protocol", `"ftp" is not one of`},
+				{"cluster.bind-port", "0 is not a port"},
+				{"cluster.bindPort", `unknown field (did you mean "bind-port"?)`},
+				{"cluster.join-backoff-min", "expected a duration string"},
+				{"colour", "unknown field"},
+				{"lb.listen-addr", "expected a string, got number 5"},
+				{"lb.quiet-period", `"soon" is not a duration`},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, got := config.Parse(testFile, []byte(tt.doc))
+			checkProblems(t, got, tt.want)
+		})
+	}
+}
+
+func TestConfigParseValid(t *testing.T) {
+	tests := []struct {
+		name  string
+		doc   string
+		check func(t *testing.T, c *config.Config)
+	}{
+		{
+			name: "minimal lb",
+			doc:  `{"role": "lb", "node-name": "lb-1", "seed": {"provider": "static"}, "lb": {}}`,
+			check: func(t *testing.T, c *config.Config) {
+				if c.Role != "lb" || c.NodeName != "lb-1" || c.Seed.Provider != "static" {
+					t.Errorf("role, node-name, seed.provider = %q, %q, %q", c.Role, c.NodeName, c.Seed.Provider)
+				}
+				if c.LB == nil || !reflect.DeepEqual(*c.LB, config.DefaultLB()) {
+					t.Errorf("lb = %+v, want the defaults %+v", c.LB, config.DefaultLB())
+				}
+				if c.Backend != nil {
+					t.Errorf("backend = %+v, want nil", c.Backend)
+				}
+			},
+		},
+		{
+			name: "minimal backend",
+			doc: `{"role": "backend", "node-name": "app-1", "seed": {"provider": "static", "static": {"addresses": ["10.0.0.5:7946"]}},
+				"backend": {"applications": [{"name": "web", "listen-port": 80, "application-port": 8080, "protocol": "http", "domains": ["example.com", "*.example.org"]}]}}`,
+			check: func(t *testing.T, c *config.Config) {
+				wantApps := []catalog.Application{{Name: "web", ListenPort: 80, ApplicationPort: 8080, Protocol: catalog.ProtocolHTTP, Domains: []string{"example.com", "*.example.org"}}}
+				if c.Backend == nil || !reflect.DeepEqual(c.Backend.Applications, wantApps) {
+					t.Errorf("backend = %+v, want applications %+v", c.Backend, wantApps)
+				}
+				if c.LB != nil {
+					t.Errorf("lb = %+v, want nil", c.LB)
+				}
+				// Seed sections are kept verbatim for the provider.
+				if got := string(c.Seed.Section()); got != `{"addresses": ["10.0.0.5:7946"]}` {
+					t.Errorf("seed section = %s", got)
+				}
+			},
+		},
+		{
+			name: "defaults fill a partial lb section",
+			doc:  `{"role": "lb", "node-name": "lb-1", "seed": {"provider": "static"}, "lb": {"mode": "external", "quiet-period": "500ms", "reload-command": ["systemctl", "reload", "nginx"]}}`,
+			check: func(t *testing.T, c *config.Config) {
+				wantLB := config.DefaultLB()
+				wantLB.Mode = "external"
+				wantLB.QuietPeriod = config.D(500 * time.Millisecond)
+				wantLB.ReloadCommand = []string{"systemctl", "reload", "nginx"}
+				if c.LB == nil || !reflect.DeepEqual(*c.LB, wantLB) {
+					t.Errorf("lb = %+v\nwant %+v", c.LB, wantLB)
+				}
+				if !reflect.DeepEqual(c.Cluster, config.DefaultCluster()) {
+					t.Errorf("cluster = %+v\nwant the defaults %+v", c.Cluster, config.DefaultCluster())
+				}
+				if c.LogLevel != "info" {
+					t.Errorf("log-level = %q, want the default info", c.LogLevel)
+				}
+			},
+		},
+		{
+			name: "defaults fill a partial cluster section",
+			doc:  `{"role": "lb", "node-name": "lb-1", "seed": {"provider": "static"}, "lb": {}, "cluster": {"bind-port": 8000, "leave-timeout": "1s"}}`,
+			check: func(t *testing.T, c *config.Config) {
+				wantCluster := config.DefaultCluster()
+				wantCluster.BindPort = 8000
+				wantCluster.LeaveTimeout = config.D(time.Second)
+				if !reflect.DeepEqual(c.Cluster, wantCluster) {
+					t.Errorf("cluster = %+v\nwant %+v", c.Cluster, wantCluster)
+				}
+			},
+		},
+		{
+			name: "null leaves the default",
+			doc:  `{"role": "lb", "node-name": "lb-1", "log-level": null, "seed": {"provider": "static"}, "lb": {"max-wait": null}}`,
+			check: func(t *testing.T, c *config.Config) {
+				if c.LogLevel != "info" || c.LB.MaxWait != config.DefaultLB().MaxWait {
+					t.Errorf("log-level %q, lb.max-wait %v: want the defaults", c.LogLevel, c.LB.MaxWait)
+				}
+			},
+		},
+		{
+			name: "generator options are kept for the generator",
+			doc:  `{"role": "lb", "node-name": "lb-1", "seed": {"provider": "static"}, "lb": {"generator-options": {"keepalive": 4, "anything": [1.5]}}}`,
+			check: func(t *testing.T, c *config.Config) {
+				var got map[string]any
+				if err := json.Unmarshal(c.LB.GeneratorOptions, &got); err != nil {
+					t.Fatal(err)
+				}
+				want := map[string]any{"keepalive": 4.0, "anything": []any{1.5}}
+				if !reflect.DeepEqual(got, want) {
+					t.Errorf("generator-options = %s", c.LB.GeneratorOptions)
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, problems := config.Parse(testFile, []byte(tt.doc))
+			checkProblems(t, problems, nil)
+			if c.File != testFile {
+				t.Errorf("File = %q, want %q", c.File, testFile)
+			}
+			tt.check(t, c)
+		})
+	}
+}
+
+// TestConfigExamples checks that the shipped examples are valid, and that
+// config.example.json, which spells out every lb and cluster field, still
+// shows the defaults.
+func TestConfigExamples(t *testing.T) {
+	files, err := filepath.Glob("../examples/*.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files = append(files, "../config.example.json")
+	if len(files) < 3 {
+		t.Fatalf("found only %v", files)
+	}
+	for _, file := range files {
+		t.Run(filepath.Base(file), func(t *testing.T) {
+			c, err := config.Load(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if filepath.Base(file) != "config.example.json" {
+				return
+			}
+			gotLB := *c.LB
+			gotLB.GeneratorOptions = nil
+			if !reflect.DeepEqual(gotLB, config.DefaultLB()) {
+				t.Errorf("lb section differs from DefaultLB:\n got %+v\nwant %+v", gotLB, config.DefaultLB())
+			}
+			wantCluster := config.DefaultCluster()
+			wantCluster.AdvertiseAddr = "203.0.113.10"
+			if !reflect.DeepEqual(c.Cluster, wantCluster) {
+				t.Errorf("cluster section differs from DefaultCluster:\n got %+v\nwant %+v", c.Cluster, wantCluster)
+			}
+		})
+	}
+}
+
+func TestConfigLoad(t *testing.T) {
+	dir := t.TempDir()
+	write := func(t *testing.T, name, content string) string {
+		t.Helper()
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	t.Run("valid", func(t *testing.T) {
+		path := write(t, "ok.json", `{"role": "lb", "node-name": "lb-1", "seed": {"provider": "static"}, "lb": {}}`)
+		c, err := config.Load(path)
+		if err != nil {
+			t.Fatalf("Load: %v", err)
+		}
+		if c.File != path {
+			t.Errorf("File = %q, want %q", c.File, path)
+		}
+	})
+	t.Run("invalid", func(t *testing.T) {
+		path := write(t, "bad.json", `{"role": "lb", "node-name": "lb-1", "seed": {"provider": "static"}, "lb": {}, "cluster": {"bind-port": 0, "profile": "moon"}}`)
+		_, err := config.Load(path)
+		var ps config.Problems
+		if !errors.As(err, &ps) {
+			t.Fatalf("Load error %v (%T), want Problems", err, err)
+		}
+		wantMsg := path + ": cluster.bind-port: 0 is not a port in 1-65535\n" +
+			path + `: cluster.profile: "moon" is not one of local, lan, wan`
+		if err.Error() != wantMsg {
+			t.Errorf("error:\n%s\nwant:\n%s", err, wantMsg)
+		}
+	})
+	t.Run("missing", func(t *testing.T) {
+		path := filepath.Join(dir, "missing.json")
+		_, err := config.Load(path)
+		if err == nil || !strings.Contains(err.Error(), path) || !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("Load error %v, want one naming %s and wrapping ErrNotExist", err, path)
+		}
+	})
+}
+
+// TestConfigValidateInCode checks Validate on a Config built in Go, as the
+// demo does: no file name, yet problems still read well.
+func TestConfigValidateInCode(t *testing.T) {
+	c := config.DefaultConfig()
+	c.Role = "backend"
+	c.NodeName = "app-1"
+	c.Seed = config.Seed{Provider: "static"}
+	c.Backend = &config.Backend{Applications: []catalog.Application{{Name: "web", ListenPort: 80, ApplicationPort: 0, Protocol: "http"}}}
+	got := c.Validate()
+	want := "backend.applications[0].application-port: 0 is not a port in 1-65535"
+	if got.Error() != want {
+		t.Errorf("Validate() = %q, want %q", got.Error(), want)
+	}
+}
+
+func TestConfigProblemString(t *testing.T) {
+	tests := []struct {
+		name string
+		p    config.Problem
+		want string
+	}{
+		{"file, path and reason", config.Problem{File: "a.json", Path: "lb.mode", Reason: "bad"}, "a.json: lb.mode: bad"},
+		{"whole file", config.Problem{File: "a.json", Reason: "empty"}, "a.json: empty"},
+		{"no file", config.Problem{Path: "role", Reason: "required"}, "role: required"},
+		{"reason only", config.Problem{Reason: "broken"}, "broken"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.p.String(); got != tt.want {
+				t.Errorf("String() = %q, want %q", got, tt.want)
+			}
+		})
+	}
+	ps := config.Problems{tests[0].p, tests[1].p}
+	if got, want := ps.Error(), "a.json: lb.mode: bad\na.json: empty"; got != want {
+		t.Errorf("Problems.Error() = %q, want %q", got, want)
+	}
+}
+
+func TestConfigDurationJSON(t *testing.T) {
+	type doc struct {
+		D config.Duration `json:"d"`
+	}
+	tests := []struct {
+		name    string
+		in      string
+		want    time.Duration
+		invalid bool
+	}{
+		{"duration string", `{"d": "1m30s"}`, 90 * time.Second, false},
+		{"null keeps the value", `{"d": null}`, time.Hour, false},
+		{"absent keeps the value", `{}`, time.Hour, false},
+		{"bad string", `{"d": "soon"}`, time.Hour, true},
+		{"empty string", `{"d": ""}`, time.Hour, true},
+		{"number", `{"d": 5}`, time.Hour, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v := doc{D: config.D(time.Hour)}
+			if err := json.Unmarshal([]byte(tt.in), &v); err != nil {
+				t.Fatalf("Unmarshal: %v (a bad duration is for Validate to report)", err)
+			}
+			if v.D.Duration != tt.want {
+				t.Errorf("Duration = %v, want %v", v.D.Duration, tt.want)
+			}
+			// Validate is what reports a bad duration; use it through a
+			// config whose only problem can be this duration.
+			c := config.DefaultConfig()
+			c.Role, c.NodeName, c.Seed.Provider = "lb", "lb-1", "static"
+			lb := config.DefaultLB()
+			lb.CommandTimeout = v.D
+			c.LB = &lb
+			ps := c.Validate()
+			if tt.invalid != (len(ps) > 0) {
+				t.Errorf("Validate() = %v, want a problem: %v", ps, tt.invalid)
+			}
+		})
+	}
+	b, err := json.Marshal(doc{D: config.D(1500 * time.Millisecond)})
+	if err != nil || string(b) != `{"d":"1.5s"}` {
+		t.Errorf("Marshal = %s, %v; want {\"d\":\"1.5s\"}", b, err)
+	}
+}
+
+// TestConfigRoundTrip checks that a parsed configuration marshals back to
+// JSON that parses to the same configuration.
+func TestConfigRoundTrip(t *testing.T) {
+	c, err := config.Load("../config.example.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, problems := config.Parse(c.File, b)
+	if len(problems) > 0 {
+		t.Fatalf("re-parsing the marshalled config: %v\n%s", problems, b)
+	}
+	// Raw sections come back compacted; compare them as values.
+	for _, cfg := range []*config.Config{c, again} {
+		cfg.LB.GeneratorOptions = compact(t, cfg.LB.GeneratorOptions)
+		for k, v := range cfg.Seed.Sections {
+			cfg.Seed.Sections[k] = compact(t, v)
+		}
+	}
+	if !reflect.DeepEqual(c, again) {
+		t.Errorf("round trip changed the config:\n got %+v\nwant %+v", again, c)
+	}
+}
+
+func compact(t *testing.T, raw json.RawMessage) json.RawMessage {
+	t.Helper()
+	var v any
+	if err := json.Unmarshal(raw, &v); err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
