@@ -89,7 +89,7 @@ func New(name string, raw json.RawMessage) (Generator, error) {
 	}
 	g, err := f(raw)
 	if err != nil {
-		return nil, fmt.Errorf("lb.generator %s: %w", name, err)
+		return nil, fmt.Errorf("lb.generator-options (%s): %w", name, err)
 	}
 	return g, nil
 }

@@ -69,8 +69,8 @@ func (n dnsName) kind() string {
 }
 
 // resolvConf is where the system's resolver configuration is read from
-// when no server is configured.
-const resolvConf = "/etc/resolv.conf"
+// when no server is configured. Tests point it elsewhere.
+var resolvConf = "/etc/resolv.conf"
 
 // dnsSeeds resolves names with its own DNS client rather than the system
 // resolver, so that SRV records, a chosen server and a bounded timeout

@@ -38,16 +38,17 @@ func durationOption(field, value string, def, minimum time.Duration) (time.Durat
 // sorted and free of duplicates.
 func parseAddressList(data []byte, source string, defaultPort int, log *slog.Logger) ([]string, error) {
 	var addrs []string
-	add := func(line int, raw string) {
-		addr, err := CheckAddress(raw, defaultPort)
-		if err != nil {
-			log.Warn("seed: skipping invalid address", "source", source, "line", line, "error", err)
-			return
+	add := func(line int, raw string, err error) {
+		if err == nil {
+			var addr string
+			if addr, err = CheckAddress(raw, defaultPort); err == nil {
+				addrs = append(addrs, addr)
+				return
+			}
 		}
-		addrs = append(addrs, addr)
+		log.Warn("seed: skipping invalid address", "source", source, "line", line, "error", err)
 	}
-	trimmed := bytes.TrimSpace(data)
-	if bytes.HasPrefix(trimmed, []byte("[")) {
+	if isJSONList(data) {
 		if err := parseJSONList(data, add); err != nil {
 			return nil, fmt.Errorf("%s: %w", source, err)
 		}
@@ -57,7 +58,7 @@ func parseAddressList(data []byte, source string, defaultPort int, log *slog.Log
 		for n := 1; sc.Scan(); n++ {
 			line, _, _ := strings.Cut(sc.Text(), "#")
 			if line = strings.TrimSpace(line); line != "" {
-				add(n, line)
+				add(n, line, nil)
 			}
 		}
 		if err := sc.Err(); err != nil {
@@ -68,10 +69,19 @@ func parseAddressList(data []byte, source string, defaultPort int, log *slog.Log
 	return slices.Compact(addrs), nil
 }
 
+// isJSONList tells a JSON array from the line format, where a line may
+// also start with "[" (an IPv6 address): the array's bracket is followed
+// by a string or by the closing bracket.
+func isJSONList(data []byte) bool {
+	rest, ok := bytes.CutPrefix(bytes.TrimSpace(data), []byte("["))
+	rest = bytes.TrimSpace(rest)
+	return ok && (bytes.HasPrefix(rest, []byte(`"`)) || bytes.HasPrefix(rest, []byte("]")))
+}
+
 // parseJSONList calls add for every element of a JSON array of strings with
-// the element's line number. An element that is not a string is reported
-// to add as its raw text, which CheckAddress then rejects with the line.
-func parseJSONList(data []byte, add func(line int, raw string)) error {
+// the element's line number, and with an error for an element that is not
+// a string.
+func parseJSONList(data []byte, add func(line int, raw string, err error)) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if _, err := dec.Token(); err != nil { // the opening bracket
 		return fmt.Errorf("JSON list: %w", err)
@@ -84,9 +94,10 @@ func parseJSONList(data []byte, add func(line int, raw string)) error {
 		}
 		var s string
 		if err := json.Unmarshal(elem, &s); err != nil {
-			s = string(elem)
+			add(line, "", fmt.Errorf("%s is not a string", elem))
+			continue
 		}
-		add(line, s)
+		add(line, s, nil)
 	}
 	if _, err := dec.Token(); err != nil { // the closing bracket
 		return fmt.Errorf("JSON list: %w", err)

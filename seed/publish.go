@@ -21,15 +21,18 @@ const (
 	// and must not hang on a store that has become unreachable; a record
 	// left behind ages out anyway.
 	withdrawTimeout = 5 * time.Second
+)
+
+// Tests shorten these.
+var (
+	// selfCheckInterval is how often RunPublisher asks self for the
+	// address between publishes, so that a new address is advertised
+	// within about a second rather than a whole period.
+	selfCheckInterval = time.Second
 	// firstRetry is the wait after the first failed Publish; it doubles
 	// with each further failure up to the period.
 	firstRetry = time.Second
 )
-
-// selfCheckInterval is how often RunPublisher asks self for the address
-// between publishes, so that a new address is advertised within about a
-// second rather than a whole period. Tests shorten it.
-var selfCheckInterval = time.Second
 
 // RunPublisher advertises this node through p until ctx is cancelled. It
 // publishes at once, then every period ± a uniformly random jitter (so that

@@ -91,6 +91,7 @@ type s3Seeds struct {
 	timeout        time.Duration
 	log            *slog.Logger
 	now            func() time.Time // replaced in tests to age records
+	pageSize       int32            // objects per LIST; 0 means the store's default (1000)
 
 	mu     sync.Mutex
 	warned map[string]string // key → ETag of a bad record already warned about
@@ -293,6 +294,10 @@ func (s *s3Seeds) list(ctx context.Context) ([]types.Object, error) {
 	pages := s3.NewListObjectsV2Paginator(s.client, &s3.ListObjectsV2Input{
 		Bucket: aws.String(s.bucket),
 		Prefix: aws.String(s.prefix),
+	}, func(o *s3.ListObjectsV2PaginatorOptions) {
+		if s.pageSize > 0 {
+			o.Limit = s.pageSize
+		}
 	})
 	for pages.HasMorePages() {
 		rctx, cancel := context.WithTimeout(ctx, s.timeout)

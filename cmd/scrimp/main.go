@@ -110,11 +110,14 @@ printed as FILE: json.path: reason. Exits 1 if there is any.`,
 				return usageError(cmd, "--config FILE is required")
 			}
 			cfg, err := config.Load(configPath)
-			if err == nil {
-				err = checkConfig(cfg)
+			var problems config.Problems
+			if err != nil && !errors.As(err, &problems) {
+				return err // unreadable: nothing more to check
 			}
-			if err != nil {
-				fmt.Fprintln(cmd.ErrOrStderr(), err)
+			// Plugins check their own sections even when the rest of the
+			// file has problems, so one run shows everything.
+			if errs := append([]error{err}, checkPlugins(cfg)...); errors.Join(errs...) != nil {
+				fmt.Fprintln(cmd.ErrOrStderr(), errors.Join(errs...))
 				return errQuiet
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (%s)\n", configPath, cfg.Role)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/scrimplb/scrimp/backend"
 	"github.com/scrimplb/scrimp/catalog"
@@ -30,13 +31,21 @@ type node struct {
 	backend *backend.Backend
 }
 
-// checkConfig builds what the plugins named in cfg would build and reports
-// their problems too, so `scrimp validate` catches everything startup would.
+// checkConfig reports every problem with cfg: its own validation, and what
+// the plugins it names (seed provider, generator) say of their sections, so
+// `scrimp validate` catches everything startup would.
 func checkConfig(cfg *config.Config) error {
 	var errs []error
 	if ps := cfg.Validate(); len(ps) > 0 {
 		errs = append(errs, ps)
 	}
+	errs = append(errs, checkPlugins(cfg)...)
+	return errors.Join(errs...)
+}
+
+// checkPlugins builds the plugins cfg names and reports their problems.
+func checkPlugins(cfg *config.Config) []error {
+	var errs []error
 	if cfg.Seed.Provider != "" {
 		p, err := seed.New(cfg.Seed, seed.Env{DefaultPort: cfg.Cluster.BindPort})
 		if err != nil {
@@ -48,9 +57,11 @@ func checkConfig(cfg *config.Config) error {
 	if cfg.LB != nil && cfg.LB.Generator != "" {
 		if _, err := generator.New(cfg.LB.Generator, cfg.LB.GeneratorOptions); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", cfg.File, err))
+		} else if cfg.LB.Mode == "managed" && cfg.LB.Generator != "nginx" {
+			errs = append(errs, fmt.Errorf("%s: lb.mode: managed mode runs nginx; generator %q needs mode \"external\"", cfg.File, cfg.LB.Generator))
 		}
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
 // startNode validates cfg, builds the node's parts and joins gossip (as a
@@ -110,9 +121,6 @@ func (n *node) buildLB() error {
 	var p lb.Proxy
 	switch c.Mode {
 	case "managed":
-		if c.Generator != "nginx" {
-			return fmt.Errorf("lb.mode: managed mode runs nginx; generator %q needs mode \"external\"", c.Generator)
-		}
 		m, err := proxy.NewManagedNginx(c.ProxyBinary, c.StateDir, c.CommandTimeout.Duration, n.log)
 		if err != nil {
 			return err
@@ -154,6 +162,18 @@ func (n *node) run(ctx context.Context) error {
 	})
 	if n.lb != nil {
 		wg.Go(func() { n.lb.Run(loopCtx) })
+	}
+	// Load balancers advertise themselves where the provider allows it (an
+	// S3 object, a program), so backends can find them without a fixed
+	// address list. RunPublisher withdraws the record when loopCtx ends.
+	if pub, ok := n.seeds.(seed.Publisher); ok && n.role == catalog.RoleLB {
+		period, jitter := 30*time.Second, 5*time.Second
+		if s, ok := pub.(seed.Scheduled); ok {
+			period, jitter = s.PublishSchedule()
+		}
+		wg.Go(func() {
+			seed.RunPublisher(loopCtx, pub, n.cluster.LocalAddr, period, jitter, n.log.With("component", "seed"))
+		})
 	}
 	notify("READY=1")
 	<-ctx.Done()
