@@ -35,13 +35,34 @@ func testNode(t *testing.T, ip int, role catalog.Role, apps ...catalog.Applicati
 }
 
 func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	return slog.New(slog.NewTextHandler(newTestWriter(t), &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
 
-type testWriter struct{ t *testing.T }
+// testWriter sends log lines to t.Log until the test ends; memberlist's
+// goroutines may still log while they wind down, and t.Log after the end
+// of a test is a race.
+type testWriter struct {
+	t    *testing.T
+	mu   sync.Mutex
+	done bool
+}
 
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
+func newTestWriter(t *testing.T) *testWriter {
+	w := &testWriter{t: t}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		w.done = true
+		w.mu.Unlock()
+	})
+	return w
+}
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(strings.TrimSpace(string(p)))
+	}
 	return len(p), nil
 }
 
@@ -219,7 +240,7 @@ func TestInvalidPeerMetadataIsDropped(t *testing.T) {
 			conf.BindAddr = fmt.Sprintf("127.0.0.%d", 52+i)
 			conf.BindPort = 0
 			conf.Delegate = &rawDelegate{meta: tc.meta}
-			conf.LogOutput = testWriter{t}
+			conf.LogOutput = newTestWriter(t)
 			ml, err := memberlist.Create(conf)
 			if err != nil {
 				t.Fatal(err)
