@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/scrimplb/scrimp/catalog"
@@ -48,18 +47,18 @@ func newNginx(raw json.RawMessage) (Generator, error) {
 	case o.Keepalive < 0:
 		return nil, fmt.Errorf("keepalive: %d must not be negative", o.Keepalive)
 	case !isNginxTime(o.FailTimeout):
-		return nil, fmt.Errorf("fail-timeout: %q is not an nginx time such as \"2s\" or \"500ms\"", o.FailTimeout)
+		return nil, fmt.Errorf("fail-timeout: %q is not an nginx time in whole seconds or minutes such as \"2s\" or \"1m\"", o.FailTimeout)
 	}
 	return nginx{o}, nil
 }
 
-// isNginxTime accepts a number followed by ms, s or m: enough for a
-// timeout, and nothing that could escape the directive.
+// isNginxTime accepts up to six digits followed by s or m: enough for a
+// timeout, and nothing that could escape the directive. fail_timeout is
+// parsed in seconds, so nginx rejects "ms" (and any sign) there.
 func isNginxTime(s string) bool {
-	for _, unit := range []string{"ms", "s", "m"} {
+	for _, unit := range []string{"s", "m"} {
 		if n, ok := strings.CutSuffix(s, unit); ok {
-			v, err := strconv.Atoi(n)
-			return err == nil && v >= 0 && v < 1_000_000
+			return n != "" && len(n) <= 6 && strings.Trim(n, "0123456789") == ""
 		}
 	}
 	return false

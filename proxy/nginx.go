@@ -125,6 +125,10 @@ func (n *ManagedNginx) startLocked() error {
 	// Its own process group: a Ctrl-C on scrimp's terminal reaches scrimp,
 	// which then stops nginx gracefully instead of nginx dying mid-request.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Workers orphaned by a master that died hold its output pipes open;
+	// without a WaitDelay, Wait would not return until they exit, and they
+	// never do on their own.
+	cmd.WaitDelay = time.Second
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("proxy: start nginx: %w", err)
 	}
@@ -140,6 +144,11 @@ func (n *ManagedNginx) startLocked() error {
 func (n *ManagedNginx) supervise(cmd *exec.Cmd, exited chan struct{}) {
 	defer n.wg.Done()
 	err := cmd.Wait()
+	// A master that died without stopping its workers (SIGKILL, a crash)
+	// leaves them serving the old configuration and holding the listening
+	// sockets, so no new master could bind. Kill whatever is left of its
+	// process group; after a graceful exit the group is already empty.
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	close(exited)
 	n.mu.Lock()
 	if n.closed {
@@ -154,7 +163,9 @@ func (n *ManagedNginx) supervise(cmd *exec.Cmd, exited chan struct{}) {
 	for {
 		time.Sleep(backoff)
 		n.mu.Lock()
-		if n.closed {
+		// An Apply during the backoff may have started nginx already;
+		// starting a second master would lose track of that one.
+		if n.closed || n.cmd != nil {
 			n.mu.Unlock()
 			return
 		}
