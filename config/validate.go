@@ -101,6 +101,9 @@ func (l *LB) validate(v *validator) {
 	case "managed":
 		if l.StateDir == "" {
 			v.add("lb.state-dir", "required in managed mode")
+		} else if strings.ContainsAny(l.StateDir, " \t\n\r;{}#\"'\\$") {
+			// The path is written into the proxy's configuration.
+			v.add("lb.state-dir", fmt.Sprintf("%q: must not contain white space or any of ;{}#\"'\\$", l.StateDir))
 		}
 		if l.ProxyBinary == "" {
 			v.add("lb.proxy-binary", "required in managed mode")

@@ -32,7 +32,8 @@ type ManagedNginx struct {
 	cmd     *exec.Cmd     // running master, nil before the first Apply
 	exited  chan struct{} // closed when cmd exits
 	closed  bool
-	current []byte // what nginx.conf holds
+	stop    chan struct{} // closed by Close
+	current []byte        // what nginx.conf holds
 
 	reloads int
 	wg      sync.WaitGroup
@@ -59,6 +60,7 @@ func NewManagedNginx(binary, dir string, timeout time.Duration, logger *slog.Log
 	return &ManagedNginx{
 		binary: binary, dir: abs, conf: filepath.Join(abs, "nginx.conf"),
 		timeout: timeout, log: logger.With("component", "nginx"),
+		stop: make(chan struct{}),
 	}, nil
 }
 
@@ -161,7 +163,11 @@ func (n *ManagedNginx) supervise(cmd *exec.Cmd, exited chan struct{}) {
 
 	backoff := 500 * time.Millisecond
 	for {
-		time.Sleep(backoff)
+		select {
+		case <-time.After(backoff):
+		case <-n.stop:
+			return
+		}
 		n.mu.Lock()
 		// An Apply during the backoff may have started nginx already;
 		// starting a second master would lose track of that one.
@@ -190,6 +196,7 @@ func (n *ManagedNginx) Close() error {
 		return nil
 	}
 	n.closed = true
+	close(n.stop) // a supervisor waiting to restart nginx gives up at once
 	cmd, exited := n.cmd, n.exited
 	n.mu.Unlock()
 	if cmd != nil {
