@@ -9,6 +9,7 @@ package catalog
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -84,6 +85,59 @@ type Application struct {
 	// Domains are the host names routed to the application (HTTP
 	// protocols); a leading "*." matches any single label.
 	Domains []string `json:"domains,omitempty"`
+	// Paths are URL path prefixes routed to the application (HTTP
+	// protocols); none means every path.
+	Paths []string `json:"paths,omitempty"`
+	// Balance is how requests are spread over backends; empty means
+	// round-robin.
+	Balance Balance `json:"balance,omitempty"`
+	// HashKey is what "hash" balancing hashes: "header:NAME",
+	// "cookie:NAME", "query:NAME" or "source-ip". Hashing is consistent:
+	// adding or removing one of N backends remaps about 1/N of the keys.
+	HashKey string `json:"hash-key,omitempty"`
+	// Weight is this backend's share relative to the others, 1-100; 0
+	// means 1.
+	Weight int `json:"weight,omitempty"`
+	// HealthPath is the path the load balancer's active checks request
+	// (HTTP protocols); empty means a TCP connect check.
+	HealthPath string `json:"health-path,omitempty"`
+	// MaxFails and FailTimeout tune the proxy's passive checks: after
+	// MaxFails failed attempts within FailTimeout the backend is skipped for
+	// FailTimeout. Zero and empty mean the generator's defaults.
+	MaxFails    int    `json:"max-fails,omitempty"`
+	FailTimeout string `json:"fail-timeout,omitempty"`
+}
+
+// Balance is a load-balancing algorithm.
+type Balance string
+
+// Balancing algorithms.
+const (
+	BalanceRoundRobin Balance = "round-robin"
+	BalanceLeastConn  Balance = "least-conn"
+	BalanceRandom     Balance = "random"
+	BalanceHash       Balance = "hash"
+)
+
+// balances lists the algorithms in wire order (index = byte on the wire;
+// append only). Index 0 is the empty default.
+var balances = []Balance{"", BalanceRoundRobin, BalanceLeastConn, BalanceRandom, BalanceHash}
+
+// Valid reports whether b is a known algorithm or empty.
+func (b Balance) Valid() bool { return slices.Contains(balances, b) }
+
+// Or returns b, or def when b is empty.
+func (b Balance) Or(def Balance) Balance {
+	if b == "" {
+		return def
+	}
+	return b
+}
+
+// IsHTTP reports whether the protocol is spoken as HTTP by the load
+// balancer, so host names, paths and header keys mean something.
+func (p Protocol) IsHTTP() bool {
+	return p == ProtocolHTTP || p == ProtocolHTTPS || p == ProtocolGRPC
 }
 
 // Validate checks every field of a against the strict grammar that keeps it
@@ -111,6 +165,50 @@ func (a Application) Validate() []error {
 			errs = append(errs, fmt.Errorf("domains[%d]: %w", i, err))
 		}
 	}
+	httpOnly := func(field string, set bool) {
+		if set && a.Protocol.Valid() && !a.Protocol.IsHTTP() {
+			errs = append(errs, fmt.Errorf("%s: only for http, https and grpc, not %s", field, a.Protocol))
+		}
+	}
+	httpOnly("domains", len(a.Domains) > 0)
+	httpOnly("paths", len(a.Paths) > 0)
+	httpOnly("health-path", a.HealthPath != "")
+	if len(a.Paths) > MaxPaths {
+		errs = append(errs, fmt.Errorf("paths: %d paths, at most %d allowed", len(a.Paths), MaxPaths))
+	}
+	for i, p := range a.Paths {
+		if err := CheckPath(p); err != nil {
+			errs = append(errs, fmt.Errorf("paths[%d]: %w", i, err))
+		}
+	}
+	if a.HealthPath != "" {
+		if err := CheckPath(a.HealthPath); err != nil {
+			errs = append(errs, fmt.Errorf("health-path: %w", err))
+		}
+	}
+	switch {
+	case !a.Balance.Valid():
+		errs = append(errs, fmt.Errorf("balance: %q is not one of round-robin, least-conn, random, hash", a.Balance))
+	case a.Balance == BalanceHash && a.HashKey == "":
+		errs = append(errs, errors.New(`hash-key: required with balance "hash" (header:NAME, cookie:NAME, query:NAME or source-ip)`))
+	case a.Balance != BalanceHash && a.HashKey != "":
+		errs = append(errs, errors.New(`hash-key: only used with balance "hash"`))
+	case a.HashKey != "":
+		if err := CheckHashKey(a.HashKey, a.Protocol); err != nil {
+			errs = append(errs, fmt.Errorf("hash-key: %w", err))
+		}
+	}
+	if a.Weight < 0 || a.Weight > MaxWeight {
+		errs = append(errs, fmt.Errorf("weight: %d is not in 1-%d (0 means 1)", a.Weight, MaxWeight))
+	}
+	if a.MaxFails < 0 || a.MaxFails > MaxMaxFails {
+		errs = append(errs, fmt.Errorf("max-fails: %d is not in 0-%d", a.MaxFails, MaxMaxFails))
+	}
+	if a.FailTimeout != "" {
+		if err := CheckTimeout(a.FailTimeout); err != nil {
+			errs = append(errs, fmt.Errorf("fail-timeout: %w", err))
+		}
+	}
 	return errs
 }
 
@@ -135,6 +233,12 @@ type Server struct {
 	Addr netip.Addr
 	// Port is the application's port on that backend.
 	Port int
+	// Weight is the backend's share, 1-100.
+	Weight int
+	// MaxFails and FailTimeout are the backend's passive-check settings;
+	// zero and empty mean the generator's defaults.
+	MaxFails    int
+	FailTimeout string
 }
 
 // HostPort formats the server as host:port, bracketing IPv6 addresses.
@@ -214,7 +318,10 @@ func (s Snapshot) Services() ([]Service, []Conflict) {
 				})
 				continue
 			}
-			svc.Servers = append(svc.Servers, Server{Node: node.Name, Addr: node.Addr, Port: app.ApplicationPort})
+			svc.Servers = append(svc.Servers, Server{
+				Node: node.Name, Addr: node.Addr, Port: app.ApplicationPort,
+				Weight: max(app.Weight, 1), MaxFails: app.MaxFails, FailTimeout: app.FailTimeout,
+			})
 		}
 	}
 	out := make([]Service, 0, len(byName))

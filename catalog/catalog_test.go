@@ -226,7 +226,24 @@ func TestApplicationValidate(t *testing.T) {
 	}{
 		{name: "valid", modify: func(*Application) {}},
 		{name: "no domains", modify: func(a *Application) { a.Domains = nil }},
-		{name: "every protocol is accepted", modify: func(a *Application) { a.Protocol = ProtocolUDP }},
+		{name: "udp without domains is accepted", modify: func(a *Application) { a.Protocol = ProtocolUDP; a.Domains = nil }},
+		{name: "domains on tcp", modify: func(a *Application) { a.Protocol = ProtocolTCP }, want: []string{"domains: only for http, https and grpc, not tcp"}},
+		{name: "paths and health path", modify: func(a *Application) { a.Paths = []string{"/api/", "/v1.2/x_y~z"}; a.HealthPath = "/healthz" }},
+		{name: "dot-dot path", modify: func(a *Application) { a.Paths = []string{"/a/../b"} }, want: []string{"paths[0]: "}},
+		{name: "path injecting a directive", modify: func(a *Application) { a.Paths = []string{"/x { return 200; }"} }, want: []string{"paths[0]: "}},
+		{name: "relative path", modify: func(a *Application) { a.HealthPath = "healthz" }, want: []string{"health-path: "}},
+		{name: "hash on a header", modify: func(a *Application) { a.Balance = BalanceHash; a.HashKey = "header:X-Account-Id" }},
+		{name: "hash on a cookie", modify: func(a *Application) { a.Balance = BalanceHash; a.HashKey = "cookie:session_id" }},
+		{name: "hash without key", modify: func(a *Application) { a.Balance = BalanceHash }, want: []string{"hash-key: required"}},
+		{name: "key without hash", modify: func(a *Application) { a.HashKey = "source-ip" }, want: []string{"hash-key: only used"}},
+		{name: "cookie name with dash", modify: func(a *Application) { a.Balance = BalanceHash; a.HashKey = "cookie:a-b" }, want: []string{"hash-key: "}},
+		{name: "header key on tcp", modify: func(a *Application) {
+			a.Protocol, a.Domains, a.Balance, a.HashKey = ProtocolTCP, nil, BalanceHash, "header:X"
+		}, want: []string{"hash-key: "}},
+		{name: "unknown balance", modify: func(a *Application) { a.Balance = "fastest" }, want: []string{"balance: "}},
+		{name: "weight and passive checks", modify: func(a *Application) { a.Weight, a.MaxFails, a.FailTimeout = 100, 3, "10s" }},
+		{name: "weight too big", modify: func(a *Application) { a.Weight = 101 }, want: []string{"weight: "}},
+		{name: "fail timeout in ms", modify: func(a *Application) { a.FailTimeout = "500ms" }, want: []string{"fail-timeout: "}},
 		{name: "64 domains", modify: func(a *Application) { a.Domains = tooMany[:MaxDomains] }},
 		{name: "bad name", modify: func(a *Application) { a.Name = "Web" }, want: []string{"name: "}},
 		{name: "empty name", modify: func(a *Application) { a.Name = "" }, want: []string{"name: must not be empty"}},
@@ -340,8 +357,8 @@ func TestSnapshotServices(t *testing.T) {
 			want: []Service{{
 				Application: app("web", 80, 9090, ProtocolHTTP, "example.com"),
 				Servers: []Server{
-					{Node: "b1", Addr: netip.MustParseAddr("10.0.0.1"), Port: 9090},
-					{Node: "b2", Addr: netip.MustParseAddr("10.0.0.2"), Port: 8080},
+					{Node: "b1", Addr: netip.MustParseAddr("10.0.0.1"), Port: 9090, Weight: 1},
+					{Node: "b2", Addr: netip.MustParseAddr("10.0.0.2"), Port: 8080, Weight: 1},
 				},
 			}},
 		},
@@ -352,9 +369,9 @@ func TestSnapshotServices(t *testing.T) {
 				backend("b2", "2001:db8::2", app("mid", 83, 3, ProtocolGRPC)),
 			},
 			want: []Service{
-				{Application: app("alpha", 82, 2, ProtocolTCP), Servers: []Server{{Node: "b1", Addr: netip.MustParseAddr("10.0.0.1"), Port: 2}}},
-				{Application: app("mid", 83, 3, ProtocolGRPC), Servers: []Server{{Node: "b2", Addr: netip.MustParseAddr("2001:db8::2"), Port: 3}}},
-				{Application: app("zeta", 81, 1, ProtocolHTTP), Servers: []Server{{Node: "b1", Addr: netip.MustParseAddr("10.0.0.1"), Port: 1}}},
+				{Application: app("alpha", 82, 2, ProtocolTCP), Servers: []Server{{Node: "b1", Addr: netip.MustParseAddr("10.0.0.1"), Port: 2, Weight: 1}}},
+				{Application: app("mid", 83, 3, ProtocolGRPC), Servers: []Server{{Node: "b2", Addr: netip.MustParseAddr("2001:db8::2"), Port: 3, Weight: 1}}},
+				{Application: app("zeta", 81, 1, ProtocolHTTP), Servers: []Server{{Node: "b1", Addr: netip.MustParseAddr("10.0.0.1"), Port: 1, Weight: 1}}},
 			},
 		},
 		{
@@ -366,8 +383,8 @@ func TestSnapshotServices(t *testing.T) {
 			want: []Service{{
 				Application: web,
 				Servers: []Server{
-					{Node: "b1", Addr: netip.MustParseAddr("10.0.0.1"), Port: 8080},
-					{Node: "b2", Addr: netip.MustParseAddr("10.0.0.2"), Port: 8080},
+					{Node: "b1", Addr: netip.MustParseAddr("10.0.0.1"), Port: 8080, Weight: 1},
+					{Node: "b2", Addr: netip.MustParseAddr("10.0.0.2"), Port: 8080, Weight: 1},
 				},
 			}},
 		},
@@ -381,8 +398,8 @@ func TestSnapshotServices(t *testing.T) {
 			want: []Service{{
 				Application: web,
 				Servers: []Server{
-					{Node: "b1", Addr: netip.MustParseAddr("10.0.0.1"), Port: 8080},
-					{Node: "b3", Addr: netip.MustParseAddr("10.0.0.3"), Port: 8080},
+					{Node: "b1", Addr: netip.MustParseAddr("10.0.0.1"), Port: 8080, Weight: 1},
+					{Node: "b3", Addr: netip.MustParseAddr("10.0.0.3"), Port: 8080, Weight: 1},
 				},
 			}},
 			wantConflicts: []Conflict{{Application: "web", Node: "b2", Reason: "advertises tcp on listen port 80, but http on 80 is in use"}},
@@ -395,7 +412,7 @@ func TestSnapshotServices(t *testing.T) {
 			},
 			want: []Service{{
 				Application: web,
-				Servers:     []Server{{Node: "b1", Addr: netip.MustParseAddr("10.0.0.1"), Port: 8080}},
+				Servers:     []Server{{Node: "b1", Addr: netip.MustParseAddr("10.0.0.1"), Port: 8080, Weight: 1}},
 			}},
 			wantConflicts: []Conflict{{Application: "web", Node: "b2", Reason: "advertises http on listen port 81, but http on 80 is in use"}},
 		},

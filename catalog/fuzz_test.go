@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -22,6 +23,11 @@ func FuzzDecodeMeta(f *testing.F) {
 			{Name: "dns", ListenPort: 53, ApplicationPort: 5353, Protocol: ProtocolUDP},
 			{Name: "web_2", ListenPort: 80, ApplicationPort: 8080, Protocol: ProtocolHTTPS, Domains: []string{"1.2.example"}},
 		}},
+		{Role: RoleBackend, Applications: []Application{{
+			Name: "full", ListenPort: 80, ApplicationPort: 8080, Protocol: ProtocolHTTP, Domains: []string{"a.io"},
+			Paths: []string{"/api/", "/v2"}, Balance: BalanceHash, HashKey: "header:X-Account-Id", Weight: 7,
+			HealthPath: "/healthz", MaxFails: 3, FailTimeout: "10s",
+		}}},
 	}
 	for _, m := range seeds {
 		f.Add(EncodeMeta(m))
@@ -74,7 +80,13 @@ func FuzzDecodeMeta(f *testing.F) {
 					t.Fatalf("domain %q has a '*' that is not the leading wildcard", d)
 				}
 			}
-			if strings.ContainsAny(a.Name+strings.Join(a.Domains, ""), " \t\r\n\v\f;{}#'\"$\\`\x00") {
+			for _, p := range append(slices.Clone(a.Paths), a.HealthPath) {
+				if !onlyChars(p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._~-") {
+					t.Fatalf("path %q has a character outside the grammar", p)
+				}
+			}
+			every := a.Name + strings.Join(a.Domains, "") + strings.Join(a.Paths, "") + a.HealthPath + a.HashKey + a.FailTimeout + string(a.Balance)
+			if strings.ContainsAny(every, " \t\r\n\v\f;{}#'\"$\\`\x00()") {
 				t.Fatalf("application %+v carries a configuration metacharacter", a)
 			}
 		}

@@ -15,7 +15,95 @@ const (
 	MaxDomainLen = 253
 	// MaxDomains is the most domains one application may list.
 	MaxDomains = 64
+	// MaxPaths is the most path prefixes one application may list.
+	MaxPaths = 16
+	// MaxPathLen is the longest path prefix.
+	MaxPathLen = 256
+	// MaxWeight is the largest backend weight.
+	MaxWeight = 100
+	// MaxMaxFails is the largest max-fails.
+	MaxMaxFails = 100
+	// MaxKeyNameLen is the longest header, cookie or query parameter name
+	// in a hash key.
+	MaxKeyNameLen = 64
 )
+
+// CheckPath reports whether s is a safe URL path prefix: it starts with
+// '/', is at most 256 bytes of letters, digits and "/._~-", and has no
+// "." or ".." segment. The grammar excludes everything a proxy
+// configuration treats specially (white space, quotes, ';', '{', '$',
+// regex characters).
+func CheckPath(s string) error {
+	if !strings.HasPrefix(s, "/") {
+		return fmt.Errorf("%q must start with '/'", s)
+	}
+	if len(s) > MaxPathLen {
+		return fmt.Errorf("%d characters, at most %d allowed", len(s), MaxPathLen)
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("/._~-", c) >= 0) {
+			return fmt.Errorf("%q: only letters, digits and /._~- are allowed", s)
+		}
+	}
+	for _, seg := range strings.Split(s, "/") {
+		if seg == "." || seg == ".." {
+			return fmt.Errorf("%q: no '.' or '..' segments", s)
+		}
+	}
+	return nil
+}
+
+// CheckHashKey reports whether k is a valid hash key for protocol p:
+// "source-ip" for every protocol; for HTTP protocols also "header:NAME"
+// (letters, digits, '-'), "cookie:NAME" or "query:NAME" (letters, digits,
+// '_': the names proxies can use as variables).
+func CheckHashKey(k string, p Protocol) error {
+	if k == "source-ip" {
+		return nil
+	}
+	kind, name, ok := strings.Cut(k, ":")
+	if !ok || (kind != "header" && kind != "cookie" && kind != "query") {
+		return fmt.Errorf("%q is not header:NAME, cookie:NAME, query:NAME or source-ip", k)
+	}
+	if !p.IsHTTP() {
+		return fmt.Errorf("%q: only source-ip can be hashed for %s", k, p)
+	}
+	if name == "" || len(name) > MaxKeyNameLen {
+		return fmt.Errorf("%q: the name must be 1 to %d characters", k, MaxKeyNameLen)
+	}
+	extra := byte('_')
+	if kind == "header" {
+		extra = '-'
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == extra) {
+			return fmt.Errorf("%q: a %s name may hold only letters, digits and '%c'", k, kind, extra)
+		}
+	}
+	return nil
+}
+
+// HashKeyParts splits a valid hash key into its kind ("header", "cookie",
+// "query", "source-ip") and name.
+func HashKeyParts(k string) (kind, name string) {
+	if k == "source-ip" {
+		return k, ""
+	}
+	kind, name, _ = strings.Cut(k, ":")
+	return kind, name
+}
+
+// CheckTimeout reports whether s is a timeout both nginx and HAProxy read
+// the same way: 1 to 6 digits followed by "s" or "m", no leading zero.
+func CheckTimeout(s string) error {
+	n := strings.TrimRight(s, "sm")
+	if len(s)-len(n) != 1 || n == "" || len(n) > 6 || n[0] == '0' || strings.Trim(n, "0123456789") != "" {
+		return fmt.Errorf("%q is not a timeout such as \"10s\" or \"1m\"", s)
+	}
+	return nil
+}
 
 // CheckName reports whether s is a valid application name: 1 to 63
 // characters of lower-case letters, digits, '-' and '_', starting with a

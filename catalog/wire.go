@@ -24,8 +24,19 @@ type Meta struct {
 //
 //	version byte | role byte | uvarint app count | apps...
 //	app = string name | protocol byte | uvarint listen port |
-//	      uvarint application port | uvarint domain count | string domains...
+//	      uvarint application port | uvarint domain count | string domains... |
+//	      flags byte | optional fields, in flag order
+//	optional fields (present when their flag bit is set):
+//	      0x01 uvarint path count | string paths...
+//	      0x02 balance byte | string hash key
+//	      0x04 uvarint weight
+//	      0x08 string health path
+//	      0x10 uvarint max fails
+//	      0x20 string fail timeout
 //	string = uvarint length | bytes
+//
+// Optional fields cost nothing when unset, which matters inside
+// memberlist's 512-byte metadata.
 //
 // Applications are written sorted by name so that equal sets encode equally.
 // EncodeMeta does not validate; callers validate before advertising.
@@ -53,8 +64,61 @@ func appendApp(b []byte, a Application) []byte {
 	for _, d := range a.Domains {
 		b = appendString(b, d)
 	}
+	var flags byte
+	if len(a.Paths) > 0 {
+		flags |= flagPaths
+	}
+	if a.Balance != "" || a.HashKey != "" {
+		flags |= flagBalance
+	}
+	if a.Weight != 0 {
+		flags |= flagWeight
+	}
+	if a.HealthPath != "" {
+		flags |= flagHealth
+	}
+	if a.MaxFails != 0 {
+		flags |= flagMaxFails
+	}
+	if a.FailTimeout != "" {
+		flags |= flagFailTimeout
+	}
+	b = append(b, flags)
+	if flags&flagPaths != 0 {
+		b = binary.AppendUvarint(b, uint64(len(a.Paths)))
+		for _, p := range a.Paths {
+			b = appendString(b, p)
+		}
+	}
+	if flags&flagBalance != 0 {
+		b = append(b, byte(slices.Index(balances, a.Balance)))
+		b = appendString(b, a.HashKey)
+	}
+	if flags&flagWeight != 0 {
+		b = binary.AppendUvarint(b, uint64(a.Weight))
+	}
+	if flags&flagHealth != 0 {
+		b = appendString(b, a.HealthPath)
+	}
+	if flags&flagMaxFails != 0 {
+		b = binary.AppendUvarint(b, uint64(a.MaxFails))
+	}
+	if flags&flagFailTimeout != 0 {
+		b = appendString(b, a.FailTimeout)
+	}
 	return b
 }
+
+// Flag bits of an application's optional fields.
+const (
+	flagPaths byte = 1 << iota
+	flagBalance
+	flagWeight
+	flagHealth
+	flagMaxFails
+	flagFailTimeout
+	flagsKnown = flagPaths | flagBalance | flagWeight | flagHealth | flagMaxFails | flagFailTimeout
+)
 
 func appendString(b []byte, s string) []byte {
 	b = binary.AppendUvarint(b, uint64(len(s)))
@@ -104,6 +168,41 @@ func DecodeMeta(b []byte) (Meta, error) {
 		}
 		for j := uint64(0); j < nd && d.err == nil; j++ {
 			a.Domains = append(a.Domains, d.string())
+		}
+		flags := d.byte()
+		if d.err == nil && flags&^flagsKnown != 0 {
+			return Meta{}, fmt.Errorf("application %d: unknown field flags %#x", i, flags&^flagsKnown)
+		}
+		if flags&flagPaths != 0 {
+			np := d.uvarint()
+			if np > MaxPaths || np == 0 {
+				return Meta{}, fmt.Errorf("application %d: %d paths, 1 to %d allowed", i, np, MaxPaths)
+			}
+			for j := uint64(0); j < np && d.err == nil; j++ {
+				a.Paths = append(a.Paths, d.string())
+			}
+		}
+		if flags&flagBalance != 0 {
+			bi := d.byte()
+			if d.err == nil && int(bi) >= len(balances) {
+				return Meta{}, fmt.Errorf("application %d: unknown balance %d", i, bi)
+			}
+			if d.err == nil {
+				a.Balance = balances[bi]
+			}
+			a.HashKey = d.string()
+		}
+		if flags&flagWeight != 0 {
+			a.Weight = d.small(MaxWeight)
+		}
+		if flags&flagHealth != 0 {
+			a.HealthPath = d.string()
+		}
+		if flags&flagMaxFails != 0 {
+			a.MaxFails = d.small(MaxMaxFails)
+		}
+		if flags&flagFailTimeout != 0 {
+			a.FailTimeout = d.string()
 		}
 		if d.err != nil {
 			break
@@ -169,6 +268,16 @@ func (d *decoder) port() int {
 	v := d.uvarint()
 	if v > 65535 {
 		d.err = fmt.Errorf("port %d out of range", v)
+		return 0
+	}
+	return int(v)
+}
+
+// small reads a uvarint that must not exceed limit.
+func (d *decoder) small(limit int) int {
+	v := d.uvarint()
+	if v > uint64(limit) {
+		d.err = fmt.Errorf("value %d over the limit of %d", v, limit)
 		return 0
 	}
 	return int(v)

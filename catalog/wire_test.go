@@ -18,13 +18,14 @@ func (w wire) uv(v uint64) wire       { return binary.AppendUvarint(w, v) }
 func (w wire) str(s string) wire      { return append(w.uv(uint64(len(s))), s...) }
 func header(role Role, apps int) wire { return wire{WireVersion, byte(role)}.uv(uint64(apps)) }
 
-// rawApp appends one application: name, protocol byte, ports, domains.
+// app appends one application: name, protocol byte, ports, domains, and
+// a zero flags byte (no optional fields).
 func (w wire) app(name string, proto byte, listen, port uint64, domains ...string) wire {
 	w = w.str(name).b(proto).uv(listen).uv(port).uv(uint64(len(domains)))
 	for _, d := range domains {
 		w = w.str(d)
 	}
-	return w
+	return w.b(0)
 }
 
 func TestEncodeMetaFormat(t *testing.T) {
@@ -34,8 +35,8 @@ func TestEncodeMetaFormat(t *testing.T) {
 	}}
 	want := []byte{
 		1, 2, 2, // version, role backend, 2 apps
-		2, 'd', 'b', 3, 0xb8, 0x2a, 0xc8, 0x78, 0, // "db", tcp, 5432, 15432, no domains
-		3, 'w', 'e', 'b', 0, 80, 0x90, 0x3f, 1, 4, 'a', '.', 'i', 'o', // "web", http, 80, 8080, ["a.io"]
+		2, 'd', 'b', 3, 0xb8, 0x2a, 0xc8, 0x78, 0, 0, // "db", tcp, 5432, 15432, no domains, no options
+		3, 'w', 'e', 'b', 0, 80, 0x90, 0x3f, 1, 4, 'a', '.', 'i', 'o', 0, // "web", http, 80, 8080, ["a.io"], no options
 	}
 	if got := EncodeMeta(m); !bytes.Equal(got, want) {
 		t.Errorf("EncodeMeta =\n%v\nwant\n%v", got, want)
@@ -77,6 +78,16 @@ func TestMetaRoundTrip(t *testing.T) {
 				{Name: "d", ListenPort: 16383, ApplicationPort: 16384, Protocol: ProtocolTCP},
 				{Name: "e", ListenPort: 53, ApplicationPort: 53, Protocol: ProtocolUDP},
 			}},
+		},
+		{
+			name: "every optional field",
+			in: Meta{Role: RoleBackend, Applications: []Application{{
+				Name: "full", ListenPort: 80, ApplicationPort: 8080, Protocol: ProtocolHTTP, Domains: []string{"a.io"},
+				Paths: []string{"/api/", "/v2"}, Balance: BalanceHash, HashKey: "cookie:sid", Weight: 100,
+				HealthPath: "/healthz", MaxFails: 100, FailTimeout: "1m",
+			}, {
+				Name: "some", ListenPort: 81, ApplicationPort: 8081, Protocol: ProtocolTCP, Balance: BalanceLeastConn, Weight: 2,
+			}}},
 		},
 		{
 			name: "longest values",
@@ -149,6 +160,12 @@ func TestDecodeMetaRejects(t *testing.T) {
 	}{
 		{name: "nil", in: nil, wantErr: "metadata is empty"},
 		{name: "empty", in: []byte{}, wantErr: "metadata is empty"},
+		{name: "unknown option flag", in: header(RoleBackend, 1).str("web").b(0).uv(80).uv(80).uv(0).b(0x40), wantErr: "unknown field flags 0x40"},
+		{name: "unknown balance", in: header(RoleBackend, 1).str("web").b(0).uv(80).uv(80).uv(0).b(0x02).b(9).str(""), wantErr: "unknown balance 9"},
+		{name: "weight over limit", in: header(RoleBackend, 1).str("web").b(0).uv(80).uv(80).uv(0).b(0x04).uv(101), wantErr: "value 101 over the limit"},
+		{name: "zero paths flagged", in: header(RoleBackend, 1).str("web").b(0).uv(80).uv(80).uv(0).b(0x01).uv(0), wantErr: "0 paths"},
+		{name: "path injecting a directive", in: header(RoleBackend, 1).str("web").b(0).uv(80).uv(80).uv(0).b(0x01).uv(1).str("/a;}"), wantErr: "paths[0]"},
+		{name: "options truncated", in: header(RoleBackend, 1).str("web").b(0).uv(80).uv(80).uv(0).b(0x08), wantErr: "truncated"},
 		{name: "version 0", in: []byte{0, 2, 0}, wantErr: "format version 0"},
 		{name: "version 2", in: []byte{2, 2, 0}, wantErr: "format version 2"},
 		{name: "version 255 alone", in: []byte{255}, wantErr: "format version 255"},
