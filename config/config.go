@@ -147,6 +147,23 @@ type LB struct {
 	// the full membership even without events, so a missed event cannot
 	// leave it stale.
 	ResyncInterval Duration `json:"resync-interval"`
+	// RetainEmpty is how long an application whose backends are all gone
+	// keeps its listener (answering 503 with Retry-After) before it is
+	// forgotten.
+	RetainEmpty Duration `json:"retain-empty"`
+	// TLS lists certificates for https applications, by domain. They stay
+	// on the load balancer; nothing about them travels in gossip.
+	TLS []TLSCert `json:"tls,omitempty"`
+}
+
+// TLSCert is one certificate and its key for a set of domains.
+type TLSCert struct {
+	// Domains the certificate serves; a leading "*." matches one label.
+	Domains []string `json:"domains"`
+	// Certificate is the PEM certificate (chain) file.
+	Certificate string `json:"certificate"`
+	// Key is the PEM private key file.
+	Key string `json:"key"`
 }
 
 // Backend configures a backend node.
@@ -195,6 +212,7 @@ func DefaultLB() LB {
 		QuietPeriod:     D(200 * time.Millisecond),
 		MaxWait:         D(1 * time.Second),
 		ResyncInterval:  D(30 * time.Second),
+		RetainEmpty:     D(time.Hour),
 	}
 }
 

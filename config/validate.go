@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -101,7 +102,7 @@ func (l *LB) validate(v *validator) {
 	case "managed":
 		if l.StateDir == "" {
 			v.add("lb.state-dir", "required in managed mode")
-		} else if strings.ContainsAny(l.StateDir, " \t\n\r;{}#\"'\\$") {
+		} else if strings.ContainsAny(l.StateDir, unsafePathChars) {
 			// The path is written into the proxy's configuration.
 			v.add("lb.state-dir", fmt.Sprintf("%q: must not contain white space or any of ;{}#\"'\\$", l.StateDir))
 		}
@@ -128,6 +129,28 @@ func (l *LB) validate(v *validator) {
 		v.add("lb.max-wait", "must not be less than quiet-period")
 	}
 	v.duration("lb.resync-interval", l.ResyncInterval, true)
+	v.duration("lb.retain-empty", l.RetainEmpty, false)
+	for i, c := range l.TLS {
+		path := fmt.Sprintf("lb.tls[%d]", i)
+		if len(c.Domains) == 0 {
+			v.add(path+".domains", "required: the domains this certificate serves")
+		}
+		for j, d := range c.Domains {
+			if err := catalog.CheckDomain(d); err != nil {
+				v.add(fmt.Sprintf("%s.domains[%d]", path, j), err.Error())
+			}
+		}
+		for field, file := range map[string]string{"certificate": c.Certificate, "key": c.Key} {
+			switch {
+			case file == "":
+				v.add(path+"."+field, "required: a PEM file path")
+			case !filepath.IsAbs(file):
+				v.add(path+"."+field, fmt.Sprintf("%q: must be an absolute path", file))
+			case strings.ContainsAny(file, unsafePathChars):
+				v.add(path+"."+field, fmt.Sprintf("%q: must not contain white space or any of ;{}#\"'\\$", file))
+			}
+		}
+	}
 }
 
 func (b *Backend) validate(v *validator) {
@@ -144,6 +167,9 @@ func (b *Backend) validate(v *validator) {
 		names[app.Name] = i
 	}
 }
+
+// unsafePathChars may not appear in paths written into proxy configuration.
+const unsafePathChars = " \t\n\r;{}#\"'\\$"
 
 type validator struct {
 	file     string

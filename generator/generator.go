@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/scrimplb/scrimp/catalog"
@@ -27,6 +28,42 @@ type Input struct {
 	// StateDir is where a standalone configuration keeps pid, log and temp
 	// files.
 	StateDir string
+	// TLS holds the load balancer's certificates (files on the load
+	// balancer, never sent over gossip), for https applications.
+	TLS []TLSCert
+	// Retained are applications that had backends and lost them all. A
+	// generator keeps their listeners and answers 503 with Retry-After
+	// (HTTP) instead of refusing connections or routing them elsewhere.
+	Retained []catalog.Application
+}
+
+// TLSCert is a certificate and key for a set of domains.
+type TLSCert struct {
+	// Domains the certificate serves; a leading "*." matches one label.
+	Domains []string
+	// Cert and Key are PEM file paths on the load balancer.
+	Cert, Key string
+}
+
+// CertFor returns the certificate for domain: an exact match first, then a
+// wildcard one. ok is false when none matches.
+func CertFor(certs []TLSCert, domain string) (TLSCert, bool) {
+	for _, c := range certs {
+		for _, d := range c.Domains {
+			if d == domain {
+				return c, true
+			}
+		}
+	}
+	_, parent, found := strings.Cut(domain, ".")
+	for _, c := range certs {
+		for _, d := range c.Domains {
+			if found && d == "*."+parent || d == domain {
+				return c, true
+			}
+		}
+	}
+	return TLSCert{}, false
 }
 
 // Output is a rendered configuration.

@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -51,6 +52,9 @@ type Config struct {
 	// Resync re-renders from the full membership this often even without
 	// a change event; zero disables it.
 	Resync time.Duration
+	// RetainEmpty is how long an application whose backends are all gone
+	// stays in the configuration (answering 503) before it is forgotten.
+	RetainEmpty time.Duration
 	// Logger receives one line per applied or rejected configuration.
 	Logger *slog.Logger
 }
@@ -75,9 +79,16 @@ type LB struct {
 	applied  []byte   // the configuration the proxy runs
 	rejected [32]byte // hash of the last refused configuration
 	warnings []string // warnings of the last render, to log only changes
+	known    map[string]seenApp
 
 	mu    sync.Mutex
 	stats Stats
+}
+
+// seenApp is an application as last seen with backends.
+type seenApp struct {
+	app  catalog.Application
+	last time.Time
 }
 
 // New returns a load balancer; Run starts it.
@@ -85,7 +96,7 @@ func New(cfg Config) *LB {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &LB{cfg: cfg, log: cfg.Logger}
+	return &LB{cfg: cfg, log: cfg.Logger, known: map[string]seenApp{}}
 }
 
 // Stats returns a copy of the counters. Safe for concurrent use.
@@ -140,12 +151,37 @@ func (l *LB) Run(ctx context.Context) {
 	}
 }
 
+// retained updates the applications seen with backends and returns those
+// that have none now but had some within RetainEmpty, sorted by name.
+func (l *LB) retained(snap catalog.Snapshot, now time.Time) []catalog.Application {
+	services, _ := snap.Services()
+	live := map[string]bool{}
+	for _, s := range services {
+		live[s.Name] = true
+		l.known[s.Name] = seenApp{app: s.Application, last: now}
+	}
+	var out []catalog.Application
+	for name, seen := range l.known {
+		switch {
+		case live[name]:
+		case now.Sub(seen.last) > l.cfg.RetainEmpty:
+			delete(l.known, name)
+			l.log.Info("forgetting application without backends", "application", name, "empty-for", now.Sub(seen.last).Round(time.Second))
+		default:
+			out = append(out, seen.app)
+		}
+	}
+	slices.SortFunc(out, func(a, b catalog.Application) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
 // apply renders the current membership and, if the text changed, hands it
 // to the proxy.
 func (l *LB) apply(ctx context.Context) {
 	in := l.cfg.Input
 	in.Snapshot = l.cfg.Members.Snapshot()
 	start := time.Now()
+	in.Retained = l.retained(in.Snapshot, start)
 	out, err := l.cfg.Generator.Render(in)
 	l.mu.Lock()
 	l.stats.Renders++

@@ -118,6 +118,9 @@ func (n *node) buildLB() error {
 		return err
 	}
 	in := generator.Input{ListenAddr: c.ListenAddr}
+	for _, t := range c.TLS {
+		in.TLS = append(in.TLS, generator.TLSCert{Domains: t.Domains, Cert: t.Certificate, Key: t.Key})
+	}
 	var p lb.Proxy
 	switch c.Mode {
 	case "managed":
@@ -133,13 +136,14 @@ func (n *node) buildLB() error {
 		p, n.proxy = e, e
 	}
 	n.lb = lb.New(lb.Config{
-		Members:   n.cluster,
-		Generator: gen,
-		Input:     in,
-		Proxy:     p,
-		Timing:    lb.Timing{Quiet: c.QuietPeriod.Duration, MaxWait: c.MaxWait.Duration},
-		Resync:    c.ResyncInterval.Duration,
-		Logger:    n.log.With("component", "lb"),
+		Members:     n.cluster,
+		Generator:   gen,
+		Input:       in,
+		Proxy:       p,
+		Timing:      lb.Timing{Quiet: c.QuietPeriod.Duration, MaxWait: c.MaxWait.Duration},
+		Resync:      c.ResyncInterval.Duration,
+		RetainEmpty: c.RetainEmpty.Duration,
+		Logger:      n.log.With("component", "lb"),
 	})
 	return nil
 }
