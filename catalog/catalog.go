@@ -106,7 +106,34 @@ type Application struct {
 	// FailTimeout. Zero and empty mean the generator's defaults.
 	MaxFails    int    `json:"max-fails,omitempty"`
 	FailTimeout string `json:"fail-timeout,omitempty"`
+	// State is the application's health on this backend as the backend
+	// sees it; only "up" (or empty) instances receive traffic. It is set by
+	// the backend at run time, not in configuration files.
+	State State `json:"-"`
 }
+
+// State is an application instance's health as its backend advertises it.
+type State string
+
+// Instance states.
+const (
+	// StateUp serves traffic; the empty State means the same.
+	StateUp State = "up"
+	// StateDraining finishes in-flight requests and takes no new ones: the
+	// backend is shutting down gracefully.
+	StateDraining State = "draining"
+	// StateDown failed its health check.
+	StateDown State = "down"
+)
+
+// states lists the states in wire order (append only); index 0 is empty.
+var states = []State{"", StateUp, StateDraining, StateDown}
+
+// Valid reports whether s is a known state or empty.
+func (s State) Valid() bool { return slices.Contains(states, s) }
+
+// Serving reports whether an instance in state s takes traffic.
+func (s State) Serving() bool { return s == "" || s == StateUp }
 
 // Balance is a load-balancing algorithm.
 type Balance string
@@ -209,6 +236,9 @@ func (a Application) Validate() []error {
 			errs = append(errs, fmt.Errorf("fail-timeout: %w", err))
 		}
 	}
+	if !a.State.Valid() {
+		errs = append(errs, fmt.Errorf("state: %q is not one of up, draining, down", a.State))
+	}
 	return errs
 }
 
@@ -292,7 +322,9 @@ type Conflict struct {
 }
 
 // Services groups the snapshot's backends by application, sorted by
-// application name. The first backend (by node name) that advertises an
+// application name. Only instances whose State is serving count: an
+// application none of whose instances serves is absent (the load balancer
+// then keeps it as retained, answering 503). The first backend (by node name) that advertises an
 // application defines its listen port, protocol and domains; later backends
 // that disagree on listen port or protocol are left out and reported as
 // conflicts, because one listener cannot speak two protocols. Services is
@@ -305,6 +337,9 @@ func (s Snapshot) Services() ([]Service, []Conflict) {
 			continue
 		}
 		for _, app := range node.Applications {
+			if !app.State.Serving() {
+				continue
+			}
 			svc, ok := byName[app.Name]
 			if !ok {
 				svc = &Service{Application: app}

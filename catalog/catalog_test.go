@@ -458,3 +458,37 @@ func TestSnapshotServicesDeterministic(t *testing.T) {
 		}
 	}
 }
+
+func TestServicesSkipInstancesThatDoNotServe(t *testing.T) {
+	web := func(state State) Application {
+		return Application{Name: "web", ListenPort: 80, ApplicationPort: 8080, Protocol: ProtocolHTTP, State: state}
+	}
+	node := func(name, addr string, a Application) Node {
+		return Node{Name: name, Addr: netip.MustParseAddr(addr), Role: RoleBackend, Applications: []Application{a}}
+	}
+	tests := []struct {
+		name string
+		in   []Node
+		want []string // serving node names, nil when the app is absent
+	}{
+		{"empty state serves", []Node{node("a", "10.0.0.1", web(""))}, []string{"a"}},
+		{"draining and down are left out", []Node{
+			node("a", "10.0.0.1", web(StateDraining)), node("b", "10.0.0.2", web(StateUp)), node("c", "10.0.0.3", web(StateDown)),
+		}, []string{"b"}},
+		{"no serving instance means no service", []Node{node("a", "10.0.0.1", web(StateDraining))}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			services, _ := NewSnapshot(tt.in).Services()
+			var got []string
+			for _, s := range services {
+				for _, srv := range s.Servers {
+					got = append(got, srv.Node)
+				}
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("serving = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

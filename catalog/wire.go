@@ -33,6 +33,7 @@ type Meta struct {
 //	      0x08 string health path
 //	      0x10 uvarint max fails
 //	      0x20 string fail timeout
+//	      0x40 state byte
 //	string = uvarint length | bytes
 //
 // Optional fields cost nothing when unset, which matters inside
@@ -83,6 +84,9 @@ func appendApp(b []byte, a Application) []byte {
 	if a.FailTimeout != "" {
 		flags |= flagFailTimeout
 	}
+	if a.State != "" {
+		flags |= flagState
+	}
 	b = append(b, flags)
 	if flags&flagPaths != 0 {
 		b = binary.AppendUvarint(b, uint64(len(a.Paths)))
@@ -106,6 +110,9 @@ func appendApp(b []byte, a Application) []byte {
 	if flags&flagFailTimeout != 0 {
 		b = appendString(b, a.FailTimeout)
 	}
+	if flags&flagState != 0 {
+		b = append(b, byte(slices.Index(states, a.State)))
+	}
 	return b
 }
 
@@ -117,7 +124,8 @@ const (
 	flagHealth
 	flagMaxFails
 	flagFailTimeout
-	flagsKnown = flagPaths | flagBalance | flagWeight | flagHealth | flagMaxFails | flagFailTimeout
+	flagState
+	flagsKnown = flagPaths | flagBalance | flagWeight | flagHealth | flagMaxFails | flagFailTimeout | flagState
 )
 
 func appendString(b []byte, s string) []byte {
@@ -203,6 +211,15 @@ func DecodeMeta(b []byte) (Meta, error) {
 		}
 		if flags&flagFailTimeout != 0 {
 			a.FailTimeout = d.string()
+		}
+		if flags&flagState != 0 {
+			si := d.byte()
+			if d.err == nil && int(si) >= len(states) {
+				return Meta{}, fmt.Errorf("application %d: unknown state %d", i, si)
+			}
+			if d.err == nil {
+				a.State = states[si]
+			}
 		}
 		if d.err != nil {
 			break

@@ -86,7 +86,7 @@ func TestMetaRoundTrip(t *testing.T) {
 				Paths: []string{"/api/", "/v2"}, Balance: BalanceHash, HashKey: "cookie:sid", Weight: 100,
 				HealthPath: "/healthz", MaxFails: 100, FailTimeout: "1m",
 			}, {
-				Name: "some", ListenPort: 81, ApplicationPort: 8081, Protocol: ProtocolTCP, Balance: BalanceLeastConn, Weight: 2,
+				Name: "some", ListenPort: 81, ApplicationPort: 8081, Protocol: ProtocolTCP, Balance: BalanceLeastConn, Weight: 2, State: StateDraining,
 			}}},
 		},
 		{
@@ -160,7 +160,8 @@ func TestDecodeMetaRejects(t *testing.T) {
 	}{
 		{name: "nil", in: nil, wantErr: "metadata is empty"},
 		{name: "empty", in: []byte{}, wantErr: "metadata is empty"},
-		{name: "unknown option flag", in: header(RoleBackend, 1).str("web").b(0).uv(80).uv(80).uv(0).b(0x40), wantErr: "unknown field flags 0x40"},
+		{name: "unknown option flag", in: header(RoleBackend, 1).str("web").b(0).uv(80).uv(80).uv(0).b(0x80), wantErr: "unknown field flags 0x80"},
+		{name: "unknown state", in: header(RoleBackend, 1).str("web").b(0).uv(80).uv(80).uv(0).b(0x40).b(7), wantErr: "unknown state 7"},
 		{name: "unknown balance", in: header(RoleBackend, 1).str("web").b(0).uv(80).uv(80).uv(0).b(0x02).b(9).str(""), wantErr: "unknown balance 9"},
 		{name: "weight over limit", in: header(RoleBackend, 1).str("web").b(0).uv(80).uv(80).uv(0).b(0x04).uv(101), wantErr: "value 101 over the limit"},
 		{name: "zero paths flagged", in: header(RoleBackend, 1).str("web").b(0).uv(80).uv(80).uv(0).b(0x01).uv(0), wantErr: "0 paths"},
