@@ -253,6 +253,9 @@ type Node struct {
 	// Applications are the services a backend offers, sorted by name. Load
 	// balancers advertise none.
 	Applications []Application
+	// Digest identifies the application set (see DigestOf); a load
+	// balancer acknowledges a draining backend by it.
+	Digest Digest
 }
 
 // Server is one backend instance of an application as a generator renders it.

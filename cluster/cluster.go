@@ -1,8 +1,14 @@
 // Package cluster is scrimp's gossip membership, and the only package that
-// imports memberlist. It advertises the local node's role and applications
-// in memberlist node metadata, decodes and validates what peers advertise,
-// and exposes an immutable snapshot of the live membership plus a change
-// notification.
+// imports memberlist.
+//
+// Every node gossips a small beacon in memberlist's node metadata (512
+// bytes at most): its role, the digest of its application set and, for a
+// load balancer, acknowledgements of draining backends. The application set
+// itself can be far larger, so a load balancer fetches it from the backend
+// over memberlist's reliable (TCP) messages whenever the digest it gossips
+// changes, and accepts it only if it hashes to that digest and passes
+// strict validation. Consumers see an immutable snapshot of the live
+// membership plus a change notification.
 package cluster
 
 import (
@@ -11,7 +17,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,9 +26,9 @@ import (
 	"github.com/scrimplb/scrimp/catalog"
 )
 
-// MetaMaxSize is the most bytes of node metadata memberlist carries; it
-// panics on more, so Cluster checks before handing metadata over.
-const MetaMaxSize = memberlist.MetaMaxSize
+// MaxStateSize bounds an encoded application set, sent and accepted. 100
+// applications with 5 long domains each take about 20 KiB.
+const MaxStateSize = 1 << 20
 
 // Config configures one cluster member.
 type Config struct {
@@ -46,34 +51,50 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// member is what this node knows of a peer.
+type member struct {
+	addr   netip.Addr
+	port   uint16
+	beacon catalog.Beacon
+	apps   []catalog.Application // the set whose digest is have
+	have   catalog.Digest
+	valid  bool      // apps holds the set beacon.Digest names
+	asked  time.Time // last fetch request, zero if none pending
+}
+
 // Cluster is one running member. Its methods are safe for concurrent use.
 type Cluster struct {
 	ml   *memberlist.Memberlist
 	log  *slog.Logger
 	self string
+	role catalog.Role
 
-	meta atomic.Pointer[[]byte] // local metadata, as NodeMeta returns it
+	meta atomic.Pointer[[]byte] // encoded beacon, as NodeMeta returns it
 
-	mu    sync.Mutex
-	nodes map[string]catalog.Node // valid live members by name
-	snap  atomic.Pointer[catalog.Snapshot]
+	mu      sync.Mutex
+	state   []byte // this node's encoded application set
+	digest  catalog.Digest
+	apps    []catalog.Application
+	acks    []catalog.Ack
+	members map[string]*member
+	pending map[string]time.Time // requests from members not yet known
+	snap    atomic.Pointer[catalog.Snapshot]
 
 	changes chan struct{}
+	known   chan struct{} // signalled when a member joins, for pending answers
+	work    chan task
+	stop    chan struct{}
+	wg      sync.WaitGroup
 
 	closeOnce sync.Once
 	closeErr  error
 }
 
-// New starts a member: it binds the gossip port and is alone in a
-// cluster of its own until Join. It fails before touching the network if
-// the advertisement does not fit in memberlist metadata.
+// New starts a member: it binds the gossip port and is alone in a cluster
+// of its own until Join.
 func New(cfg Config) (*Cluster, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	meta, err := encodeMeta(cfg.Role, cfg.Applications)
-	if err != nil {
-		return nil, err
 	}
 	mc, err := profile(cfg.Profile)
 	if err != nil {
@@ -82,10 +103,17 @@ func New(cfg Config) (*Cluster, error) {
 	c := &Cluster{
 		log:     cfg.Logger,
 		self:    cfg.NodeName,
-		nodes:   map[string]catalog.Node{},
+		role:    cfg.Role,
+		members: map[string]*member{},
+		pending: map[string]time.Time{},
 		changes: make(chan struct{}, 1),
+		known:   make(chan struct{}, 1),
+		work:    make(chan task, 256),
+		stop:    make(chan struct{}),
 	}
-	c.meta.Store(&meta)
+	if err := c.setApplications(cfg.Applications); err != nil {
+		return nil, err
+	}
 	c.snap.Store(&catalog.Snapshot{})
 
 	mc.Name = cfg.NodeName
@@ -104,6 +132,7 @@ func New(cfg Config) (*Cluster, error) {
 		return nil, fmt.Errorf("cluster: start gossip on %s:%d: %w", cfg.BindAddr, cfg.BindPort, err)
 	}
 	c.ml = ml
+	c.wg.Go(c.worker)
 	return c, nil
 }
 
@@ -119,45 +148,67 @@ func profile(name string) (*memberlist.Config, error) {
 	return nil, fmt.Errorf("cluster: unknown profile %q", name)
 }
 
-// encodeMeta validates and encodes the advertisement, and refuses one that
-// memberlist would panic on, saying which applications take the room.
-func encodeMeta(role catalog.Role, apps []catalog.Application) ([]byte, error) {
+// setApplications validates and encodes this node's application set and
+// the beacon naming it. On error nothing changes.
+func (c *Cluster) setApplications(apps []catalog.Application) error {
 	for _, a := range apps {
 		if errs := a.Validate(); len(errs) > 0 {
-			return nil, fmt.Errorf("cluster: application %q: %w", a.Name, errors.Join(errs...))
+			return fmt.Errorf("cluster: application %q: %w", a.Name, errors.Join(errs...))
 		}
 	}
-	meta := catalog.EncodeMeta(catalog.Meta{Role: role, Applications: apps})
-	if len(meta) <= MetaMaxSize {
-		return meta, nil
+	if c.role == catalog.RoleLB && len(apps) > 0 {
+		return errors.New("cluster: a load balancer advertises no applications")
 	}
-	sizes := make([]string, len(apps))
-	for i, a := range apps {
-		sizes[i] = fmt.Sprintf("%s (%d bytes)", a.Name, catalog.EncodedSize(a))
+	meta := catalog.Meta{Role: c.role, Applications: apps}
+	state := catalog.EncodeMeta(meta)
+	if len(state) > MaxStateSize {
+		return fmt.Errorf("cluster: the application set is %d bytes encoded, over the %d-byte limit", len(state), MaxStateSize)
 	}
-	return nil, fmt.Errorf("cluster: the advertisement is %d bytes, over memberlist's %d-byte metadata limit; applications: %s",
-		len(meta), MetaMaxSize, strings.Join(sizes, ", "))
+	// Decoding what we encoded yields the sorted set peers will see.
+	decoded, err := catalog.DecodeMeta(state)
+	if err != nil {
+		return fmt.Errorf("cluster: application set: %w", err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	digest := catalog.DigestOf(state)
+	beacon, err := catalog.EncodeBeacon(catalog.Beacon{Role: c.role, Digest: digest, Acks: c.acks})
+	if err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	c.state, c.digest, c.apps = state, digest, decoded.Applications
+	c.meta.Store(&beacon)
+	if c.ml != nil {
+		c.publishLocked()
+	}
+	return nil
 }
 
-// Snapshot returns the current live membership: every member whose
-// metadata decoded and validated, sorted by name, this node included. It
-// never blocks on the network; the result is shared and must not be
-// modified.
+// Snapshot returns the current live membership, sorted by name, this node
+// included. A backend appears with its applications once they have been
+// fetched and verified (load balancers fetch them; backends see their
+// peers without applications). It never blocks on the network; the result
+// is shared and must not be modified.
 func (c *Cluster) Snapshot() catalog.Snapshot { return *c.snap.Load() }
 
 // Changes returns a channel that receives a value after the membership or
-// a member's metadata changes. Changes coalesce: one receive may stand for
-// many events, so a consumer reads Snapshot after each receive. It is meant
-// for one consumer.
+// a member's applications change. Changes coalesce: one receive may stand
+// for many events, so a consumer reads Snapshot after each receive. It is
+// meant for one consumer.
 func (c *Cluster) Changes() <-chan struct{} { return c.changes }
 
 // LocalName returns this node's name.
 func (c *Cluster) LocalName() string { return c.self }
 
 // LocalAddr returns the host:port peers reach this node's gossip at.
-func (c *Cluster) LocalAddr() string {
-	n := c.ml.LocalNode()
-	return n.Address()
+func (c *Cluster) LocalAddr() string { return c.ml.LocalNode().Address() }
+
+// LocalDigest returns the digest of the application set this node
+// advertises now.
+func (c *Cluster) LocalDigest() catalog.Digest {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.digest
 }
 
 // Members returns how many members memberlist considers alive, this node
@@ -180,24 +231,87 @@ func (c *Cluster) Join(addrs []string) (int, error) {
 	return 0, err
 }
 
-// UpdateApplications changes what this node advertises and re-broadcasts
-// it. The new set is validated and size-checked first; on error the old
-// advertisement stays.
+// UpdateApplications changes what this node advertises: the new set is
+// validated and stored, and its digest gossiped so load balancers fetch it.
+// On error the old advertisement stays. It blocks up to timeout for the
+// beacon broadcast.
 func (c *Cluster) UpdateApplications(role catalog.Role, apps []catalog.Application, timeout time.Duration) error {
-	meta, err := encodeMeta(role, apps)
-	if err != nil {
+	if role != c.role {
+		return fmt.Errorf("cluster: cannot change role from %s to %s", c.role, role)
+	}
+	if err := c.setApplications(apps); err != nil {
 		return err
 	}
-	c.meta.Store(&meta)
 	if err := c.ml.UpdateNode(timeout); err != nil {
 		return fmt.Errorf("cluster: broadcast metadata: %w", err)
 	}
 	return nil
 }
 
+// Acknowledge records that this load balancer's proxy now runs a
+// configuration rendered from snap, so draining backends in it may go. It
+// returns at once; the beacon is re-broadcast in the background.
+func (c *Cluster) Acknowledge(snap catalog.Snapshot) {
+	var acks []catalog.Ack
+	for _, n := range snap.Nodes {
+		if n.Role != catalog.RoleBackend || !draining(n.Applications) {
+			continue
+		}
+		if len(acks) == catalog.MaxAcks {
+			c.log.Warn("more draining backends than acknowledgements fit; the rest wait for their drain timeout", "max", catalog.MaxAcks)
+			break
+		}
+		acks = append(acks, catalog.Ack{Node: catalog.NodeHash(n.Name), Digest: n.Digest})
+	}
+	c.mu.Lock()
+	if slices.Equal(acks, c.acks) {
+		c.mu.Unlock()
+		return
+	}
+	c.acks = acks
+	beacon, err := catalog.EncodeBeacon(catalog.Beacon{Role: c.role, Digest: c.digest, Acks: acks})
+	c.mu.Unlock()
+	if err != nil {
+		c.log.Error("cannot encode acknowledgements", "err", err)
+		return
+	}
+	c.meta.Store(&beacon)
+	c.enqueue(task{kind: taskBroadcast})
+}
+
+func draining(apps []catalog.Application) bool {
+	for _, a := range apps {
+		if a.State == catalog.StateDraining {
+			return true
+		}
+	}
+	return false
+}
+
+// Unacknowledged returns the load balancers that have not yet acknowledged
+// this node's current application set, sorted. A draining backend waits
+// until it is empty.
+func (c *Cluster) Unacknowledged() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	want := catalog.Ack{Node: catalog.NodeHash(c.self), Digest: c.digest}
+	var out []string
+	for name, m := range c.members {
+		if name == c.self || m.beacon.Role != catalog.RoleLB {
+			continue
+		}
+		if !slices.Contains(m.beacon.Acks, want) {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // Close tells the cluster this node is leaving, waiting up to timeout for
-// the news to spread, then stops gossip. Close is safe to call more than once
-// and from several goroutines; later calls return the first result.
+// the news to spread, then stops gossip and its own goroutines. It is safe
+// to call more than once and from several goroutines; later calls return
+// the first result.
 func (c *Cluster) Close(timeout time.Duration) error {
 	c.closeOnce.Do(func() {
 		if err := c.ml.Leave(timeout); err != nil {
@@ -205,9 +319,7 @@ func (c *Cluster) Close(timeout time.Duration) error {
 			// failure detection instead.
 			c.log.Warn("leave was not confirmed in time", "err", err, "timeout", timeout)
 		}
-		if err := c.ml.Shutdown(); err != nil {
-			c.closeErr = fmt.Errorf("cluster: shutdown: %w", err)
-		}
+		c.shutdown()
 	})
 	return c.closeErr
 }
@@ -215,16 +327,23 @@ func (c *Cluster) Close(timeout time.Duration) error {
 // Kill stops gossip without leaving, as a crash would: peers notice only
 // through failure detection. Tests use it to simulate a dead node.
 func (c *Cluster) Kill() error {
-	c.closeOnce.Do(func() { c.closeErr = c.ml.Shutdown() })
+	c.closeOnce.Do(c.shutdown)
 	return c.closeErr
 }
 
-// upsert records a member's decoded metadata, or forgets the member when it
-// does not decode. Called from memberlist's event callbacks: it must not
-// block.
+func (c *Cluster) shutdown() {
+	if err := c.ml.Shutdown(); err != nil {
+		c.closeErr = fmt.Errorf("cluster: shutdown: %w", err)
+	}
+	close(c.stop)
+	c.wg.Wait()
+}
+
+// upsert records a member's beacon, or forgets the member when it does not
+// decode. Called from memberlist's event callbacks: it must not block.
 func (c *Cluster) upsert(n *memberlist.Node, joined bool) {
 	addr, ok := netip.AddrFromSlice(n.Addr)
-	meta, err := catalog.DecodeMeta(n.Meta)
+	beacon, err := catalog.DecodeBeacon(n.Meta)
 	if err == nil && !ok {
 		err = fmt.Errorf("address %v is not an IP address", n.Addr)
 	}
@@ -232,32 +351,51 @@ func (c *Cluster) upsert(n *memberlist.Node, joined bool) {
 		err = catalog.CheckNodeName(n.Name)
 	}
 	c.mu.Lock()
-	_, known := c.nodes[n.Name]
+	m, known := c.members[n.Name]
 	if err != nil {
-		delete(c.nodes, n.Name)
-	} else {
-		c.nodes[n.Name] = catalog.Node{Name: n.Name, Addr: addr.Unmap(), Role: meta.Role, Applications: meta.Applications}
+		delete(c.members, n.Name)
+		c.publishLocked()
+		c.mu.Unlock()
+		c.log.Warn("dropping member with invalid metadata", "member", sanitize(n.Name), "addr", n.Address(), "err", err)
+		return
+	}
+	if !known {
+		m = &member{}
+		c.members[n.Name] = m
+	}
+	m.addr, m.port, m.beacon = addr.Unmap(), n.Port, beacon
+	m.valid = m.have == beacon.Digest && (m.apps != nil || beacon.Role == catalog.RoleLB)
+	if beacon.Role == catalog.RoleLB {
+		m.apps, m.have, m.valid = nil, beacon.Digest, true
+	}
+	fetch := !m.valid && c.role == catalog.RoleLB && n.Name != c.self
+	if fetch {
+		m.asked = time.Now()
 	}
 	c.publishLocked()
 	c.mu.Unlock()
 
-	if err != nil {
-		c.log.Warn("dropping member with invalid metadata", "member", sanitize(n.Name), "addr", n.Address(), "err", err)
-		return
+	if fetch {
+		c.enqueue(task{kind: taskFetch, node: n.Name})
 	}
-	switch {
-	case joined || !known:
-		c.log.Info("member joined", "member", n.Name, "addr", addr.Unmap().String(), "role", meta.Role.String(), "apps", len(meta.Applications))
-	default:
-		c.log.Info("member updated", "member", n.Name, "role", meta.Role.String(), "apps", len(meta.Applications))
+	if !known {
+		select {
+		case c.known <- struct{}{}:
+		default:
+		}
+	}
+	if joined || !known {
+		c.log.Info("member joined", "member", n.Name, "addr", addr.Unmap().String(), "role", beacon.Role.String())
+	} else {
+		c.log.Debug("member updated", "member", n.Name, "role", beacon.Role.String(), "digest", beacon.Digest)
 	}
 }
 
 // remove forgets a member that left or died. Must not block.
 func (c *Cluster) remove(n *memberlist.Node) {
 	c.mu.Lock()
-	_, known := c.nodes[n.Name]
-	delete(c.nodes, n.Name)
+	_, known := c.members[n.Name]
+	delete(c.members, n.Name)
 	c.publishLocked()
 	c.mu.Unlock()
 	if known {
@@ -268,9 +406,16 @@ func (c *Cluster) remove(n *memberlist.Node) {
 // publishLocked rebuilds the snapshot and signals consumers without
 // blocking. c.mu must be held.
 func (c *Cluster) publishLocked() {
-	nodes := make([]catalog.Node, 0, len(c.nodes))
-	for _, n := range c.nodes {
-		nodes = append(nodes, n)
+	nodes := make([]catalog.Node, 0, len(c.members))
+	for name, m := range c.members {
+		node := catalog.Node{Name: name, Addr: m.addr, Role: m.beacon.Role}
+		switch {
+		case name == c.self:
+			node.Applications, node.Digest = c.apps, c.digest
+		case m.valid:
+			node.Applications, node.Digest = m.apps, m.have
+		}
+		nodes = append(nodes, node)
 	}
 	snap := catalog.NewSnapshot(nodes)
 	c.snap.Store(&snap)

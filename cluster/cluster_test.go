@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -103,6 +104,12 @@ func TestJoinConvergesAndSnapshotIsOrdered(t *testing.T) {
 	for _, c := range []*Cluster{lb, b1, b2} {
 		waitFor(t, c.LocalName()+" to see all members", 5*time.Second, func() bool { return names(c.Snapshot()) == want })
 	}
+	// The load balancer fetches each backend's applications after it sees
+	// the backend join.
+	waitFor(t, "applications at the load balancer", 5*time.Second, func() bool {
+		services, _ := lb.Snapshot().Services()
+		return len(services) == 2 && len(services[1].Servers) == 2
+	})
 	snap := lb.Snapshot()
 	b := snap.Nodes[1]
 	if b.Addr != netip.MustParseAddr("127.0.0.13") || b.Role != catalog.RoleBackend || len(b.Applications) != 2 ||
@@ -178,36 +185,81 @@ func TestGracefulLeaveAndCrash(t *testing.T) {
 	t.Logf("crash detected after %s", time.Since(start))
 }
 
-func TestOversizeMetadataFailsBeforeMemberlist(t *testing.T) {
+// TestLargeApplicationSet: a backend with 100 applications of 5 domains
+// each (about 20 KiB, far over memberlist's 512-byte metadata) is routed in
+// full, and a change to one application reaches the load balancer within 2
+// seconds on the lan profile.
+func TestLargeApplicationSet(t *testing.T) {
 	var apps []catalog.Application
-	for i := range 12 {
-		a := app(fmt.Sprintf("application-%02d", i), 8000+i)
-		a.Domains = []string{fmt.Sprintf("a-rather-long-domain-name-%02d.example.com", i)}
+	for i := range 100 {
+		a := app(fmt.Sprintf("application-%03d", i), 8000+i)
+		a.ListenPort = 80
+		a.Domains = nil
+		for d := range 5 {
+			a.Domains = append(a.Domains, fmt.Sprintf("a-rather-long-domain-name-%03d-%d.example.com", i, d))
+		}
 		apps = append(apps, a)
 	}
-	_, err := New(Config{NodeName: "big", BindAddr: "127.0.0.41", Profile: "local", Role: catalog.RoleBackend, Applications: apps})
-	if err == nil {
-		t.Fatal("New accepted metadata over 512 bytes")
+	if size := len(catalog.EncodeMeta(catalog.Meta{Role: catalog.RoleBackend, Applications: apps})); size < 10*memberlist.MetaMaxSize {
+		t.Fatalf("test set is only %d bytes", size)
 	}
-	for _, want := range []string{"over memberlist's 512-byte metadata limit", "application-00 (", "application-11 ("} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("error %q does not mention %q", err, want)
+	newNode := func(ip int, role catalog.Role, apps []catalog.Application) *Cluster {
+		c, err := New(Config{NodeName: fmt.Sprintf("%s-%d", role, ip), BindAddr: fmt.Sprintf("127.0.0.%d", ip),
+			Profile: "lan", Role: role, Applications: apps, Logger: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
 		}
+		t.Cleanup(func() { c.Kill() })
+		return c
 	}
+	lb := newNode(43, catalog.RoleLB, nil)
+	b := newNode(44, catalog.RoleBackend, apps)
+	if _, err := b.Join([]string{lb.LocalAddr()}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	waitFor(t, "all 100 applications at the load balancer", 5*time.Second, func() bool {
+		services, _ := lb.Snapshot().Services()
+		return len(services) == 100 && len(services[99].Domains) == 5
+	})
+	t.Logf("100 apps × 5 domains routed %s after join", time.Since(start))
 
-	c := testNode(t, 42, catalog.RoleBackend, app("web", 8080))
-	if err := c.UpdateApplications(catalog.RoleBackend, apps, time.Second); err == nil {
-		t.Fatal("UpdateApplications accepted metadata over 512 bytes")
+	changed := slices.Clone(apps)
+	changed[42].Domains = append(slices.Clone(changed[42].Domains[:4]), "changed.example.com")
+	start = time.Now()
+	// UpdateApplications returns once the broadcast has been retransmitted
+	// (several gossip rounds); the load balancer hears of it sooner.
+	updated := make(chan error, 1)
+	go func() { updated <- b.UpdateApplications(catalog.RoleBackend, changed, time.Second) }()
+	t.Cleanup(func() {
+		if err := <-updated; err != nil {
+			t.Errorf("UpdateApplications: %v", err)
+		}
+	})
+	waitFor(t, "the change at the load balancer", 2*time.Second, func() bool {
+		services, _ := lb.Snapshot().Services()
+		return len(services) == 100 && services[42].Domains[4] == "changed.example.com"
+	})
+	t.Logf("change to one app reached the load balancer after %s (lan profile)", time.Since(start))
+}
+
+func TestInvalidApplicationsAreRejected(t *testing.T) {
+	c := testNode(t, 45, catalog.RoleBackend, app("web", 8080))
+	bad := app("web", 8080)
+	bad.Domains = []string{"x; } evil {"}
+	if err := c.UpdateApplications(catalog.RoleBackend, []catalog.Application{bad}, time.Second); err == nil {
+		t.Fatal("UpdateApplications accepted an invalid domain")
 	}
-	if got := *c.meta.Load(); len(got) > MetaMaxSize {
-		t.Fatalf("oversize metadata stored: %d bytes", len(got))
+	if got := c.Snapshot().Nodes; len(got) != 1 || len(got[0].Applications) != 1 || got[0].Applications[0].Domains[0] != "web.example.com" {
+		t.Fatalf("old advertisement not kept: %+v", got)
 	}
 }
 
 // rawDelegate advertises arbitrary bytes, as a hostile or buggy peer could.
 type rawDelegate struct {
-	mu   sync.Mutex
-	meta []byte
+	mu    sync.Mutex
+	meta  []byte
+	onMsg func([]byte)
 }
 
 func (d *rawDelegate) NodeMeta(int) []byte {
@@ -215,7 +267,14 @@ func (d *rawDelegate) NodeMeta(int) []byte {
 	defer d.mu.Unlock()
 	return d.meta
 }
-func (d *rawDelegate) NotifyMsg([]byte)                    {}
+func (d *rawDelegate) NotifyMsg(b []byte) {
+	d.mu.Lock()
+	f := d.onMsg
+	d.mu.Unlock()
+	if f != nil {
+		f(append([]byte(nil), b...))
+	}
+}
 func (d *rawDelegate) GetBroadcasts(int, int) [][]byte     { return nil }
 func (d *rawDelegate) LocalState(bool) []byte              { return nil }
 func (d *rawDelegate) MergeRemoteState(buf []byte, _ bool) {}
@@ -311,4 +370,102 @@ func freeUDPTCPPort(t *testing.T, ip string) int {
 	port := c.ml.LocalNode().Port
 	c.Kill()
 	return int(port)
+}
+
+// TestHostileApplicationSets: a peer whose gossip is well formed but whose
+// served application set is invalid, or that forges another member's set,
+// never gets anything into the snapshot.
+func TestHostileApplicationSets(t *testing.T) {
+	lb := testNode(t, 71, catalog.RoleLB)
+	honest := testNode(t, 72, catalog.RoleBackend, app("web", 8080))
+	if _, err := honest.Join([]string{lb.LocalAddr()}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "honest backend routed", 5*time.Second, func() bool {
+		s, _ := lb.Snapshot().Services()
+		return len(s) == 1
+	})
+
+	// The hostile set: a domain that would inject configuration. Its
+	// beacon names exactly these bytes, so only validation stops it.
+	bad := catalog.EncodeMeta(catalog.Meta{Role: catalog.RoleBackend, Applications: []catalog.Application{{
+		Name: "evil", ListenPort: 80, ApplicationPort: 8080, Protocol: catalog.ProtocolHTTP,
+		Domains: []string{"x; } server { listen 1; location / { proxy_pass http://evil"},
+	}}})
+	beacon, err := catalog.EncodeBeacon(catalog.Beacon{Role: catalog.RoleBackend, Digest: catalog.DigestOf(bad)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &rawDelegate{meta: beacon}
+	conf := memberlist.DefaultLocalConfig()
+	conf.Name, conf.BindAddr, conf.BindPort = "hostile", "127.0.0.73", 0
+	conf.Delegate = d
+	conf.LogOutput = newTestWriter(t)
+	ml, err := memberlist.Create(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ml.Shutdown() })
+	var answered, forged sync.WaitGroup
+	answered.Add(1)
+	forged.Add(1)
+	var once1, once2 sync.Once
+	d.mu.Lock()
+	d.onMsg = func(b []byte) {
+		if len(b) == 0 || b[0] != msgRequest {
+			return
+		}
+		to := lbNode(ml, "lb-71")
+		if to == nil {
+			return
+		}
+		// Answer with our own (invalid) set...
+		msg := appendString([]byte{msgState}, "hostile")
+		d := catalog.DigestOf(bad)
+		ml.SendReliable(to, append(append(msg, d[:]...), bad...))
+		once1.Do(answered.Done)
+		// ...and pretend to be the honest backend with it.
+		msg = appendString([]byte{msgState}, "backend-72")
+		ml.SendReliable(to, append(append(msg, d[:]...), bad...))
+		once2.Do(forged.Done)
+	}
+	d.mu.Unlock()
+	if _, err := ml.Join([]string{lb.LocalAddr()}); err != nil {
+		t.Fatal(err)
+	}
+	waitGroup(t, &answered, "hostile answer")
+	waitGroup(t, &forged, "forged answer")
+	// Give the load balancer's worker time to process both messages: poll
+	// its view a few times; it must never change.
+	deadline := time.Now().Add(500 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		services, _ := lb.Snapshot().Services()
+		if len(services) != 1 || services[0].Name != "web" || len(services[0].Servers) != 1 {
+			t.Fatalf("hostile data reached the snapshot: %+v", services)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func lbNode(ml *memberlist.Memberlist, name string) *memberlist.Node {
+	for _, n := range ml.Members() {
+		if n.Name == name {
+			return n
+		}
+	}
+	return nil
+}
+
+func waitGroup(t *testing.T, wg *sync.WaitGroup, what string) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("timed out waiting for %s", what)
+	}
 }

@@ -16,19 +16,20 @@ type delegate struct{ c *Cluster }
 
 var _ memberlist.Delegate = delegate{}
 
-// NodeMeta returns the metadata encoded by New or UpdateApplications; it
-// was size-checked there, so it is never over limit.
+// NodeMeta returns the beacon. Its size is bounded by construction
+// (catalog.MaxAcks), far below memberlist's limit.
 func (d delegate) NodeMeta(limit int) []byte {
 	m := *d.c.meta.Load()
 	if len(m) > limit {
-		// Unreachable: encodeMeta enforces MetaMaxSize. Returning nothing
-		// beats memberlist's panic if the limit ever shrinks.
+		// Unreachable; returning nothing beats memberlist's panic.
 		return nil
 	}
 	return m
 }
 
-func (delegate) NotifyMsg([]byte)                           {}
+// NotifyMsg receives application-set requests and transfers; it parses and
+// queues them for the worker, never blocking memberlist.
+func (d delegate) NotifyMsg(b []byte)                       { d.c.handleMsg(b) }
 func (delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 func (delegate) LocalState(join bool) []byte                { return nil }
 func (delegate) MergeRemoteState(buf []byte, join bool)     {}

@@ -55,6 +55,11 @@ type Config struct {
 	// RetainEmpty is how long an application whose backends are all gone
 	// stays in the configuration (answering 503) before it is forgotten.
 	RetainEmpty time.Duration
+	// OnApplied, if set, is called after the proxy runs a configuration
+	// rendered from snap (applied now, or unchanged because the text was
+	// identical); the cluster uses it to acknowledge draining backends. It
+	// is called from the loop's goroutine and must not block.
+	OnApplied func(snap catalog.Snapshot)
 	// Logger receives one line per applied or rejected configuration.
 	Logger *slog.Logger
 }
@@ -197,6 +202,7 @@ func (l *LB) apply(ctx context.Context) {
 		l.warnings = out.Warnings
 	}
 	if bytes.Equal(out.Config, l.applied) {
+		l.notifyApplied(in.Snapshot)
 		return
 	}
 	sum := sha256.Sum256(out.Config)
@@ -221,4 +227,12 @@ func (l *LB) apply(ctx context.Context) {
 	l.mu.Unlock()
 	l.log.Info("configuration applied", "backends", in.Snapshot.Backends(), "applications", len(services),
 		"bytes", len(out.Config), "took", time.Since(start).Round(time.Microsecond))
+	l.notifyApplied(in.Snapshot)
+}
+
+// notifyApplied reports that the proxy runs a configuration rendered from snap.
+func (l *LB) notifyApplied(snap catalog.Snapshot) {
+	if l.cfg.OnApplied != nil {
+		l.cfg.OnApplied(snap)
+	}
 }

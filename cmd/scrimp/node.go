@@ -143,6 +143,7 @@ func (n *node) buildLB() error {
 		Timing:      lb.Timing{Quiet: c.QuietPeriod.Duration, MaxWait: c.MaxWait.Duration},
 		Resync:      c.ResyncInterval.Duration,
 		RetainEmpty: c.RetainEmpty.Duration,
+		OnApplied:   n.cluster.Acknowledge,
 		Logger:      n.log.With("component", "lb"),
 	})
 	return nil
