@@ -51,6 +51,16 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// sentAck records a direct acknowledgement, to resend it only now and then.
+type sentAck struct {
+	digest catalog.Digest
+	at     time.Time
+}
+
+// ackResend is how often a load balancer repeats a direct acknowledgement
+// to a backend that is still draining.
+const ackResend = time.Second
+
 // member is what this node knows of a peer.
 type member struct {
 	addr   netip.Addr
@@ -78,7 +88,11 @@ type Cluster struct {
 	acks    []catalog.Ack
 	members map[string]*member
 	pending map[string]time.Time // requests from members not yet known
-	snap    atomic.Pointer[catalog.Snapshot]
+	// directAcks are acknowledgements load balancers sent this node
+	// directly, by load balancer name.
+	directAcks map[string]catalog.Digest
+	ackSent    map[string]sentAck // last direct acknowledgement per backend
+	snap       atomic.Pointer[catalog.Snapshot]
 
 	changes chan struct{}
 	known   chan struct{} // signalled when a member joins, for pending answers
@@ -101,15 +115,17 @@ func New(cfg Config) (*Cluster, error) {
 		return nil, err
 	}
 	c := &Cluster{
-		log:     cfg.Logger,
-		self:    cfg.NodeName,
-		role:    cfg.Role,
-		members: map[string]*member{},
-		pending: map[string]time.Time{},
-		changes: make(chan struct{}, 1),
-		known:   make(chan struct{}, 1),
-		work:    make(chan task, 256),
-		stop:    make(chan struct{}),
+		log:        cfg.Logger,
+		self:       cfg.NodeName,
+		role:       cfg.Role,
+		members:    map[string]*member{},
+		pending:    map[string]time.Time{},
+		directAcks: map[string]catalog.Digest{},
+		ackSent:    map[string]sentAck{},
+		changes:    make(chan struct{}, 1),
+		known:      make(chan struct{}, 1),
+		work:       make(chan task, 256),
+		stop:       make(chan struct{}),
 	}
 	if err := c.setApplications(cfg.Applications); err != nil {
 		return nil, err
@@ -264,13 +280,41 @@ func (c *Cluster) Acknowledge(snap catalog.Snapshot) {
 		acks = append(acks, catalog.Ack{Node: catalog.NodeHash(n.Name), Digest: n.Digest})
 	}
 	c.mu.Lock()
-	if slices.Equal(acks, c.acks) {
-		c.mu.Unlock()
+	// Tell each draining backend directly as well: the beacon alone may
+	// reach it only at the next push/pull.
+	now := time.Now()
+	var direct []catalog.Ack
+	var names []string
+	for _, n := range snap.Nodes {
+		if n.Role != catalog.RoleBackend || !draining(n.Applications) {
+			continue
+		}
+		last, ok := c.ackSent[n.Name]
+		if !ok || last.digest != n.Digest || now.Sub(last.at) >= ackResend {
+			c.ackSent[n.Name] = sentAck{digest: n.Digest, at: now}
+			direct = append(direct, catalog.Ack{Digest: n.Digest})
+			names = append(names, n.Name)
+		}
+	}
+	for name := range c.ackSent {
+		if _, ok := c.members[name]; !ok {
+			delete(c.ackSent, name)
+		}
+	}
+	changed := !slices.Equal(acks, c.acks)
+	var beacon []byte
+	var err error
+	if changed {
+		c.acks = acks
+		beacon, err = catalog.EncodeBeacon(catalog.Beacon{Role: c.role, Digest: c.digest, Acks: acks})
+	}
+	c.mu.Unlock()
+	for i, name := range names {
+		c.enqueue(task{kind: taskAck, node: name, msg: slices.Clone(direct[i].Digest[:])})
+	}
+	if !changed {
 		return
 	}
-	c.acks = acks
-	beacon, err := catalog.EncodeBeacon(catalog.Beacon{Role: c.role, Digest: c.digest, Acks: acks})
-	c.mu.Unlock()
 	if err != nil {
 		c.log.Error("cannot encode acknowledgements", "err", err)
 		return
@@ -288,6 +332,12 @@ func draining(apps []catalog.Application) bool {
 	return false
 }
 
+// Rebroadcast gossips this node's beacon again. Gossip delivers an update
+// to most members within a few rounds but guarantees it only at the next
+// push/pull; a draining backend repeats its beacon until every load
+// balancer has answered. It returns at once.
+func (c *Cluster) Rebroadcast() { c.enqueue(task{kind: taskBroadcast}) }
+
 // Unacknowledged returns the load balancers that have not yet acknowledged
 // this node's current application set, sorted. A draining backend waits
 // until it is empty.
@@ -300,7 +350,7 @@ func (c *Cluster) Unacknowledged() []string {
 		if name == c.self || m.beacon.Role != catalog.RoleLB {
 			continue
 		}
-		if !slices.Contains(m.beacon.Acks, want) {
+		if !slices.Contains(m.beacon.Acks, want) && c.directAcks[name] != c.digest {
 			out = append(out, name)
 		}
 	}
@@ -364,9 +414,12 @@ func (c *Cluster) upsert(n *memberlist.Node, joined bool) {
 		c.members[n.Name] = m
 	}
 	m.addr, m.port, m.beacon = addr.Unmap(), n.Port, beacon
-	m.valid = m.have == beacon.Digest && (m.apps != nil || beacon.Role == catalog.RoleLB)
+	// valid: the set we hold is the one the member gossips. Until a new
+	// one arrives, the snapshot keeps the last verified set, so a change
+	// never makes a backend vanish from routing for the length of a fetch.
+	m.valid = m.have == beacon.Digest && m.apps != nil
 	if beacon.Role == catalog.RoleLB {
-		m.apps, m.have, m.valid = nil, beacon.Digest, true
+		m.apps, m.have, m.valid = []catalog.Application{}, beacon.Digest, true
 	}
 	fetch := !m.valid && c.role == catalog.RoleLB && n.Name != c.self
 	if fetch {
@@ -412,7 +465,7 @@ func (c *Cluster) publishLocked() {
 		switch {
 		case name == c.self:
 			node.Applications, node.Digest = c.apps, c.digest
-		case m.valid:
+		case m.apps != nil:
 			node.Applications, node.Digest = m.apps, m.have
 		}
 		nodes = append(nodes, node)

@@ -20,6 +20,11 @@ const (
 	// msgState carries an application set:
 	// type | string sender name | 8-byte digest | encoded catalog.Meta.
 	msgState byte = 2
+	// msgAck tells a draining backend that a load balancer runs a
+	// configuration without it: type | string sender name | 8-byte digest.
+	// It backs up the acknowledgement in the load balancer's beacon, which
+	// gossip may take a push/pull interval to deliver to every member.
+	msgAck byte = 3
 )
 
 // Retry timing for application-set fetches.
@@ -37,6 +42,8 @@ const (
 	taskAnswer                    // send our set to node
 	taskState                     // a set arrived: verify and store
 	taskBroadcast                 // re-broadcast our beacon
+	taskAck                       // tell node we acknowledge its digest
+	taskAcked                     // an acknowledgement arrived
 )
 
 // task is work handed from memberlist's callbacks, which must not block,
@@ -101,6 +108,21 @@ func (c *Cluster) do(t task) {
 		c.sendTo(t.node, msg)
 	case taskState:
 		c.receiveState(t.msg)
+	case taskAck:
+		msg := appendString([]byte{msgAck}, c.self)
+		c.sendTo(t.node, append(msg, t.msg...))
+	case taskAcked:
+		name, rest, err := readString(t.msg)
+		if err != nil || len(rest) != 8 {
+			return
+		}
+		var d catalog.Digest
+		copy(d[:], rest)
+		c.mu.Lock()
+		if m, ok := c.members[name]; ok && m.beacon.Role == catalog.RoleLB && d == c.digest {
+			c.directAcks[name] = d
+		}
+		c.mu.Unlock()
 	case taskBroadcast:
 		if err := c.ml.UpdateNode(time.Second); err != nil {
 			c.log.Debug("beacon broadcast not confirmed", "err", err)
@@ -180,6 +202,10 @@ func (c *Cluster) handleMsg(b []byte) {
 			return
 		}
 		c.enqueue(task{kind: taskAnswer, node: name})
+	case msgAck:
+		if c.role == catalog.RoleBackend && len(b) < 256 {
+			c.enqueue(task{kind: taskAcked, msg: append([]byte(nil), b[1:]...)})
+		}
 	case msgState:
 		if c.role != catalog.RoleLB || len(b) > MaxStateSize+256 {
 			return

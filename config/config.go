@@ -9,11 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
-
-	"github.com/scrimplb/scrimp/catalog"
 )
 
 // Config is the whole configuration of one scrimp node.
@@ -168,8 +167,41 @@ type TLSCert struct {
 
 // Backend configures a backend node.
 type Backend struct {
-	// Applications are the services this backend advertises.
-	Applications []catalog.Application `json:"applications"`
+	// Applications are the services this backend advertises, listed in the
+	// main configuration file.
+	Applications []Application `json:"applications"`
+	// ApplicationConfigDir is a directory of application files, one JSON
+	// file per application, watched for changes at run time. Its
+	// applications are advertised together with Applications; a name may be
+	// defined in only one place. Empty means none. A relative path is
+	// resolved against the working directory.
+	ApplicationConfigDir string `json:"application-config-dir,omitempty"`
+	// HealthCheckAddr is the IP address health checks connect to, with each
+	// application's application-port. Empty means 127.0.0.1.
+	HealthCheckAddr string `json:"health-check-addr,omitempty"`
+	// DrainTimeout bounds how long a shutting-down backend waits for every
+	// load balancer to acknowledge that it no longer routes to it.
+	DrainTimeout Duration `json:"drain-timeout"`
+	// DrainGrace is how long a backend keeps serving after the load
+	// balancers have acknowledged its drain, for requests already in
+	// flight, before it leaves the cluster.
+	DrainGrace Duration `json:"drain-grace"`
+}
+
+// DefaultBackend returns the backend defaults, applied when a "backend"
+// section is present.
+func DefaultBackend() Backend {
+	return Backend{
+		DrainTimeout: D(30 * time.Second),
+		DrainGrace:   D(5 * time.Second),
+	}
+}
+
+// UnmarshalJSON fills defaults before reading the section.
+func (b *Backend) UnmarshalJSON(data []byte) error {
+	*b = DefaultBackend()
+	type plain Backend
+	return json.Unmarshal(data, (*plain)(b))
 }
 
 // DefaultConfig returns the defaults for every field that has one. Role and
@@ -247,24 +279,45 @@ func Load(path string) (*Config, error) {
 func Parse(file string, data []byte) (*Config, Problems) {
 	cfg := DefaultConfig()
 	cfg.File = file
+	problems, mistyped, ok := decodeStrict(file, data, cfg)
+	if !ok {
+		return cfg, problems
+	}
+	for _, p := range cfg.Validate() {
+		if !under(p.Path, mistyped) {
+			problems = append(problems, p)
+		}
+	}
+	slices.SortStableFunc(problems, func(a, b Problem) int { return strings.Compare(a.Path, b.Path) })
+	return cfg, problems
+}
+
+// decodeStrict decodes the JSON document data, read from file, over the
+// value dst points to. It returns every problem with the document's form
+// (syntax, keys no field matches, duplicate keys, values of the wrong JSON
+// type) and, among them, the mistyped values, under which the caller should
+// not report validation problems: a mistyped field keeps its default. ok is
+// false when nothing was decoded: the document is empty, not JSON or not
+// of dst's type.
+func decodeStrict(file string, data []byte, dst any) (problems, mistyped Problems, ok bool) {
 	if len(bytes.TrimSpace(data)) == 0 {
-		return cfg, Problems{{File: file, Reason: "empty file: expected a JSON object"}}
+		return Problems{{File: file, Reason: "empty file: expected a JSON object"}}, nil, false
 	}
 	var raw json.RawMessage
 	if err := json.Unmarshal(data, &raw); err != nil {
-		return cfg, Problems{{File: file, Reason: syntaxReason(data, err)}}
+		return Problems{{File: file, Reason: syntaxReason(data, err)}}, nil, false
 	}
 	var tree any
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	if err := dec.Decode(&tree); err != nil {
-		return cfg, Problems{{File: file, Reason: "invalid JSON: " + err.Error()}}
+		return Problems{{File: file, Reason: "invalid JSON: " + err.Error()}}, nil, false
 	}
 	var sh shape
-	if !sh.check(file, "", tree, typeOfConfig) {
-		return cfg, sh.mistyped
+	if !sh.check(file, "", tree, reflect.TypeOf(dst)) {
+		return sh.mistyped, sh.mistyped, false
 	}
-	problems := slices.Concat(sh.unknown, sh.mistyped, duplicateKeys(file, data))
+	problems = slices.Concat(sh.unknown, sh.mistyped, duplicateKeys(file, data))
 	var err error
 	if len(sh.unknown)+len(sh.mistyped) > 0 {
 		// Decode the pruned tree, which holds only known keys with values
@@ -274,19 +327,13 @@ func Parse(file string, data []byte) (*Config, Problems) {
 	if err == nil {
 		// Raw sections (seed, generator-options) keep the file's bytes
 		// unless the tree was pruned.
-		err = json.Unmarshal(data, cfg)
+		err = json.Unmarshal(data, dst)
 	}
 	if err != nil {
 		// Unreachable unless shape.check misses a case; report it anyway.
 		problems = append(problems, decodeProblem(file, err))
 	}
-	for _, p := range cfg.Validate() {
-		if !under(p.Path, sh.mistyped) {
-			problems = append(problems, p)
-		}
-	}
-	slices.SortStableFunc(problems, func(a, b Problem) int { return strings.Compare(a.Path, b.Path) })
-	return cfg, problems
+	return problems, sh.mistyped, true
 }
 
 // under reports whether path is one of the problems' paths or inside one.

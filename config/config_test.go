@@ -310,6 +310,74 @@ func TestConfigParseProblems(t *testing.T) {
 			want: []want{{"", "expected an object, got a list"}},
 		},
 		{
+			name: "unknown field in a health check",
+			doc:  `{` + beHead + `, "backend": {"applications": [{"name": "web", "listen-port": 80, "application-port": 8080, "protocol": "http", "health-check": {"intervall": "1s"}}]}}`,
+			want: []want{{"backend.applications[0].health-check.intervall", "unknown field"}},
+		},
+		{
+			name: "health check values of the wrong type",
+			doc: `{` + beHead + `, "backend": {"applications": [{"name": "web", "listen-port": 80, "application-port": 8080, "protocol": "http",
+				"health-check": {"interval": 2, "rise": "2", "expect-status": "200"}}]}}`,
+			want: []want{
+				{"backend.applications[0].health-check.expect-status", `expected a status code or a list of them, got string "200"`},
+				{"backend.applications[0].health-check.interval", `expected a duration string such as "5s", got number 2`},
+				{"backend.applications[0].health-check.rise", `expected an integer, got string "2"`},
+			},
+		},
+		{
+			name: "health check with invalid values",
+			doc: `{` + beHead + `, "backend": {"applications": [{"name": "web", "listen-port": 80, "application-port": 8080, "protocol": "http",
+				"health-check": {"path": "healthz", "expect-status": [200, 700, "x"], "interval": "5ms", "timeout": "1s", "rise": 0, "fall": 101}}]}}`,
+			want: []want{
+				{"backend.applications[0].health-check.expect-status[1]", "700 is not an HTTP status code (100-599)"},
+				{"backend.applications[0].health-check.expect-status[2]", `expected an integer, got string "x"`},
+				{"backend.applications[0].health-check.fall", "101 is not in 1-100"},
+				{"backend.applications[0].health-check.interval", "5ms is shorter than the minimum 10ms"},
+				{"backend.applications[0].health-check.path", `"healthz" must start with '/'`},
+				{"backend.applications[0].health-check.rise", "0 is not in 1-100"},
+				{"backend.applications[0].health-check.timeout", "must not be longer than interval"},
+			},
+		},
+		{
+			name: "health check type against the protocol",
+			doc: `{` + beHead + `, "backend": {"applications": [
+				{"name": "a", "listen-port": 80, "application-port": 8080, "protocol": "grpc", "health-check": {"type": "http"}},
+				{"name": "b", "listen-port": 81, "application-port": 8081, "protocol": "udp", "health-check": {}},
+				{"name": "c", "listen-port": 82, "application-port": 8082, "protocol": "tcp", "health-check": {"path": "/", "expect-status": 200}},
+				{"name": "d", "listen-port": 83, "application-port": 8083, "protocol": "http", "health-check": {"type": "icmp", "expect-status": []}}
+			]}}`,
+			want: []want{
+				{"backend.applications[0].health-check.type", `"http" checks need protocol http or https; use "tcp" for grpc`},
+				{"backend.applications[1].health-check", "not supported for udp applications"},
+				{"backend.applications[2].health-check.expect-status", `only for "http" checks`},
+				{"backend.applications[2].health-check.path", `only for "http" checks`},
+				{"backend.applications[3].health-check.type", `"icmp" is not one of http, tcp`},
+			},
+		},
+		{
+			name: "explicitly empty expect-status",
+			doc:  `{` + beHead + `, "backend": {"applications": [{"name": "web", "listen-port": 80, "application-port": 8080, "protocol": "http", "health-check": {"expect-status": []}}]}}`,
+			want: []want{{"backend.applications[0].health-check.expect-status", "must list at least one status code"}},
+		},
+		{
+			name: "health check address",
+			doc:  `{` + beHead + `, "backend": {"health-check-addr": "::", "applications": [` + appOK + `]}}`,
+			want: []want{{"backend.health-check-addr", ":: cannot be connected to"}},
+		},
+		{
+			name: "health check address that is not an IP",
+			doc:  `{` + beHead + `, "backend": {"health-check-addr": "localhost", "application-config-dir": 5}}`,
+			want: []want{
+				{"backend.application-config-dir", "expected a string, got number 5"},
+				{"backend.health-check-addr", `"localhost" is not an IP address`},
+			},
+		},
+		{
+			name: "state cannot be set in a configuration file",
+			doc:  `{` + beHead + `, "backend": {"applications": [{"name": "web", "listen-port": 80, "application-port": 8080, "protocol": "http", "state": "down"}]}}`,
+			want: []want{{"backend.applications[0].state", "unknown field"}},
+		},
+		{
 			name: "every problem at once",
 			doc: `{
 				"role": "lb",
@@ -372,7 +440,7 @@ func TestConfigParseValid(t *testing.T) {
 			doc: `{"role": "backend", "node-name": "app-1", "seed": {"provider": "static", "static": {"addresses": ["10.0.0.5:7946"]}},
 				"backend": {"applications": [{"name": "web", "listen-port": 80, "application-port": 8080, "protocol": "http", "domains": ["example.com", "*.example.org"]}]}}`,
 			check: func(t *testing.T, c *config.Config) {
-				wantApps := []catalog.Application{{Name: "web", ListenPort: 80, ApplicationPort: 8080, Protocol: catalog.ProtocolHTTP, Domains: []string{"example.com", "*.example.org"}}}
+				wantApps := []config.Application{{Application: catalog.Application{Name: "web", ListenPort: 80, ApplicationPort: 8080, Protocol: catalog.ProtocolHTTP, Domains: []string{"example.com", "*.example.org"}}}}
 				if c.Backend == nil || !reflect.DeepEqual(c.Backend.Applications, wantApps) {
 					t.Errorf("backend = %+v, want applications %+v", c.Backend, wantApps)
 				}
@@ -422,6 +490,40 @@ func TestConfigParseValid(t *testing.T) {
 			check: func(t *testing.T, c *config.Config) {
 				if c.LogLevel != "info" || c.LB.MaxWait != config.DefaultLB().MaxWait {
 					t.Errorf("log-level %q, lb.max-wait %v: want the defaults", c.LogLevel, c.LB.MaxWait)
+				}
+			},
+		},
+		{
+			name: "backend with an application directory and health checks",
+			doc: `{"role": "backend", "node-name": "app-1", "seed": {"provider": "static"}, "backend": {
+				"application-config-dir": "/etc/scrimp/apps.d", "health-check-addr": "10.0.0.21",
+				"applications": [
+					{"name": "web", "listen-port": 80, "application-port": 8080, "protocol": "http", "health-check": {}},
+					{"name": "api", "listen-port": 81, "application-port": 8081, "protocol": "http",
+					 "health-check": {"type": "http", "path": "/healthz", "expect-status": 204, "interval": "500ms", "timeout": "200ms", "rise": 1, "fall": 5}},
+					{"name": "db", "listen-port": 5432, "application-port": 5432, "protocol": "tcp", "health-check": null}
+				]}}`,
+			check: func(t *testing.T, c *config.Config) {
+				if c.Backend.ApplicationConfigDir != "/etc/scrimp/apps.d" || c.Backend.HealthCheckAddr != "10.0.0.21" {
+					t.Errorf("application-config-dir %q, health-check-addr %q", c.Backend.ApplicationConfigDir, c.Backend.HealthCheckAddr)
+				}
+				apps := c.Backend.Applications
+				if len(apps) != 3 {
+					t.Fatalf("%d applications, want 3", len(apps))
+				}
+				if def := config.DefaultHealthCheck(); apps[0].HealthCheck == nil || !reflect.DeepEqual(*apps[0].HealthCheck, def) {
+					t.Errorf("empty health-check = %+v, want the defaults %+v", apps[0].HealthCheck, def)
+				}
+				want := config.HealthCheck{Type: "http", Path: "/healthz", ExpectStatus: config.StatusCodes{204},
+					Interval: config.D(500 * time.Millisecond), Timeout: config.D(200 * time.Millisecond), Rise: 1, Fall: 5}
+				if apps[1].HealthCheck == nil || !reflect.DeepEqual(*apps[1].HealthCheck, want) {
+					t.Errorf("health-check = %+v, want %+v", apps[1].HealthCheck, want)
+				}
+				if apps[2].HealthCheck != nil {
+					t.Errorf("null health-check = %+v, want nil", apps[2].HealthCheck)
+				}
+				if got := config.CatalogApplications(apps); len(got) != 3 || got[1].Name != "api" || got[1].ApplicationPort != 8081 {
+					t.Errorf("CatalogApplications = %+v", got)
 				}
 			},
 		},
@@ -536,7 +638,7 @@ func TestConfigValidateInCode(t *testing.T) {
 	c.Role = "backend"
 	c.NodeName = "app-1"
 	c.Seed = config.Seed{Provider: "static"}
-	c.Backend = &config.Backend{Applications: []catalog.Application{{Name: "web", ListenPort: 80, ApplicationPort: 0, Protocol: "http"}}}
+	c.Backend = &config.Backend{Applications: []config.Application{{Application: catalog.Application{Name: "web", ListenPort: 80, ApplicationPort: 0, Protocol: "http"}}}}
 	got := c.Validate()
 	want := "backend.applications[0].application-port: 0 is not a port in 1-65535"
 	if got.Error() != want {
@@ -651,4 +753,156 @@ func compact(t *testing.T, raw json.RawMessage) json.RawMessage {
 		t.Fatal(err)
 	}
 	return b
+}
+
+func TestConfigParseApplication(t *testing.T) {
+	tests := []struct {
+		name string
+		doc  string
+		want []want
+	}{
+		{
+			name: "valid application with a health check",
+			doc:  `{"name": "web", "listen-port": 80, "application-port": 8080, "protocol": "http", "domains": ["example.com"], "weight": 5, "health-check": {"path": "/healthz"}}`,
+		},
+		{
+			// The fields of the embedded catalog.Application are known
+			// to the shape walk, and suggested like any other.
+			name: "unknown field beside the embedded fields",
+			doc:  `{"name": "web", "listenPort": 80, "listen-port": 80, "application-port": 8080, "protocol": "http", "colour": "red"}`,
+			want: []want{
+				{"colour", "unknown field"},
+				{"listenPort", `unknown field (did you mean "listen-port"?)`},
+			},
+		},
+		{
+			name: "embedded field of the wrong type",
+			doc:  `{"name": "web", "listen-port": "80", "application-port": 8080, "protocol": "http"}`,
+			want: []want{{"listen-port", `expected an integer, got string "80"`}},
+		},
+		{
+			name: "invalid values with their paths",
+			doc:  `{"name": "Web", "listen-port": 80, "application-port": 0, "protocol": "http", "health-check": {"rise": 0}}`,
+			want: []want{
+				{"application-port", "0 is not a port in 1-65535"},
+				{"health-check.rise", "0 is not in 1-100"},
+				{"name", `"Web": only a-z`},
+			},
+		},
+		{
+			name: "state is not a field",
+			doc:  `{"name": "web", "listen-port": 80, "application-port": 8080, "protocol": "http", "state": "up"}`,
+			want: []want{{"state", "unknown field"}},
+		},
+		{
+			name: "duplicate key",
+			doc:  `{"name": "web", "name": "api", "listen-port": 80, "application-port": 8080, "protocol": "http"}`,
+			want: []want{{"name", "duplicate key"}},
+		},
+		{
+			name: "syntax error",
+			doc:  "{\n  \"name\": \"web\",\n}",
+			want: []want{{"", "line 3, column 1: invalid JSON"}},
+		},
+		{
+			name: "empty file",
+			doc:  "",
+			want: []want{{"", "empty file"}},
+		},
+		{
+			name: "not an object",
+			doc:  `[{"name": "web"}]`,
+			want: []want{{"", "expected an object, got a list"}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			app, got := config.ParseApplication(testFile, []byte(tt.doc))
+			checkProblems(t, got, tt.want)
+			if len(tt.want) == 0 && (app.Name != "web" || app.HealthCheck == nil || app.HealthCheck.Path != "/healthz" || app.Weight != 5) {
+				t.Errorf("ParseApplication = %+v", app)
+			}
+		})
+	}
+}
+
+func TestConfigHealthCheckResolve(t *testing.T) {
+	app := func(p catalog.Protocol, healthPath string) catalog.Application {
+		return catalog.Application{Name: "web", Protocol: p, HealthPath: healthPath}
+	}
+	def := config.DefaultHealthCheck()
+	withType := func(typ string) config.HealthCheck { h := def; h.Type = typ; return h }
+	tests := []struct {
+		name     string
+		hc       config.HealthCheck
+		app      catalog.Application
+		wantType string
+		wantPath string
+		want     config.StatusCodes
+	}{
+		{"http application: http check of /", def, app(catalog.ProtocolHTTP, ""), "http", "/", config.StatusCodes{200}},
+		{"https application: http check of health-path", def, app(catalog.ProtocolHTTPS, "/ready"), "http", "/ready", config.StatusCodes{200}},
+		{"grpc application: tcp check", def, app(catalog.ProtocolGRPC, ""), "tcp", "", nil},
+		{"tcp application: tcp check", def, app(catalog.ProtocolTCP, ""), "tcp", "", nil},
+		{"explicit tcp check of an http application", withType("tcp"), app(catalog.ProtocolHTTP, "/ready"), "tcp", "", nil},
+		{"explicit path and status kept", config.HealthCheck{Type: "http", Path: "/x", ExpectStatus: config.StatusCodes{204}}, app(catalog.ProtocolHTTP, "/ready"), "http", "/x", config.StatusCodes{204}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := tt.hc.Resolve(tt.app)
+			if got.Type != tt.wantType || got.Path != tt.wantPath || !reflect.DeepEqual(got.ExpectStatus, tt.want) {
+				t.Errorf("Resolve = type %q path %q expect %v; want %q %q %v", got.Type, got.Path, got.ExpectStatus, tt.wantType, tt.wantPath, tt.want)
+			}
+			if got.Interval != tt.hc.Interval || got.Rise != tt.hc.Rise {
+				t.Errorf("Resolve changed the timings: %+v", got)
+			}
+		})
+	}
+}
+
+// TestConfigBackendRoundTrip checks that a backend section with health
+// checks marshals back to JSON that parses to the same configuration.
+func TestConfigBackendRoundTrip(t *testing.T) {
+	doc := `{"role": "backend", "node-name": "app-1", "seed": {"provider": "static"}, "backend": {
+		"application-config-dir": "/etc/scrimp/apps.d",
+		"applications": [{"name": "web", "listen-port": 80, "application-port": 8080, "protocol": "http",
+			"health-check": {"expect-status": [200, 204], "interval": "1s", "timeout": "500ms"}}]}}`
+	c, problems := config.Parse(testFile, []byte(doc))
+	checkProblems(t, problems, nil)
+	b, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, problems := config.Parse(testFile, b)
+	checkProblems(t, problems, nil)
+	if !reflect.DeepEqual(c.Backend, again.Backend) {
+		t.Errorf("round trip changed the backend section:\n got %+v\nwant %+v\n%s", again.Backend, c.Backend, b)
+	}
+}
+
+func TestConfigBackendValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		b    config.Backend
+		want string
+	}{
+		{"valid", config.Backend{Applications: []config.Application{{Application: catalog.Application{Name: "web", ListenPort: 80, ApplicationPort: 8080, Protocol: "http"}}}}, ""},
+		{"invalid application", config.Backend{Applications: []config.Application{{Application: catalog.Application{Name: "web", ListenPort: 80, Protocol: "http"}}}},
+			"main.json: backend.applications[0].application-port: 0 is not a port in 1-65535"},
+		{"invalid health check in code", config.Backend{Applications: []config.Application{{
+			Application: catalog.Application{Name: "web", ListenPort: 80, ApplicationPort: 8080, Protocol: "http"},
+			HealthCheck: &config.HealthCheck{Type: "http"}}}},
+			"main.json: backend.applications[0].health-check.interval: must be positive\n" +
+				"main.json: backend.applications[0].health-check.timeout: must be positive\n" +
+				"main.json: backend.applications[0].health-check.rise: 0 is not in 1-100\n" +
+				"main.json: backend.applications[0].health-check.fall: 0 is not in 1-100"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := tt.b.Validate("main.json")
+			if got := got.Error(); got != tt.want {
+				t.Errorf("Validate =\n%s\nwant\n%s", got, tt.want)
+			}
+		})
+	}
 }

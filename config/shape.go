@@ -11,11 +11,11 @@ import (
 )
 
 var (
-	typeOfConfig     = reflect.TypeFor[Config]()
 	typeOfDuration   = reflect.TypeFor[Duration]()
 	typeOfSeed       = reflect.TypeFor[Seed]()
 	typeOfRawMessage = reflect.TypeFor[json.RawMessage]()
 	typeOfString     = reflect.TypeFor[string]()
+	typeOfStatuses   = reflect.TypeFor[StatusCodes]()
 )
 
 // shape is what shape.check found wrong with the form of a JSON document,
@@ -56,6 +56,23 @@ func (s *shape) check(file, path string, v any, t reflect.Type) bool {
 	case typeOfDuration:
 		if _, ok := v.(string); !ok {
 			return mistyped(`a duration string such as "5s"`)
+		}
+		return true
+	case typeOfStatuses:
+		// One status code or a list of them.
+		list, ok := v.([]any)
+		if !ok {
+			if n, ok := v.(json.Number); ok {
+				if _, err := strconv.Atoi(string(n)); err == nil {
+					return true
+				}
+			}
+			return mistyped("a status code or a list of them")
+		}
+		for i, e := range list {
+			if !s.check(file, fmt.Sprintf("%s[%d]", path, i), e, t.Elem()) {
+				list[i] = nil
+			}
 		}
 		return true
 	case typeOfSeed:
@@ -163,22 +180,45 @@ func (s *shape) checkSeed(file, path string, obj map[string]any) {
 	}
 }
 
-// jsonFields maps each JSON key of struct type t to its field's type.
+// jsonFields maps each JSON key of struct type t to its field's type. The
+// fields of an embedded struct without a JSON name are promoted, as
+// encoding/json promotes them, unless a field of the outer struct has the
+// same key: the shallower field wins.
 func jsonFields(t reflect.Type) map[string]reflect.Type {
 	fields := map[string]reflect.Type{}
+	var embedded []reflect.Type
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
 		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-		if name == "-" || !f.IsExported() {
+		if name == "-" {
 			continue
 		}
 		if f.Anonymous && name == "" {
+			ft := f.Type
+			if ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			// encoding/json promotes the fields of an unexported embedded
+			// struct too, but ignores other unexported embedded types.
+			if ft.Kind() == reflect.Struct {
+				embedded = append(embedded, ft)
+			}
+			continue
+		}
+		if !f.IsExported() {
 			continue
 		}
 		if name == "" {
 			name = f.Name
 		}
 		fields[name] = f.Type
+	}
+	for _, et := range embedded {
+		for name, ft := range jsonFields(et) {
+			if _, ok := fields[name]; !ok {
+				fields[name] = ft
+			}
+		}
 	}
 	return fields
 }

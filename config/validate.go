@@ -157,15 +157,18 @@ func (b *Backend) validate(v *validator) {
 	names := map[string]int{}
 	for i, app := range b.Applications {
 		path := fmt.Sprintf("backend.applications[%d]", i)
-		for _, err := range app.Validate() {
-			field, reason, _ := strings.Cut(err.Error(), ": ")
-			v.add(path+"."+field, reason)
-		}
+		app.validate(v, path)
 		if j, dup := names[app.Name]; dup && app.Name != "" {
 			v.add(path+".name", fmt.Sprintf("%q is also the name of applications[%d]", app.Name, j))
 		}
 		names[app.Name] = i
 	}
+	v.duration("backend.drain-timeout", b.DrainTimeout, false)
+	v.duration("backend.drain-grace", b.DrainGrace, false)
+	if strings.ContainsRune(b.ApplicationConfigDir, 0) {
+		v.add("backend.application-config-dir", "must not contain NUL")
+	}
+	validateHealthCheckAddr(v, b.HealthCheckAddr)
 }
 
 // unsafePathChars may not appear in paths written into proxy configuration.

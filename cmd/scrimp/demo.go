@@ -142,9 +142,9 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions, ready chan<- str
 		if err != nil {
 			return err
 		}
-		cfg.Backend = &config.Backend{Applications: []catalog.Application{{
+		cfg.Backend = &config.Backend{Applications: []config.Application{{Application: catalog.Application{
 			Name: "demo", ListenPort: listenPort, ApplicationPort: appPort, Protocol: catalog.ProtocolHTTP,
-		}}}
+		}}}}
 		if _, err := start(cfg, quiet, runCtx, &wg); err != nil {
 			return err
 		}

@@ -126,11 +126,20 @@ func (tc *testCluster) url() string { return fmt.Sprintf("http://%s.1:%d/", tc.n
 // app answering its name, joined through the load balancer's seed.
 func (tc *testCluster) addBackend(i int) *testBackend {
 	tc.t.Helper()
+	return tc.addDrainingBackend(i, 0, 0)
+}
+
+// addDrainingBackend is addBackend with a drain on shutdown: the app keeps
+// serving until the node has drained and left, as an app running beside
+// scrimp would.
+func (tc *testCluster) addDrainingBackend(i int, drainTimeout, grace time.Duration) *testBackend {
+	tc.t.Helper()
 	name := fmt.Sprintf("backend-%d", i)
 	ip := fmt.Sprintf("%s.%d", tc.net, i+1)
 	ctx, cancel := context.WithCancel(context.Background())
+	appCtx, stopApp := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	appPort, err := serveDemoApp(ctx, &wg, ip, name)
+	appPort, err := serveDemoApp(appCtx, &wg, ip, name)
 	if err != nil {
 		tc.t.Fatal(err)
 	}
@@ -139,17 +148,22 @@ func (tc *testCluster) addBackend(i int) *testBackend {
 		tc.t.Fatal(err)
 	}
 	cfg.Cluster.Profile = tc.profile
-	cfg.Backend = &config.Backend{Applications: []catalog.Application{{
+	bc := config.DefaultBackend()
+	bc.DrainTimeout, bc.DrainGrace = config.D(drainTimeout), config.D(grace)
+	bc.Applications = []config.Application{{Application: catalog.Application{
 		Name: "web", ListenPort: tc.listenPort, ApplicationPort: appPort, Protocol: catalog.ProtocolHTTP,
 	}}}
+	cfg.Backend = &bc
 	n, err := startNode(cfg, tc.logger.With("node", name))
 	if err != nil {
+		stopApp()
 		tc.t.Fatal(err)
 	}
 	b := &testBackend{name: name, node: n, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(b.done)
 		n.run(ctx)
+		stopApp()
 		wg.Wait()
 	}()
 	tc.t.Cleanup(b.stop)
@@ -284,6 +298,87 @@ func TestEndToEndThroughNginx(t *testing.T) {
 		t.Errorf("nginx rejected %d configurations: %v", stats.Rejected, stats.LastError)
 	}
 	t.Logf("lb stats: %+v", stats)
+}
+
+// TestRollingRestartLosesNoRequest replaces every backend behind a real
+// nginx, one at a time, while a client sends requests all through it: each
+// old backend drains (load balancers acknowledge it is out of rotation,
+// then a grace period) before it leaves, so no request fails.
+func TestRollingRestartLosesNoRequest(t *testing.T) {
+	tc := newTestCluster(t, "127.0.5", "local")
+	const drainTimeout, grace = 10 * time.Second, 300 * time.Millisecond
+	old := []*testBackend{
+		tc.addDrainingBackend(1, drainTimeout, grace),
+		tc.addDrainingBackend(2, drainTimeout, grace),
+		tc.addDrainingBackend(3, drainTimeout, grace),
+	}
+	tc.waitServed(10*time.Second, "backend-1", "backend-2", "backend-3")
+
+	// Four clients with keep-alive connections to nginx, as browsers and
+	// services have, for the whole restart. They POST: nginx never retries
+	// a non-idempotent request on another backend, so a request sent to a
+	// backend that is gone fails here instead of being hidden by a retry.
+	ctx, stopClients := context.WithCancel(context.Background())
+	var (
+		mu       sync.Mutex
+		sent     int
+		failures []error
+		wg       sync.WaitGroup
+	)
+	keepAlive := &http.Client{Timeout: 5 * time.Second}
+	for range 4 {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				req, err := http.NewRequest(http.MethodPost, tc.url(), strings.NewReader("payload"))
+				if err != nil {
+					panic(err)
+				}
+				// A keep-alive connection that nginx closes as an old
+				// worker retires (every reload) can race with the next
+				// request on it; careful clients resend then, and Go's
+				// does for requests marked idempotent. nginx still treats
+				// the POST as non-idempotent and never retries it upstream.
+				req.Header.Set("Idempotency-Key", "test")
+				resp, err := keepAlive.Do(req)
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK {
+						err = fmt.Errorf("status %d", resp.StatusCode)
+					}
+				}
+				mu.Lock()
+				sent++
+				if err != nil {
+					failures = append(failures, err)
+				}
+				mu.Unlock()
+				time.Sleep(2 * time.Millisecond)
+			}
+		})
+	}
+
+	start := time.Now()
+	for i, b := range old {
+		replacement := tc.addDrainingBackend(11+i, drainTimeout, grace)
+		tc.waitServed(10*time.Second, replacement.name)
+		b.stop()
+		if tc.routed(b.name) {
+			t.Errorf("%s still routed after it drained and left", b.name)
+		}
+	}
+	took := time.Since(start)
+	time.Sleep(200 * time.Millisecond) // requests after the last change count too
+	stopClients()
+	wg.Wait()
+	keepAlive.CloseIdleConnections()
+	t.Logf("rolling restart of 3 backends took %s; %d requests, %d failed", took.Round(time.Millisecond), sent, len(failures))
+	if len(failures) > 0 {
+		t.Fatalf("%d of %d requests failed during the rolling restart; first: %v", len(failures), sent, failures[0])
+	}
+	if sent < 200 {
+		t.Fatalf("only %d requests were sent; the test proves nothing", sent)
+	}
 }
 
 func first(errs []error) error {

@@ -40,6 +40,11 @@ func checkConfig(cfg *config.Config) error {
 		errs = append(errs, ps)
 	}
 	errs = append(errs, checkPlugins(cfg)...)
+	if cfg.Backend != nil {
+		if ps := backend.CheckDir(cfg.Backend.ApplicationConfigDir, cfg.Backend.Applications); len(ps) > 0 {
+			errs = append(errs, ps)
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -89,8 +94,15 @@ func startNode(cfg *config.Config, logger *slog.Logger) (*node, error) {
 		Role:          role,
 		Logger:        logger.With("component", "cluster"),
 	}
-	if cfg.Backend != nil {
-		cc.Applications = cfg.Backend.Applications
+	if role == catalog.RoleBackend {
+		b, err := backend.New(cfg.Backend, backend.Options{ConfigFile: cfg.File,
+			Timeout: cfg.Cluster.LeaveTimeout.Duration, Logger: logger.With("component", "backend")})
+		if err != nil {
+			n.close()
+			return nil, err
+		}
+		n.backend = b
+		cc.Applications = b.Applications()
 	}
 	cl, err := cluster.New(cc)
 	if err != nil {
@@ -105,8 +117,6 @@ func startNode(cfg *config.Config, logger *slog.Logger) (*node, error) {
 			n.close()
 			return nil, err
 		}
-	case catalog.RoleBackend:
-		n.backend = backend.New(cl, cfg.Cluster.LeaveTimeout.Duration)
 	}
 	return n, nil
 }
@@ -155,7 +165,9 @@ func (n *node) buildLB() error {
 // proxy. It owns every goroutine it starts.
 func (n *node) run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	loopCtx, stop := context.WithCancel(ctx)
+	// The loops outlive ctx: a backend keeps advertising while it drains,
+	// after the signal and before it leaves.
+	loopCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	c := n.cfg.Cluster
 	wg.Go(func() {
 		n.cluster.Maintain(loopCtx, n.seeds, cluster.JoinOptions{
@@ -167,6 +179,9 @@ func (n *node) run(ctx context.Context) error {
 	})
 	if n.lb != nil {
 		wg.Go(func() { n.lb.Run(loopCtx) })
+	}
+	if n.backend != nil {
+		wg.Go(func() { n.backend.Run(loopCtx, n.cluster) })
 	}
 	// Load balancers advertise themselves where the provider allows it (an
 	// S3 object, a program), so backends can find them without a fixed
@@ -183,10 +198,49 @@ func (n *node) run(ctx context.Context) error {
 	notify("READY=1")
 	<-ctx.Done()
 	notify("STOPPING=1")
+	if n.backend != nil {
+		n.drain()
+	}
 	n.log.Info("shutting down: leaving the cluster")
 	stop()
 	wg.Wait()
 	return n.close()
+}
+
+// drain takes a backend out of rotation without losing a request: it
+// advertises every application as draining, waits until every load
+// balancer acknowledges that its proxy runs a configuration without this
+// node (or drain-timeout passes), then keeps serving for drain-grace so
+// requests already in flight finish.
+func (n *node) drain() {
+	b := n.cfg.Backend
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), b.DrainTimeout.Duration)
+	defer cancel()
+	if err := n.backend.Drain(ctx); err != nil {
+		n.log.Warn("could not advertise draining; leaving without waiting", "err", err)
+		return
+	}
+	n.log.Info("draining: waiting for the load balancers to stop routing here")
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	lastBroadcast := time.Now()
+	for pending := n.cluster.Unacknowledged(); len(pending) > 0; pending = n.cluster.Unacknowledged() {
+		select {
+		case <-ctx.Done():
+			n.log.Warn("drain timeout: load balancers did not acknowledge", "pending", pending, "timeout", b.DrainTimeout.Duration)
+			return
+		case <-tick.C:
+		}
+		if time.Since(lastBroadcast) >= time.Second {
+			// Gossip may not have reached every load balancer yet.
+			n.cluster.Rebroadcast()
+			lastBroadcast = time.Now()
+		}
+	}
+	n.log.Info("drained: every load balancer acknowledged; serving in-flight requests",
+		"took", time.Since(start).Round(time.Millisecond), "grace", b.DrainGrace.Duration)
+	time.Sleep(b.DrainGrace.Duration)
 }
 
 // close leaves the cluster and stops the proxy; safe on a partly built node.

@@ -83,9 +83,9 @@ func TestBackendBootstrapsFromS3(t *testing.T) {
 		t.Fatal(err)
 	}
 	s3Seed(bCfg)
-	bCfg.Backend = &config.Backend{Applications: []catalog.Application{{
+	bCfg.Backend = &config.Backend{Applications: []config.Application{{Application: catalog.Application{
 		Name: "web", ListenPort: listenPort, ApplicationPort: appPort, Protocol: catalog.ProtocolHTTP,
-	}}}
+	}}}}
 	start := time.Now()
 	b := runTestNode(t, bCfg, logger)
 	deadline := start.Add(15 * time.Second)

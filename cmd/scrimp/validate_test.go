@@ -85,7 +85,7 @@ var badConfigs = []struct {
 		`seed.provider: unknown provider "dnsx"`,
 	}},
 	{"generator.json", []string{
-		`lb.generator: unknown generator "haproxy"`,
+		`lb.generator: unknown generator "envoy"`,
 	}},
 	{"many.json", []string{
 		`backend: only allowed when role is "backend", and role is "lb"`,

@@ -1,0 +1,286 @@
+package backend
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+
+	"github.com/scrimplb/scrimp/config"
+)
+
+// maxFileSize bounds an application file. A real one is a few hundred
+// bytes; the limit keeps a stray large file from being read in full.
+const maxFileSize = 1 << 20
+
+// isAppFile reports whether name is an application file: it ends in
+// ".json" and does not start with '.' or '#'. That leaves out the files
+// editors and tools write next to the real ones (".web.json.swp",
+// "web.json~", "#web.json#", ".#web.json") and Kubernetes' "..data"
+// entries, so a half-written temporary file is never taken for an
+// application.
+func isAppFile(name string) bool {
+	return strings.HasSuffix(name, ".json") && len(name) > len(".json") &&
+		!strings.HasPrefix(name, ".") && !strings.HasPrefix(name, "#")
+}
+
+// listAppFiles returns the names of the application files in dir, sorted.
+func listAppFiles(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, e := range entries {
+		if isAppFile(e.Name()) {
+			names = append(names, e.Name())
+		}
+	}
+	return names, nil
+}
+
+// errNotAppFile marks an entry with an application file's name that is not
+// a regular file (a directory, a FIFO, a dangling symbolic link); it is
+// skipped, not reported.
+var errNotAppFile = errors.New("not a regular file")
+
+// readAppFile reads one application file, following symbolic links (a
+// Kubernetes ConfigMap's files are links). It refuses anything but a
+// regular file, since reading a FIFO would block the backend, and files
+// over maxFileSize.
+func readAppFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !info.Mode().IsRegular() {
+		return nil, errNotAppFile
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxFileSize {
+		return nil, fmt.Errorf("larger than %d bytes", maxFileSize)
+	}
+	return data, nil
+}
+
+// fileState is what the backend knows of one application file.
+type fileState struct {
+	// data is the content last read, nil after a read error.
+	data []byte
+	// readErr is the last read error, empty after a successful read.
+	readErr string
+	// good is the last version that parsed and validated, nil if none
+	// has. It stays advertised while the file is broken.
+	good *config.Application
+	// broken reports whether the current content has problems.
+	broken bool
+}
+
+// scanDir re-reads the application files in dir into files, which it
+// updates in place, and reports whether anything that could change the
+// advertisement changed. A file is parsed again only when its bytes changed,
+// so a broken file is logged once per edit, not once per scan.
+func scanDir(dir string, files map[string]*fileState, log *slog.Logger) (changed bool) {
+	names, err := listAppFiles(dir)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+			if len(files) > 0 {
+				log.Warn("application directory is gone: withdrawing its applications", "dir", dir,
+					"applications", goodNames(files))
+				clear(files)
+				return true
+			}
+			return false
+		}
+		// Unreadable for now (permissions, I/O): withdrawing everything on
+		// a transient error would flap the cluster, so keep what we have.
+		log.Error("cannot read application directory: keeping the applications read before", "dir", dir, "error", err)
+		return false
+	}
+	seen := map[string]bool{}
+	for _, name := range names {
+		path := filepath.Join(dir, name)
+		data, err := readAppFile(path)
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, errNotAppFile) {
+			continue // removed since listed, or not a file: as good as absent
+		}
+		seen[name] = true
+		st := files[name]
+		if st == nil {
+			st = &fileState{}
+			files[name] = st
+		}
+		if err != nil {
+			if st.readErr != err.Error() {
+				st.readErr, st.data, st.broken = err.Error(), nil, true
+				logBroken(log, path, st, []any{"error", err})
+			}
+			continue
+		}
+		st.readErr = ""
+		if st.data != nil && bytes.Equal(data, st.data) {
+			continue
+		}
+		st.data = data
+		app, problems := config.ParseApplication(path, data)
+		if len(problems) > 0 {
+			st.broken = true
+			for _, p := range problems {
+				logProblem(log, "application file: invalid", p)
+			}
+			logBroken(log, path, st, nil)
+			continue
+		}
+		switch {
+		case st.good == nil:
+			log.Info("application file: added", "file", path, "application", app.Name)
+		case st.broken:
+			log.Info("application file: fixed, advertising the new version", "file", path, "application", app.Name)
+		default:
+			log.Info("application file: changed", "file", path, "application", app.Name)
+		}
+		st.good, st.broken = app, false
+		changed = true
+	}
+	for _, name := range slices.Sorted(maps.Keys(files)) {
+		if seen[name] {
+			continue
+		}
+		st := files[name]
+		attrs := []any{"file", filepath.Join(dir, name)}
+		if st.good != nil {
+			attrs = append(attrs, "application", st.good.Name)
+			changed = true
+		}
+		log.Info("application file: removed", attrs...)
+		delete(files, name)
+	}
+	return changed
+}
+
+// logProblem logs one problem of an application file.
+func logProblem(log *slog.Logger, msg string, p config.Problem) {
+	attrs := []any{"file", p.File}
+	if p.Path != "" {
+		attrs = append(attrs, "field", p.Path)
+	}
+	log.Warn(msg, append(attrs, "reason", p.Reason)...)
+}
+
+// logBroken says what happens to a file's application while the file is
+// broken.
+func logBroken(log *slog.Logger, path string, st *fileState, attrs []any) {
+	attrs = append(attrs, "file", path)
+	if st.good != nil {
+		log.Warn("application file: broken; its last good version stays advertised until the file is fixed or removed",
+			append(attrs, "application", st.good.Name)...)
+		return
+	}
+	log.Warn("application file: broken; not advertised until it is fixed", attrs...)
+}
+
+func goodNames(files map[string]*fileState) []string {
+	var names []string
+	for _, st := range files {
+		if st.good != nil {
+			names = append(names, st.good.Name)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// source is one application with where it was defined.
+type source struct {
+	app config.Application
+	// file is the application file's path; empty for the main
+	// configuration.
+	file string
+}
+
+// merge combines the static applications (already validated, with unique
+// names) with the directory's good applications, keyed by file name. A name
+// defined twice is kept where it was defined first: the main configuration
+// before files, and files in name order. Each file left out is reported as
+// a problem of that file.
+func merge(static []config.Application, dir string, files map[string]*config.Application) ([]source, config.Problems) {
+	out := make([]source, 0, len(static)+len(files))
+	where := map[string]string{}
+	for i, a := range static {
+		out = append(out, source{app: a})
+		where[a.Name] = fmt.Sprintf("backend.applications[%d] of the main configuration", i)
+	}
+	var conflicts config.Problems
+	for _, name := range slices.Sorted(maps.Keys(files)) {
+		a := files[name]
+		path := filepath.Join(dir, name)
+		if w, dup := where[a.Name]; dup {
+			conflicts = append(conflicts, config.Problem{File: path, Path: "name",
+				Reason: fmt.Sprintf("%q is also defined in %s; this file is ignored", a.Name, w)})
+			continue
+		}
+		out = append(out, source{app: *a, file: path})
+		where[a.Name] = path
+	}
+	slices.SortFunc(out, func(x, y source) int { return strings.Compare(x.app.Name, y.app.Name) })
+	return out, conflicts
+}
+
+// CheckDir reads the application files in dir as a running backend would
+// and returns every problem: files that are not valid JSON, unknown or
+// mistyped fields, invalid values, and names also defined in static (the
+// main configuration's backend.applications) or in another file. Each
+// problem names its file and JSON path. A directory that does not exist is
+// not a problem, since the backend watches for it to appear; anything else
+// that is not a readable directory is.
+func CheckDir(dir string, static []config.Application) config.Problems {
+	if dir == "" {
+		return nil
+	}
+	names, err := listAppFiles(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return config.Problems{{File: dir, Reason: fmt.Sprintf("cannot read application directory: %v", err)}}
+	}
+	var problems config.Problems
+	good := map[string]*config.Application{}
+	for _, name := range names {
+		path := filepath.Join(dir, name)
+		data, err := readAppFile(path)
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, errNotAppFile) {
+			continue
+		}
+		if err != nil {
+			problems = append(problems, config.Problem{File: path, Reason: fmt.Sprintf("cannot read: %v", err)})
+			continue
+		}
+		app, ps := config.ParseApplication(path, data)
+		if len(ps) > 0 {
+			problems = append(problems, ps...)
+			continue
+		}
+		good[name] = app
+	}
+	_, conflicts := merge(static, dir, good)
+	problems = append(problems, conflicts...)
+	slices.SortStableFunc(problems, func(a, b config.Problem) int { return strings.Compare(a.File, b.File) })
+	return problems
+}
