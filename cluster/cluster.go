@@ -74,10 +74,11 @@ type member struct {
 
 // Cluster is one running member. Its methods are safe for concurrent use.
 type Cluster struct {
-	ml   *memberlist.Memberlist
-	log  *slog.Logger
-	self string
-	role catalog.Role
+	ml        *memberlist.Memberlist
+	log       *slog.Logger
+	self      string
+	role      catalog.Role
+	localAddr string // host:port of this node's gossip, fixed at start
 
 	meta atomic.Pointer[[]byte] // encoded beacon, as NodeMeta returns it
 
@@ -148,6 +149,9 @@ func New(cfg Config) (*Cluster, error) {
 		return nil, fmt.Errorf("cluster: start gossip on %s:%d: %w", cfg.BindAddr, cfg.BindPort, err)
 	}
 	c.ml = ml
+	// Read once, now: memberlist's LocalNode hands out its own node
+	// record, which UpdateNode rewrites concurrently.
+	c.localAddr = ml.LocalNode().Address()
 	c.wg.Go(c.worker)
 	return c, nil
 }
@@ -217,7 +221,7 @@ func (c *Cluster) Changes() <-chan struct{} { return c.changes }
 func (c *Cluster) LocalName() string { return c.self }
 
 // LocalAddr returns the host:port peers reach this node's gossip at.
-func (c *Cluster) LocalAddr() string { return c.ml.LocalNode().Address() }
+func (c *Cluster) LocalAddr() string { return c.localAddr }
 
 // LocalDigest returns the digest of the application set this node
 // advertises now.
