@@ -88,6 +88,8 @@ type LB struct {
 
 	mu    sync.Mutex
 	stats Stats
+
+	kick chan struct{} // Resync requests
 }
 
 // seenApp is an application as last seen with backends.
@@ -101,7 +103,7 @@ func New(cfg Config) *LB {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &LB{cfg: cfg, log: cfg.Logger, known: map[string]seenApp{}}
+	return &LB{cfg: cfg, log: cfg.Logger, known: map[string]seenApp{}, kick: make(chan struct{}, 1)}
 }
 
 // Stats returns a copy of the counters. Safe for concurrent use.
@@ -109,6 +111,15 @@ func (l *LB) Stats() Stats {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.stats
+}
+
+// Resync asks the loop to render from the full membership again, as after
+// a change (SIGHUP does this). It never blocks.
+func (l *LB) Resync() {
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
 }
 
 // Run renders and applies the configuration at once, then again after
@@ -137,6 +148,7 @@ func (l *LB) Run(ctx context.Context) {
 			return
 		case <-l.cfg.Members.Changes():
 		case <-resync:
+		case <-l.kick:
 		case <-timer.C:
 			if !pending {
 				continue

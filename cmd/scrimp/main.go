@@ -12,7 +12,10 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -34,7 +37,7 @@ func main() {
 }
 
 func newRootCmd() *cobra.Command {
-	var configPath string
+	var configPath, pidFile string
 	root := &cobra.Command{
 		Use:   "scrimp --config FILE",
 		Short: "A gossip-based load balancer for your own servers",
@@ -57,11 +60,12 @@ Nodes find each other through a seed provider and gossip (memberlist).`,
 			if configPath == "" {
 				return usageError(cmd, "--config FILE is required")
 			}
-			return runConfig(cmd.Context(), configPath)
+			return runConfig(cmd.Context(), configPath, pidFile)
 		},
 	}
 	root.Flags().StringVarP(&configPath, "config", "c", "", "configuration file (JSON)")
-	root.AddCommand(newValidateCmd(), newVersionCmd(), newDemoCmd(), newSeedsCmd())
+	root.Flags().StringVar(&pidFile, "pid-file", "", "write the process id here while running (for scrimp drain)")
+	root.AddCommand(newValidateCmd(), newVersionCmd(), newDemoCmd(), newSeedsCmd(), newDrainCmd())
 	return root
 }
 
@@ -73,7 +77,7 @@ func usageError(cmd *cobra.Command, msg string) error {
 }
 
 // runConfig runs one node until SIGTERM or SIGINT.
-func runConfig(ctx context.Context, path string) error {
+func runConfig(ctx context.Context, path, pidFile string) error {
 	cfg, err := config.Load(path)
 	if err != nil {
 		return err
@@ -85,6 +89,25 @@ func runConfig(ctx context.Context, path string) error {
 	if err != nil {
 		return err
 	}
+	if pidFile != "" {
+		if err := os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+			return fmt.Errorf("pid file: %w", err)
+		}
+		defer os.Remove(pidFile)
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				n.reload(path)
+			}
+		}
+	}()
 	logger.Info("scrimp started", "version", version, "role", cfg.Role, "gossip", n.cluster.LocalAddr())
 	return n.run(ctx)
 }
@@ -182,6 +205,50 @@ one per line: for debugging how a node would find its cluster.`,
 		},
 	}
 	cmd.Flags().StringVarP(&configPath, "config", "c", "", "configuration file (JSON)")
+	return cmd
+}
+
+func newDrainCmd() *cobra.Command {
+	var pidFile string
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "drain --pid-file FILE",
+		Short: "Drain a running backend gracefully and wait until it has left",
+		Long: `Ask the scrimp node whose pid is in FILE (started with --pid-file) to shut
+down gracefully, and wait until it has exited. A backend first advertises all
+its applications as draining, waits until every load balancer has reloaded
+without it, serves in-flight requests for backend.drain-grace, then leaves
+the cluster. This is what SIGTERM does (systemctl stop sends it too).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if pidFile == "" {
+				return usageError(cmd, "--pid-file FILE is required")
+			}
+			b, err := os.ReadFile(pidFile)
+			if err != nil {
+				return err
+			}
+			pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+			if err != nil || pid <= 1 {
+				return fmt.Errorf("%s: no process id in it", pidFile)
+			}
+			if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+				return fmt.Errorf("signal process %d: %w", pid, err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "draining process %d\n", pid)
+			deadline := time.Now().Add(timeout)
+			for syscall.Kill(pid, 0) == nil {
+				if time.Now().After(deadline) {
+					return fmt.Errorf("process %d still running after %s", pid, timeout)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "process %d has drained and exited\n", pid)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&pidFile, "pid-file", "", "the pid file the node was started with")
+	cmd.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "how long to wait for the node to exit")
 	return cmd
 }
 

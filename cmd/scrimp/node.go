@@ -207,6 +207,33 @@ func (n *node) run(ctx context.Context) error {
 	return n.close()
 }
 
+// reload handles SIGHUP: a backend re-reads its main configuration's
+// backend section and its application directory (only the directory if the
+// file no longer loads); a load balancer renders again from the full
+// membership. Other settings need a restart.
+func (n *node) reload(path string) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		n.log.Error("SIGHUP: configuration not reloaded", "err", err)
+		if n.backend != nil {
+			n.backend.Rescan()
+		}
+		return
+	}
+	switch {
+	case n.backend != nil:
+		if err := n.backend.Reload(cfg.Backend); err != nil {
+			n.log.Error("SIGHUP: backend section not reloaded", "err", err)
+			n.backend.Rescan()
+			return
+		}
+		n.log.Info("SIGHUP: reloaded the backend section and the application directory")
+	case n.lb != nil:
+		n.lb.Resync()
+		n.log.Info("SIGHUP: re-rendering; changed lb settings take effect after a restart")
+	}
+}
+
 // drain takes a backend out of rotation without losing a request: it
 // advertises every application as draining, waits until every load
 // balancer acknowledges that its proxy runs a configuration without this

@@ -1,0 +1,198 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// lockedOutput collects a child process's output.
+type lockedOutput struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedOutput) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedOutput) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// startProcess runs the scrimp binary with args; it is killed at cleanup
+// if still running.
+func startProcess(t *testing.T, bin string, args ...string) (*exec.Cmd, *lockedOutput) {
+	t.Helper()
+	out := &lockedOutput{}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+		if t.Failed() {
+			t.Logf("output of %v:\n%s", args, out)
+		}
+	})
+	return cmd, out
+}
+
+func writeJSON(t *testing.T, path, body string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRealProcesses runs scrimp as separate processes, as users do: a load
+// balancer with managed nginx and a backend whose applications come from a
+// watched directory. It measures an app file's way to its first request
+// served, checks SIGHUP, and drains the backend with `scrimp drain`.
+func TestRealProcesses(t *testing.T) {
+	requireNginx(t)
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "scrimp")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	const lbIP, backendIP = "127.0.6.1", "127.0.6.2"
+	gossip, err := freePort(lbIP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen, err := freePort(lbIP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeJSON(t, filepath.Join(dir, "lb.json"), fmt.Sprintf(`{
+  "role": "lb", "node-name": "lb",
+  "cluster": {"bind-addr": %q, "bind-port": %d, "profile": "local"},
+  "seed": {"provider": "static", "static": {"addresses": []}},
+  "lb": {"state-dir": %q, "listen-addr": %q}
+}`, lbIP, gossip, filepath.Join(dir, "lb-state"), lbIP))
+	startProcess(t, bin, "--config", filepath.Join(dir, "lb.json"))
+
+	// The backend's app is a real HTTP server in this test process.
+	var wg sync.WaitGroup
+	appCtx, stopApp := contextWithCancel()
+	t.Cleanup(func() {
+		stopApp()
+		wg.Wait()
+	})
+	appPort, err := serveDemoApp(appCtx, &wg, backendIP, "backend-p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	backendGossip, err := freePort(backendIP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	appDir := filepath.Join(dir, "apps")
+	writeJSON(t, filepath.Join(dir, "backend.json"), fmt.Sprintf(`{
+  "role": "backend", "node-name": "backend-p",
+  "cluster": {"bind-addr": %q, "bind-port": %d, "profile": "local", "join-backoff-min": "50ms"},
+  "seed": {"provider": "static", "static": {"addresses": ["%s:%d"]}},
+  "backend": {"applications": [], "application-config-dir": %q, "drain-timeout": "10s", "drain-grace": "200ms"}
+}`, backendIP, backendGossip, lbIP, gossip, appDir))
+	pidFile := filepath.Join(dir, "backend.pid")
+	backend, backendOut := startProcess(t, bin, "--config", filepath.Join(dir, "backend.json"), "--pid-file", pidFile)
+
+	// The directory appears after start; then one app file lands in it.
+	waitUntil(t, 10*time.Second, "backend joined", func() bool { return strings.Contains(backendOut.String(), "joined cluster") })
+	// Let the load balancer go idle after the join's reload, as it is when
+	// an app is deployed in steady state.
+	time.Sleep(500 * time.Millisecond)
+	if err := os.MkdirAll(appDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	url := fmt.Sprintf("http://%s:%d/", lbIP, listen)
+	start := time.Now()
+	writeJSON(t, filepath.Join(appDir, "web.json"), fmt.Sprintf(
+		`{"name": "web", "listen-port": %d, "application-port": %d, "protocol": "http"}`, listen, appPort))
+	waitUntil(t, 10*time.Second, "app file served through nginx", func() bool { return get(url) == "hello from backend-p" })
+	t.Logf("app file written → first request served through nginx: %s", time.Since(start).Round(time.Millisecond))
+
+	// A broken edit keeps the last good version serving.
+	writeJSON(t, filepath.Join(appDir, "web.json"), `{"name": "web", "listen-port": "eighty"}`)
+	waitUntil(t, 5*time.Second, "bad file reported", func() bool { return strings.Contains(backendOut.String(), "web.json") })
+	for range 20 {
+		if got := get(url); got != "hello from backend-p" {
+			t.Fatalf("after a broken edit the app answered %q", got)
+		}
+	}
+
+	// SIGHUP re-reads the configuration.
+	if err := backend.Process.Signal(sighup); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 5*time.Second, "SIGHUP handled", func() bool { return strings.Contains(backendOut.String(), "SIGHUP") })
+
+	// scrimp drain: the backend drains, leaves and exits 0. Reap it as
+	// soon as it exits, as its init system would: until then its pid is a
+	// zombie that scrimp drain would still see.
+	exited := make(chan error, 1)
+	go func() { exited <- backend.Wait() }()
+	drain := exec.Command(bin, "drain", "--pid-file", pidFile, "--timeout", "20s")
+	if out, err := drain.CombinedOutput(); err != nil {
+		t.Fatalf("scrimp drain: %v\n%s", err, out)
+	}
+	if err := <-exited; err != nil {
+		t.Fatalf("backend exited with %v", err)
+	}
+	if !strings.Contains(backendOut.String(), "every load balancer acknowledged") {
+		t.Errorf("the backend left without the load balancer's acknowledgement")
+	}
+	if _, err := os.Stat(pidFile); !os.IsNotExist(err) {
+		t.Errorf("pid file left behind: %v", err)
+	}
+	waitUntil(t, 5*time.Second, "503 once the only backend is gone", func() bool { return get(url) == "status 503" })
+}
+
+func get(url string) string {
+	resp, err := client.Get(url)
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	b.ReadFrom(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Sprintf("status %d", resp.StatusCode)
+	}
+	return strings.TrimSpace(b.String())
+}
+
+func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for: %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+var sighup = syscall.SIGHUP
+
+func contextWithCancel() (context.Context, context.CancelFunc) {
+	return context.WithCancel(context.Background())
+}
