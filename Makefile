@@ -33,6 +33,7 @@ bench: deps
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecodeMeta -fuzztime 60s ./catalog/
+	$(GO) test -run '^$$' -fuzz FuzzRender -fuzztime 60s -fuzzminimizetime 50x ./generator/
 
 deps: deps-apt deps-go
 

@@ -124,7 +124,8 @@ type LB struct {
 	ListenAddr string `json:"listen-addr"`
 	// StateDir holds the managed proxy's configuration, pid and temp files.
 	StateDir string `json:"state-dir"`
-	// ProxyBinary is the proxy executable for managed mode.
+	// ProxyBinary is the proxy executable for managed mode; empty means
+	// the generator's proxy found in PATH ("nginx" or "haproxy").
 	ProxyBinary string `json:"proxy-binary"`
 	// GeneratorTarget is the file external mode writes.
 	GeneratorTarget string `json:"generator-target"`
@@ -236,7 +237,7 @@ func DefaultLB() LB {
 		Mode:            "managed",
 		ListenAddr:      "0.0.0.0",
 		StateDir:        "/var/lib/scrimp",
-		ProxyBinary:     "nginx",
+		ProxyBinary:     "",
 		GeneratorTarget: "/etc/nginx/conf.d/scrimp.conf",
 		CheckCommand:    []string{"nginx", "-t"},
 		ReloadCommand:   []string{"nginx", "-s", "reload"},

@@ -246,9 +246,9 @@ func TestConfigParseProblems(t *testing.T) {
 		},
 		{
 			name: "managed mode without state dir and binary",
-			doc:  `{` + lbHead + `, "lb": {"state-dir": "", "proxy-binary": ""}}`,
+			doc:  `{` + lbHead + `, "lb": {"state-dir": "", "generator": "template"}}`,
 			want: []want{
-				{"lb.proxy-binary", "required in managed mode"},
+				{"lb.mode", "managed mode runs nginx or haproxy"},
 				{"lb.state-dir", "required in managed mode"},
 			},
 		},

@@ -106,8 +106,8 @@ func (l *LB) validate(v *validator) {
 			// The path is written into the proxy's configuration.
 			v.add("lb.state-dir", fmt.Sprintf("%q: must not contain white space or any of ;{}#\"'\\$", l.StateDir))
 		}
-		if l.ProxyBinary == "" {
-			v.add("lb.proxy-binary", "required in managed mode")
+		if l.Generator != "nginx" && l.Generator != "haproxy" && l.Generator != "" {
+			v.add("lb.mode", fmt.Sprintf("managed mode runs nginx or haproxy; generator %q needs mode \"external\"", l.Generator))
 		}
 	case "external":
 		if l.GeneratorTarget == "" {

@@ -52,6 +52,13 @@ type NginxOptions struct {
 	// every listener, and no in include (external) mode; see
 	// nginx.defaultServer for why.
 	DefaultServer *bool `json:"default-server,omitempty"`
+	// SizeNamesHash says whether the configuration sizes nginx's server
+	// names hash for its host names (server_names_hash_bucket_size and
+	// _max_size). Unset means yes. In include mode the directives land in
+	// the system's http block; set it to false if the system nginx.conf
+	// sets them itself (nginx rejects a duplicate) — and then make them
+	// large enough for host names longer than about 46 characters.
+	SizeNamesHash *bool `json:"size-names-hash,omitempty"`
 }
 
 // DebianStreamModule is where Debian's libnginx-mod-stream installs the
@@ -188,6 +195,8 @@ func (g nginx) Render(in Input) (Output, error) {
 		g.standaloneHeader(w, in.StateDir)
 		w.open("http")
 		g.httpSettings(w, in.StateDir, p)
+	} else {
+		g.namesHash(w, p)
 	}
 	g.renderHTTP(w, p, listen, g.defaultServer(in))
 	if in.Standalone {
@@ -212,10 +221,17 @@ func (g nginx) httpSettings(w *writer, dir string, p *ngPlan) {
 	for _, t := range []string{"client_body", "proxy", "fastcgi", "uwsgi", "scgi"} {
 		w.line("%s_temp_path %s;", t, filepath.Join(dir, "tmp", t))
 	}
+	g.namesHash(w, p)
+}
+
+// namesHash sizes the server names hash: nginx's defaults (a cache line
+// per bucket, 512 buckets) reject a configuration with long host names
+// (valid up to 253 characters) or many names on one port.
+func (g nginx) namesHash(w *writer, p *ngPlan) {
+	if g.o.SizeNamesHash != nil && !*g.o.SizeNamesHash {
+		return
+	}
 	if bucket, size := p.serverNamesHash(); bucket > 0 {
-		// nginx's defaults (a cache line per bucket, 512 buckets) reject
-		// a configuration with long host names (valid up to 253
-		// characters) or many names on one port; size them to fit.
 		w.line("server_names_hash_bucket_size %d;", bucket)
 		w.line("server_names_hash_max_size %d;", size)
 	}

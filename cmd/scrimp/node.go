@@ -62,8 +62,6 @@ func checkPlugins(cfg *config.Config) []error {
 	if cfg.LB != nil && cfg.LB.Generator != "" {
 		if _, err := generator.New(cfg.LB.Generator, cfg.LB.GeneratorOptions); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", cfg.File, err))
-		} else if cfg.LB.Mode == "managed" && cfg.LB.Generator != "nginx" {
-			errs = append(errs, fmt.Errorf("%s: lb.mode: managed mode runs nginx; generator %q needs mode \"external\"", cfg.File, cfg.LB.Generator))
 		}
 	}
 	return errs
@@ -134,7 +132,22 @@ func (n *node) buildLB() error {
 	var p lb.Proxy
 	switch c.Mode {
 	case "managed":
-		m, err := proxy.NewManagedNginx(c.ProxyBinary, c.StateDir, c.CommandTimeout.Duration, n.log)
+		binary := c.ProxyBinary
+		if binary == "" {
+			binary = c.Generator
+		}
+		var m interface {
+			lb.Proxy
+			io.Closer
+			Dir() string
+		}
+		var err error
+		switch c.Generator {
+		case "haproxy":
+			m, err = proxy.NewManagedHAProxy(binary, c.StateDir, c.CommandTimeout.Duration, n.log)
+		default:
+			m, err = proxy.NewManagedNginx(binary, c.StateDir, c.CommandTimeout.Duration, n.log)
+		}
 		if err != nil {
 			return err
 		}

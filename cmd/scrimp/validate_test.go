@@ -85,6 +85,7 @@ var badConfigs = []struct {
 		`seed.provider: unknown provider "dnsx"`,
 	}},
 	{"generator.json", []string{
+		`lb.mode: managed mode runs nginx or haproxy; generator "envoy" needs mode "external"`,
 		`lb.generator: unknown generator "envoy"`,
 	}},
 	{"many.json", []string{
