@@ -40,6 +40,7 @@ type testCluster struct {
 	stateDir   string
 	profile    string
 	logger     *slog.Logger
+	generator  string
 }
 
 type testBackend struct {
@@ -52,20 +53,34 @@ type testBackend struct {
 
 func newTestCluster(t testing.TB, net, profile string) *testCluster {
 	t.Helper()
-	requireNginx(t)
+	return newTestClusterWith(t, net, profile, "nginx")
+}
+
+// newTestClusterWith runs a load balancer whose managed proxy is the
+// generator's ("nginx" or "haproxy").
+func newTestClusterWith(t testing.TB, net, profile, generator string) *testCluster {
+	t.Helper()
+	if generator == "nginx" {
+		requireNginx(t)
+	} else if _, err := exec.LookPath(generator); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s is required in CI: %v", generator, err)
+		}
+		t.Skipf("%s not installed (make test installs it)", generator)
+	}
 	lbIP := net + ".1"
 	port, err := freePort(lbIP)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tc := &testCluster{t: t, net: net, listenPort: port, stateDir: t.TempDir(), profile: profile, logger: testLogger(t)}
+	tc := &testCluster{t: t, net: net, listenPort: port, stateDir: t.TempDir(), profile: profile, logger: testLogger(t), generator: generator}
 	cfg, err := demoConfig("lb", lbIP, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg.Cluster.Profile = profile
 	lbc := config.DefaultLB()
-	lbc.StateDir, lbc.ListenAddr = tc.stateDir, lbIP
+	lbc.StateDir, lbc.ListenAddr, lbc.Generator = tc.stateDir, lbIP, generator
 	cfg.LB = &lbc
 	n, err := startNode(cfg, tc.logger.With("node", "lb"))
 	if err != nil {
@@ -229,6 +244,10 @@ func (tc *testCluster) waitServed(timeout time.Duration, want ...string) time.Du
 // routed reports whether the running nginx configuration sends traffic to
 // the named backend.
 func (tc *testCluster) routed(name string) bool {
+	if tc.generator == "haproxy" {
+		b, err := os.ReadFile(tc.stateDir + "/haproxy.cfg")
+		return err == nil && strings.Contains(string(b), "server "+name+" ")
+	}
 	b, err := os.ReadFile(tc.stateDir + "/nginx.conf")
 	return err == nil && strings.Contains(string(b), "# "+name+"\n")
 }
@@ -379,6 +398,28 @@ func TestRollingRestartLosesNoRequest(t *testing.T) {
 	if sent < 200 {
 		t.Fatalf("only %d requests were sent; the test proves nothing", sent)
 	}
+}
+
+// TestEndToEndThroughHAProxy is the gossip end-to-end path with a managed
+// HAProxy: backends that join are served, one that leaves is removed and
+// no request fails after.
+func TestEndToEndThroughHAProxy(t *testing.T) {
+	tc := newTestClusterWith(t, "127.0.7", "local", "haproxy")
+	b1 := tc.addBackend(1)
+	tc.addBackend(2)
+	tc.addBackend(3)
+	t.Logf("three backends served through HAProxy %s after they started",
+		tc.waitServed(10*time.Second, "backend-1", "backend-2", "backend-3"))
+	b1.stop()
+	t.Logf("graceful leave removed from HAProxy after %s", tc.waitUnrouted(5*time.Second, "backend-1"))
+	// HAProxy's old worker may take a moment to stop accepting.
+	time.Sleep(200 * time.Millisecond)
+	counts, errs := tc.burst(60)
+	if len(errs) > 0 || counts["backend-1"] > 0 || len(counts) != 2 {
+		t.Fatalf("after backend-1 left: answers %v, %d failures (first: %v)", counts, len(errs), first(errs))
+	}
+	tc.addBackend(4)
+	t.Logf("late backend served after %s", tc.waitServed(10*time.Second, "backend-4"))
 }
 
 func first(errs []error) error {
