@@ -141,7 +141,9 @@ func (tc *testCluster) url() string { return fmt.Sprintf("http://%s.1:%d/", tc.n
 // app answering its name, joined through the load balancer's seed.
 func (tc *testCluster) addBackend(i int) *testBackend {
 	tc.t.Helper()
-	return tc.addDrainingBackend(i, 0, 0)
+	// A graceful stop drains (the load balancers acknowledge it), with no
+	// extra grace: the test apps have no long requests.
+	return tc.addDrainingBackend(i, 5*time.Second, 0)
 }
 
 // addDrainingBackend is addBackend with a drain on shutdown: the app keeps
