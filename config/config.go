@@ -151,9 +151,48 @@ type LB struct {
 	// keeps its listener (answering 503 with Retry-After) before it is
 	// forgotten.
 	RetainEmpty Duration `json:"retain-empty"`
+	// Checks are the load balancer's own active checks of every backend
+	// instance it routes to, which take a crashed backend out well before
+	// gossip failure detection.
+	Checks LBChecks `json:"checks"`
+	// MassLossGuard keeps most of an application's backends in the
+	// configuration, behind the proxy's passive checks, when they vanish
+	// at once — more often this load balancer's own network trouble than
+	// a real mass failure.
+	MassLossGuard MassLossGuard `json:"mass-loss-guard"`
 	// TLS lists certificates for https applications, by domain. They stay
 	// on the load balancer; nothing about them travels in gossip.
 	TLS []TLSCert `json:"tls,omitempty"`
+}
+
+// LBChecks tunes the load balancer's active checks (TCP connect, or GET of
+// the application's health-path).
+type LBChecks struct {
+	// Disabled turns the checks off.
+	Disabled bool `json:"disabled"`
+	// Interval is the time between two checks of one instance.
+	Interval Duration `json:"interval"`
+	// Timeout bounds one check.
+	Timeout Duration `json:"timeout"`
+	// Fall consecutive failures take an instance out of routing.
+	Fall int `json:"fall"`
+	// Rise consecutive passes bring it back.
+	Rise int `json:"rise"`
+}
+
+// MassLossGuard tunes the mass-loss guard.
+type MassLossGuard struct {
+	// Disabled turns the guard off.
+	Disabled bool `json:"disabled"`
+	// Share: the guard acts when more than this share of an
+	// application's backends is lost within Window.
+	Share float64 `json:"share"`
+	// Min is the smallest number of backends the guard protects.
+	Min int `json:"min"`
+	// Window is how close together the losses must be.
+	Window Duration `json:"window"`
+	// Grace is how long lost backends are kept.
+	Grace Duration `json:"grace"`
 }
 
 // TLSCert is one certificate and its key for a set of domains.
@@ -246,6 +285,8 @@ func DefaultLB() LB {
 		MaxWait:         D(1 * time.Second),
 		ResyncInterval:  D(30 * time.Second),
 		RetainEmpty:     D(time.Hour),
+		Checks:          LBChecks{Interval: D(500 * time.Millisecond), Timeout: D(400 * time.Millisecond), Fall: 2, Rise: 2},
+		MassLossGuard:   MassLossGuard{Share: 0.5, Min: 2, Window: D(10 * time.Second), Grace: D(time.Minute)},
 	}
 }
 

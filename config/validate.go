@@ -130,6 +130,25 @@ func (l *LB) validate(v *validator) {
 	}
 	v.duration("lb.resync-interval", l.ResyncInterval, true)
 	v.duration("lb.retain-empty", l.RetainEmpty, false)
+	v.duration("lb.checks.interval", l.Checks.Interval, true)
+	v.duration("lb.checks.timeout", l.Checks.Timeout, true)
+	if l.Checks.Timeout.Duration > l.Checks.Interval.Duration {
+		v.add("lb.checks.timeout", "must not be longer than interval")
+	}
+	if l.Checks.Fall < 1 || l.Checks.Fall > 100 {
+		v.add("lb.checks.fall", fmt.Sprintf("%d is not in 1-100", l.Checks.Fall))
+	}
+	if l.Checks.Rise < 1 || l.Checks.Rise > 100 {
+		v.add("lb.checks.rise", fmt.Sprintf("%d is not in 1-100", l.Checks.Rise))
+	}
+	if g := l.MassLossGuard; g.Share <= 0 || g.Share >= 1 {
+		v.add("lb.mass-loss-guard.share", fmt.Sprintf("%g is not between 0 and 1", g.Share))
+	}
+	if l.MassLossGuard.Min < 1 {
+		v.add("lb.mass-loss-guard.min", "must be at least 1")
+	}
+	v.duration("lb.mass-loss-guard.window", l.MassLossGuard.Window, true)
+	v.duration("lb.mass-loss-guard.grace", l.MassLossGuard.Grace, true)
 	for i, c := range l.TLS {
 		path := fmt.Sprintf("lb.tls[%d]", i)
 		if len(c.Domains) == 0 {

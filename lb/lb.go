@@ -55,10 +55,22 @@ type Config struct {
 	// RetainEmpty is how long an application whose backends are all gone
 	// stays in the configuration (answering 503) before it is forgotten.
 	RetainEmpty time.Duration
+	// Checks tunes the load balancer's own active checks of every backend
+	// instance it routes to; an instance that fails them is left out of
+	// the configuration while the membership still lists it. The zero
+	// value means DefaultCheckConfig.
+	Checks CheckConfig
+	// Guard tunes the mass-loss guard, which keeps most of an
+	// application's backends in the configuration when they are lost at
+	// once. The zero value means DefaultGuardConfig.
+	Guard GuardConfig
 	// OnApplied, if set, is called after the proxy runs a configuration
 	// rendered from snap (applied now, or unchanged because the text was
-	// identical); the cluster uses it to acknowledge draining backends. It
-	// is called from the loop's goroutine and must not block.
+	// identical); the cluster uses it to acknowledge draining backends.
+	// snap is the membership as rendered: instances failing the load
+	// balancer's checks are marked down and guarded ones are added back;
+	// draining backends are exactly those of the membership. It is called
+	// from the loop's goroutine and must not block.
 	OnApplied func(snap catalog.Snapshot)
 	// Logger receives one line per applied or rejected configuration.
 	Logger *slog.Logger
@@ -74,6 +86,15 @@ type Stats struct {
 	Rejected int
 	// LastError is the last rejection, or nil after a success.
 	LastError error
+	// Guarded is how many lost backend instances the mass-loss guard keeps
+	// in the configuration now.
+	Guarded int
+	// GuardEvents is how many mass losses the guard has caught, one per
+	// application.
+	GuardEvents int
+	// CheckDown is how many instances the membership says serve but the
+	// last render left out because they fail the load balancer's checks.
+	CheckDown int
 }
 
 // LB is a load balancer control loop.
@@ -85,6 +106,8 @@ type LB struct {
 	rejected [32]byte // hash of the last refused configuration
 	warnings []string // warnings of the last render, to log only changes
 	known    map[string]seenApp
+	checks   *checks    // nil when checks are disabled or Run is not running
+	guard    guardState // the mass-loss guard's memory
 
 	mu    sync.Mutex
 	stats Stats
@@ -126,6 +149,12 @@ func (l *LB) Resync() {
 // every membership change, as Timing schedules, and every Resync. It
 // returns when ctx is done; an apply in progress is finished first (the
 // proxy is not left half-configured).
+//
+// While it runs it checks every backend instance it routes to (see
+// CheckConfig) in goroutines of its own, and a check that changes an
+// instance's state counts as a change; so does the end of a guard's grace
+// period (see GuardConfig). Every check goroutine has returned when Run
+// returns.
 func (l *LB) Run(ctx context.Context) {
 	var (
 		lastDone     time.Time
@@ -133,7 +162,19 @@ func (l *LB) Run(ctx context.Context) {
 		timer        = time.NewTimer(0)
 		resync       <-chan time.Time
 		resyncTicker *time.Ticker
+		checkChanged <-chan struct{}
+		expiry       = time.NewTimer(time.Hour) // the next guard's end
 	)
+	expiry.Stop()
+	defer expiry.Stop()
+	if !l.cfg.Checks.Disabled {
+		l.checks = newChecks(ctx, l.cfg.Checks, l.log)
+		checkChanged = l.checks.changed
+		defer func() {
+			l.checks.close()
+			l.checks = nil
+		}()
+	}
 	if l.cfg.Resync > 0 {
 		resyncTicker = time.NewTicker(l.cfg.Resync)
 		defer resyncTicker.Stop()
@@ -149,6 +190,8 @@ func (l *LB) Run(ctx context.Context) {
 		case <-l.cfg.Members.Changes():
 		case <-resync:
 		case <-l.kick:
+		case <-checkChanged:
+		case <-expiry.C:
 		case <-timer.C:
 			if !pending {
 				continue
@@ -157,6 +200,11 @@ func (l *LB) Run(ctx context.Context) {
 			first, last = time.Time{}, time.Time{}
 			l.apply(context.WithoutCancel(ctx))
 			lastDone = time.Now()
+			if at, ok := l.guard.nextExpiry(); ok {
+				expiry.Reset(time.Until(at))
+			} else {
+				expiry.Stop()
+			}
 			continue
 		}
 		now := time.Now()
@@ -196,12 +244,28 @@ func (l *LB) retained(snap catalog.Snapshot, now time.Time) []catalog.Applicatio
 // to the proxy.
 func (l *LB) apply(ctx context.Context) {
 	in := l.cfg.Input
-	in.Snapshot = l.cfg.Members.Snapshot()
+	members := l.cfg.Members.Snapshot()
 	start := time.Now()
+	// Health first: the last results of instances that just vanished
+	// tell the guard whether their hosts were still reachable.
+	var checked map[instKey]health
+	if l.checks != nil {
+		checked = l.checks.health()
+	}
+	res := l.cfg.Guard.step(l.guard, members, checked, start)
+	l.guard = res.state
+	if l.checks != nil {
+		l.checks.sync(members, res.kept)
+	}
+	started := l.logGuard(res.events)
+	in.Snapshot = res.snap
 	in.Retained = l.retained(in.Snapshot, start)
 	out, err := l.cfg.Generator.Render(in)
 	l.mu.Lock()
 	l.stats.Renders++
+	l.stats.Guarded = len(res.state.guarded())
+	l.stats.GuardEvents += started
+	l.stats.CheckDown = res.checkDown
 	l.mu.Unlock()
 	if err != nil {
 		l.log.Error("render failed; the running configuration stays", "err", err)
@@ -238,6 +302,7 @@ func (l *LB) apply(ctx context.Context) {
 	l.stats.LastError = nil
 	l.mu.Unlock()
 	l.log.Info("configuration applied", "backends", in.Snapshot.Backends(), "applications", len(services),
+		"check-down", res.checkDown, "guarded", len(res.state.guarded()),
 		"bytes", len(out.Config), "took", time.Since(start).Round(time.Microsecond))
 	l.notifyApplied(in.Snapshot)
 }
@@ -247,4 +312,35 @@ func (l *LB) notifyApplied(snap catalog.Snapshot) {
 	if l.cfg.OnApplied != nil {
 		l.cfg.OnApplied(snap)
 	}
+}
+
+// logGuard logs the guard's events, one line per event and application,
+// and returns how many mass losses started.
+func (l *LB) logGuard(events []guardEvent) (started int) {
+	for _, e := range events {
+		switch e.kind {
+		case guardStarted:
+			started++
+			l.log.Warn("mass loss: most backends of an application were lost at once, which is more often this load balancer's network than the backends; keeping the lost ones behind the proxy's passive checks",
+				"application", e.app, "lost", e.lost, "of", e.of, "kept", e.nodes, "until", e.until.Format(time.RFC3339))
+		case guardGrew:
+			l.log.Warn("mass loss: more backends lost; keeping them too",
+				"application", e.app, "lost", e.lost, "of", e.of, "kept", e.nodes, "until", e.until.Format(time.RFC3339))
+		case guardExpired:
+			l.log.Warn("mass loss: grace period over; removing the backends that did not come back",
+				"application", e.app, "removed", e.nodes)
+		case guardEnded:
+			var msg string
+			switch e.status {
+			case statusRoutable:
+				msg = "mass loss: guarded backends are back"
+			case statusRefused:
+				msg = "mass loss: guarded backends refused the load balancer's checks: removing them"
+			default:
+				msg = "mass loss: guarded backends were withdrawn by their backends (draining, down or removed)"
+			}
+			l.log.Info(msg, "application", e.app, "nodes", e.nodes)
+		}
+	}
+	return started
 }

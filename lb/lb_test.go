@@ -48,11 +48,23 @@ func (m *members) setBackends(n int) {
 	}
 }
 
+// set replaces the membership with nodes.
+func (m *members) set(nodes ...catalog.Node) {
+	m.mu.Lock()
+	m.snap = catalog.NewSnapshot(nodes)
+	m.mu.Unlock()
+	select {
+	case m.changes <- struct{}{}:
+	default:
+	}
+}
+
 // recorder is a proxy that keeps what it was asked to apply; reject makes
 // it refuse configurations, as nginx -t would.
 type recorder struct {
 	mu      sync.Mutex
 	applied [][]byte
+	at      []time.Time // when each of applied was applied
 	checks  int
 	reject  bool
 	delay   time.Duration
@@ -67,7 +79,18 @@ func (r *recorder) Apply(_ context.Context, config []byte) error {
 		return errors.New("nginx: [emerg] rejected")
 	}
 	r.applied = append(r.applied, config)
+	r.at = append(r.at, time.Now())
 	return nil
+}
+
+// last returns the running configuration and when it was applied.
+func (r *recorder) last() ([]byte, time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.applied) == 0 {
+		return nil, time.Time{}
+	}
+	return r.applied[len(r.applied)-1], r.at[len(r.at)-1]
 }
 
 func (r *recorder) count() (applies, checks int) {
@@ -76,29 +99,57 @@ func (r *recorder) count() (applies, checks int) {
 	return len(r.applied), r.checks
 }
 
+// startLB runs a load balancer without active checks: these tests use
+// made-up addresses, which must not be dialled.
 func startLB(t *testing.T, m *members, p Proxy, timing Timing) *LB {
 	t.Helper()
-	gen, err := generator.New("nginx", nil)
-	if err != nil {
-		t.Fatal(err)
+	return startLBWith(t, Config{Members: m, Proxy: p, Timing: timing, Checks: CheckConfig{Disabled: true}})
+}
+
+// startLBWith runs a load balancer with cfg, rendering with nginx unless
+// cfg names a generator, until the test ends.
+func startLBWith(t *testing.T, cfg Config) *LB {
+	t.Helper()
+	l, stop := runLB(t, cfg)
+	t.Cleanup(stop)
+	return l
+}
+
+// runLB runs a load balancer with cfg; stop cancels it and returns once
+// Run has returned.
+func runLB(t *testing.T, cfg Config) (l *LB, stop func()) {
+	t.Helper()
+	if cfg.Generator == nil {
+		gen, err := generator.New("nginx", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Generator = gen
 	}
-	l := New(Config{Members: m, Generator: gen, Input: generator.Input{ListenAddr: "127.0.0.1"}, Proxy: p, Timing: timing})
+	if cfg.Input.ListenAddr == "" {
+		cfg.Input.ListenAddr = "127.0.0.1"
+	}
+	l = New(cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		l.Run(ctx)
 	}()
-	t.Cleanup(func() {
+	return l, func() {
 		cancel()
 		<-done
-	})
-	return l
+	}
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	waitForWithin(t, 5*time.Second, what, cond)
+}
+
+func waitForWithin(t *testing.T, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)

@@ -167,7 +167,11 @@ func (n *node) buildLB() error {
 		Resync:      c.ResyncInterval.Duration,
 		RetainEmpty: c.RetainEmpty.Duration,
 		OnApplied:   n.cluster.Acknowledge,
-		Logger:      n.log.With("component", "lb"),
+		Checks: lb.CheckConfig{Disabled: c.Checks.Disabled, Interval: c.Checks.Interval.Duration,
+			Timeout: c.Checks.Timeout.Duration, Fall: c.Checks.Fall, Rise: c.Checks.Rise},
+		Guard: lb.GuardConfig{Disabled: c.MassLossGuard.Disabled, Share: c.MassLossGuard.Share,
+			Min: c.MassLossGuard.Min, Window: c.MassLossGuard.Window.Duration, Grace: c.MassLossGuard.Grace.Duration},
+		Logger: n.log.With("component", "lb"),
 	})
 	return nil
 }

@@ -1,0 +1,455 @@
+package lb
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/scrimplb/scrimp/catalog"
+)
+
+// CheckConfig tunes the load balancer's own active checks of every backend
+// instance it routes to. Gossip needs about five seconds to declare a
+// crashed node dead; these checks take a crashed application out of the
+// proxy configuration in about one (Fall × Interval), and they also catch
+// an application that died on a node that is still alive. A zero field
+// means its value in DefaultCheckConfig.
+//
+// What is checked: a TCP connect to the backend's address and application
+// port; for http and https applications with a health path, a GET of that
+// path (https without certificate verification, since the certificate names
+// the public domains, not the backend's address), expecting a 2xx or 3xx
+// status. gRPC applications get a TCP connect (their servers often speak
+// only HTTP/2), UDP applications no check at all: they always count as up.
+//
+// A new instance counts as up until its checks say otherwise: its backend
+// has just advertised it as serving (after its own health check, if it has
+// one), and waiting for a check would delay every join by an interval. An
+// instance that is dead on arrival is out after Fall failed checks.
+// Instances the membership does not route to (draining, or down by their
+// own backend's check) are not checked.
+type CheckConfig struct {
+	// Disabled turns the checks off: every instance the membership says
+	// serves is routed.
+	Disabled bool
+	// Interval is the time between the starts of two checks of one
+	// instance.
+	Interval time.Duration
+	// Timeout bounds one check: connect, TLS handshake, request and
+	// response header.
+	Timeout time.Duration
+	// Fall is how many failed checks in a row take an instance out of the
+	// configuration.
+	Fall int
+	// Rise is how many passed checks in a row bring it back.
+	Rise int
+	// MaxInFlight bounds the checks that run at once over all instances,
+	// so that thousands of instances do not open thousands of sockets in
+	// the same millisecond. A check waiting for its turn is late, never
+	// failed: its timeout starts when it runs.
+	MaxInFlight int
+}
+
+// DefaultCheckConfig returns the default check settings: a check every
+// 500 ms with a 400 ms timeout, down after 2 failures, up after 2 passes,
+// at most 256 checks at once.
+func DefaultCheckConfig() CheckConfig {
+	return CheckConfig{Interval: 500 * time.Millisecond, Timeout: 400 * time.Millisecond, Fall: 2, Rise: 2, MaxInFlight: 256}
+}
+
+// withDefaults returns c with every zero field set to its default.
+func (c CheckConfig) withDefaults() CheckConfig {
+	d := DefaultCheckConfig()
+	if c.Interval <= 0 {
+		c.Interval = d.Interval
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = d.Timeout
+	}
+	if c.Fall <= 0 {
+		c.Fall = d.Fall
+	}
+	if c.Rise <= 0 {
+		c.Rise = d.Rise
+	}
+	if c.MaxInFlight <= 0 {
+		c.MaxInFlight = d.MaxInFlight
+	}
+	return c
+}
+
+// Validate reports settings that cannot be meant: negative values. Zero
+// values are valid and mean the defaults.
+func (c CheckConfig) Validate() error {
+	var errs []error
+	if c.Interval < 0 {
+		errs = append(errs, fmt.Errorf("interval: %v is negative", c.Interval))
+	}
+	if c.Timeout < 0 {
+		errs = append(errs, fmt.Errorf("timeout: %v is negative", c.Timeout))
+	}
+	if c.Fall < 0 {
+		errs = append(errs, fmt.Errorf("fall: %d is negative", c.Fall))
+	}
+	if c.Rise < 0 {
+		errs = append(errs, fmt.Errorf("rise: %d is negative", c.Rise))
+	}
+	if c.MaxInFlight < 0 {
+		errs = append(errs, fmt.Errorf("max-in-flight: %d is negative", c.MaxInFlight))
+	}
+	return errors.Join(errs...)
+}
+
+// instKey names one application instance: an application on a backend node.
+type instKey struct {
+	node, app string
+}
+
+func (k instKey) String() string { return k.node + "/" + k.app }
+
+// Probe kinds.
+const (
+	probeTCP   = "tcp"
+	probeHTTP  = "http"
+	probeHTTPS = "https"
+)
+
+// probe is one resolved check, comparable with ==, so that a changed
+// definition (new address, port or health path) restarts the checker.
+type probe struct {
+	kind string // probeTCP, probeHTTP or probeHTTPS
+	addr string // host:port to connect to
+	path string // HTTP only: the path to GET
+	host string // HTTP only: Host header and TLS server name; empty means addr
+}
+
+// probeFor returns the check of app on node; ok is false when the instance
+// is not checked (UDP: there is nothing to connect to).
+func probeFor(node catalog.Node, app catalog.Application) (p probe, ok bool) {
+	if app.Protocol == catalog.ProtocolUDP || !node.Addr.IsValid() || app.ApplicationPort <= 0 || app.ApplicationPort > 65535 {
+		return probe{}, false
+	}
+	p = probe{kind: probeTCP, addr: netip.AddrPortFrom(node.Addr, uint16(app.ApplicationPort)).String()}
+	if app.HealthPath != "" && (app.Protocol == catalog.ProtocolHTTP || app.Protocol == catalog.ProtocolHTTPS) {
+		p.kind, p.path = probeHTTP, app.HealthPath
+		if app.Protocol == catalog.ProtocolHTTPS {
+			p.kind = probeHTTPS
+		}
+		// Applications that route by host name answer their own names,
+		// not an IP address; the first exact domain is one of them.
+		for _, d := range app.Domains {
+			if !strings.HasPrefix(d, "*.") {
+				p.host = d
+				break
+			}
+		}
+	}
+	return p, true
+}
+
+// target is the probe as written in logs.
+func (p probe) target() string {
+	if p.kind == probeTCP {
+		return p.addr
+	}
+	return p.kind + "://" + p.addr + p.path
+}
+
+// run performs one check within timeout and returns why it failed, or nil.
+// Each check opens a new connection and closes it, so it proves that the
+// application still accepts connections, and nothing outlives it: no
+// connection pool, no transport goroutine.
+func (p probe) run(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", p.addr)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer conn.Close()
+	if p.kind == probeTCP {
+		return nil
+	}
+	// Cancelling ctx (timeout, or the load balancer stopping) unblocks a
+	// read or write at once.
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	if deadline, ok := ctx.Deadline(); ok {
+		if err := conn.SetDeadline(deadline); err != nil {
+			return fmt.Errorf("set deadline: %w", err)
+		}
+	}
+	scheme := "http"
+	if p.kind == probeHTTPS {
+		scheme = "https"
+		// Not verified: see CheckConfig.
+		tc := tls.Client(conn, &tls.Config{InsecureSkipVerify: true, ServerName: p.host})
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return fmt.Errorf("TLS handshake: %w", err)
+		}
+		conn = tc
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+p.addr+p.path, nil)
+	if err != nil {
+		return fmt.Errorf("health check request: %w", err)
+	}
+	if p.host != "" {
+		req.Host = p.host
+	}
+	req.Close = true
+	req.Header.Set("User-Agent", "scrimp-lb-check")
+	if err := req.Write(conn); err != nil {
+		return fmt.Errorf("send request: %w", err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), req)
+	if err != nil {
+		return fmt.Errorf("read response: %w", err)
+	}
+	// Read a little of the body so the server is not cut off mid-write,
+	// which some servers log as an error.
+	_, _ = io.CopyN(io.Discard, resp.Body, 4096)
+	resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 399 {
+		return statusError(resp.StatusCode)
+	}
+	return nil
+}
+
+// statusError is an HTTP check answered with a status other than 2xx or 3xx.
+type statusError int
+
+func (e statusError) Error() string {
+	return fmt.Sprintf("status %d, expected 2xx or 3xx", int(e))
+}
+
+// refused reports whether a failed check proves that the load balancer
+// reached the backend's host: the host refused the connection, or the
+// application answered with an error status. Such a failure is the
+// backend's, not the network's. Timeouts, unreachable hosts and broken
+// connections prove nothing: they are what a network partition looks like.
+func refused(err error) bool {
+	var status statusError
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.As(err, &status)
+}
+
+// checker runs the check of one instance in its own goroutine.
+type checker struct {
+	key    instKey
+	probe  probe
+	cancel context.CancelFunc
+
+	// Guarded by checks.mu. A new instance starts up: it was just
+	// advertised as serving by its own backend, and waiting for a check
+	// would delay every fresh join by an interval. A dead-on-arrival
+	// instance is out after Fall failures, about a second.
+	down          bool
+	fails, passes int  // consecutive, toward Fall (while up) or Rise (while down)
+	refused       bool // the last check failed and refused (see refused)
+}
+
+// health is what the checks say of an instance.
+type health struct {
+	// down: Fall checks in a row failed, and Rise have not passed since.
+	down bool
+	// refused: the last check failed in a way that proves the backend's
+	// host was reached (see refused), so the network is not to blame.
+	refused bool
+}
+
+// checks runs one checker per checked instance. sync starts and stops them
+// to match the membership; close stops them all and waits.
+type checks struct {
+	cfg     CheckConfig
+	log     *slog.Logger
+	ctx     context.Context // parent of every checker's context
+	wg      sync.WaitGroup
+	sem     chan struct{} // MaxInFlight tokens
+	changed chan struct{} // a render is due (see record); capacity 1
+
+	mu      sync.Mutex
+	running map[instKey]*checker
+}
+
+func newChecks(ctx context.Context, cfg CheckConfig, log *slog.Logger) *checks {
+	cfg = cfg.withDefaults()
+	return &checks{
+		cfg:     cfg,
+		log:     log,
+		ctx:     ctx,
+		sem:     make(chan struct{}, cfg.MaxInFlight),
+		changed: make(chan struct{}, 1),
+		running: map[instKey]*checker{},
+	}
+}
+
+// sync makes the running checkers match the instances of snap that the
+// membership says serve, plus extra (instances the mass-loss guard keeps
+// although their nodes vanished). Instances that do not serve (draining,
+// down by their own backend's check) are not routed, so there is nothing
+// to check; a checker whose probe changed starts over, as up. It must be
+// called from one goroutine at a time, never after close.
+func (c *checks) sync(snap catalog.Snapshot, extra []instance) {
+	want := map[instKey]probe{}
+	for _, n := range snap.Nodes {
+		if n.Role != catalog.RoleBackend {
+			continue
+		}
+		for _, a := range n.Applications {
+			if !a.State.Serving() {
+				continue
+			}
+			if p, ok := probeFor(n, a); ok {
+				want[instKey{n.Name, a.Name}] = p
+			}
+		}
+	}
+	for _, in := range extra {
+		if p, ok := probeFor(in.node, in.app); ok {
+			want[instKey{in.node.Name, in.app.Name}] = p
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, ch := range c.running {
+		if p, ok := want[k]; !ok || p != ch.probe {
+			ch.cancel()
+			delete(c.running, k)
+		}
+	}
+	for k, p := range want {
+		if _, ok := c.running[k]; ok {
+			continue
+		}
+		ctx, cancel := context.WithCancel(c.ctx)
+		ch := &checker{key: k, probe: p, cancel: cancel}
+		c.running[k] = ch
+		c.wg.Go(func() { c.loop(ctx, ch) })
+	}
+}
+
+// health returns what the checks say of every instance that is down or
+// whose last check was refused; the others are up.
+func (c *checks) health() map[instKey]health {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[instKey]health{}
+	for k, ch := range c.running {
+		if ch.down || ch.refused {
+			out[k] = health{down: ch.down, refused: ch.refused}
+		}
+	}
+	return out
+}
+
+// close stops every checker and waits until their goroutines have returned.
+func (c *checks) close() {
+	c.mu.Lock()
+	for k, ch := range c.running {
+		ch.cancel()
+		delete(c.running, k)
+	}
+	c.mu.Unlock()
+	c.wg.Wait()
+}
+
+func (c *checks) loop(ctx context.Context, ch *checker) {
+	log := c.log.With("node", ch.key.node, "application", ch.key.app, "check", ch.probe.kind, "target", ch.probe.target())
+	// The first check waits a random part of an interval, so that
+	// instances found at once (a restart, a large join) are not checked
+	// in lockstep forever after.
+	first := time.NewTimer(rand.N(c.cfg.Interval))
+	select {
+	case <-ctx.Done():
+		first.Stop()
+		return
+	case <-first.C:
+	}
+	ticker := time.NewTicker(c.cfg.Interval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case c.sem <- struct{}{}:
+		}
+		err := ch.probe.run(ctx, c.cfg.Timeout)
+		<-c.sem
+		if ctx.Err() != nil {
+			return // stopped: the result says nothing about the backend
+		}
+		flipped, down, news := c.record(ch, err)
+		switch {
+		case flipped && down:
+			log.Warn("backend fails the load balancer's checks: leaving it out of the configuration",
+				"err", err, "fall", c.cfg.Fall, "refused", refused(err))
+		case flipped:
+			log.Info("backend passes the load balancer's checks again", "rise", c.cfg.Rise)
+		case err != nil:
+			log.Debug("load balancer check failed", "err", err, "refused", refused(err))
+		}
+		if news {
+			select {
+			case c.changed <- struct{}{}:
+			default:
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+	}
+}
+
+// record counts one result (err nil for a pass) with rise/fall
+// hysteresis, so that one lost packet does not cause two reloads. It
+// reports whether down flipped, whether the instance is down now, and
+// whether the loop must render again: down flipped, or a check was
+// refused after one that was not (the mass-loss guard drops a backend it
+// keeps as soon as its host refuses).
+func (c *checks) record(ch *checker, err error) (flipped, down, news bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	wasRefused := ch.refused
+	flipped, down = ch.record(err, c.cfg.Fall, c.cfg.Rise)
+	return flipped, down, flipped || ch.refused && !wasRefused
+}
+
+// record counts one result without the lock and reports whether down
+// flipped and whether the instance is down now.
+func (ch *checker) record(err error, fall, rise int) (flipped, down bool) {
+	pass := err == nil
+	ch.refused = !pass && refused(err)
+	switch {
+	case pass && ch.down:
+		ch.passes++
+		if ch.passes >= rise {
+			ch.down, ch.passes = false, 0
+			return true, false
+		}
+	case pass:
+		ch.fails = 0
+	case !ch.down:
+		ch.fails++
+		if ch.fails >= fall {
+			ch.down, ch.fails = true, 0
+			return true, true
+		}
+	default:
+		ch.passes = 0
+	}
+	return false, ch.down
+}

@@ -1,0 +1,319 @@
+package lb
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/scrimplb/scrimp/catalog"
+)
+
+// tcpBackend stands in for an application: a listener on 127.0.0.1 that
+// accepts connections and closes them. close and reopen make its port
+// refuse and accept connections again.
+type tcpBackend struct {
+	t        *testing.T
+	addr     netip.AddrPort
+	accepted atomic.Int64
+
+	mu   sync.Mutex
+	ln   net.Listener
+	done chan struct{} // closed when the accept loop of ln returns
+}
+
+func newTCPBackend(t *testing.T) *tcpBackend {
+	t.Helper()
+	b := &tcpBackend{t: t}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.addr = netip.MustParseAddrPort(ln.Addr().String())
+	b.serve(ln)
+	t.Cleanup(b.close)
+	return b
+}
+
+func (b *tcpBackend) serve(ln net.Listener) {
+	b.ln, b.done = ln, make(chan struct{})
+	done := b.done
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			b.accepted.Add(1)
+			c.Close()
+		}
+	}()
+}
+
+// close stops listening: connections are refused from now on.
+func (b *tcpBackend) close() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ln == nil {
+		return
+	}
+	b.ln.Close()
+	<-b.done
+	b.ln = nil
+}
+
+// reopen listens on the same address again.
+func (b *tcpBackend) reopen() {
+	b.t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var ln net.Listener
+	var err error
+	for range 50 { // the port is free unless another test grabbed it
+		if ln, err = net.Listen("tcp", b.addr.String()); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		b.t.Fatalf("reopen %s: %v", b.addr, err)
+	}
+	b.serve(ln)
+}
+
+// node returns a backend node named name whose application "web" (HTTP,
+// no health path: a TCP check) is this listener.
+func (b *tcpBackend) node(name string) catalog.Node {
+	return catalog.Node{Name: name, Addr: b.addr.Addr(), Role: catalog.RoleBackend,
+		Applications: []catalog.Application{{Name: "web", ListenPort: 80, ApplicationPort: int(b.addr.Port()), Protocol: catalog.ProtocolHTTP}}}
+}
+
+// closedPort returns a loopback address nothing listens on.
+func closedPort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// silent returns a loopback address that accepts connections and never
+// answers, for timeouts.
+func silent(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return ln.Addr().String()
+}
+
+func TestProbeRun(t *testing.T) {
+	var gotHost atomic.Value
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		gotHost.Store(r.Host)
+		switch r.URL.Path {
+		case "/ok":
+			w.WriteHeader(http.StatusNoContent)
+		case "/moved":
+			http.Redirect(w, r, "/elsewhere", http.StatusFound)
+		case "/missing":
+			http.NotFound(w, r)
+		default:
+			http.Error(w, "broken", http.StatusInternalServerError)
+		}
+	})
+	plain := httptest.NewServer(handler)
+	t.Cleanup(plain.Close)
+	secure := httptest.NewTLSServer(handler)
+	t.Cleanup(secure.Close)
+	open := newTCPBackend(t)
+	addrOf := func(s *httptest.Server) string {
+		return strings.TrimPrefix(strings.TrimPrefix(s.URL, "https://"), "http://")
+	}
+
+	tests := []struct {
+		name    string
+		probe   probe
+		wantErr string // substring; empty means pass
+	}{
+		{"tcp open port passes", probe{kind: probeTCP, addr: open.addr.String()}, ""},
+		{"tcp closed port fails", probe{kind: probeTCP, addr: closedPort(t)}, "connect"},
+		{"http 2xx passes", probe{kind: probeHTTP, addr: addrOf(plain), path: "/ok"}, ""},
+		{"http 3xx passes and is not followed", probe{kind: probeHTTP, addr: addrOf(plain), path: "/moved"}, ""},
+		{"http 404 fails", probe{kind: probeHTTP, addr: addrOf(plain), path: "/missing"}, "status 404"},
+		{"http 500 fails", probe{kind: probeHTTP, addr: addrOf(plain), path: "/broken"}, "status 500"},
+		{"https with a self-signed certificate passes", probe{kind: probeHTTPS, addr: addrOf(secure), path: "/ok"}, ""},
+		{"https 500 fails", probe{kind: probeHTTPS, addr: addrOf(secure), path: "/broken"}, "status 500"},
+		{"https to a plain server fails", probe{kind: probeHTTPS, addr: addrOf(plain), path: "/ok"}, "TLS handshake"},
+		{"http closed port fails", probe{kind: probeHTTP, addr: closedPort(t), path: "/ok"}, "connect"},
+		{"http without an answer times out", probe{kind: probeHTTP, addr: silent(t), path: "/ok"}, "read response"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.probe.run(context.Background(), 300*time.Millisecond)
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Errorf("run = %v, want a pass", err)
+			case tc.wantErr != "" && err == nil:
+				t.Errorf("run passed, want an error with %q", tc.wantErr)
+			case tc.wantErr != "" && !strings.Contains(err.Error(), tc.wantErr):
+				t.Errorf("run = %v, want an error with %q", err, tc.wantErr)
+			}
+		})
+	}
+
+	t.Run("host header is the first exact domain", func(t *testing.T) {
+		p := probe{kind: probeHTTP, addr: addrOf(plain), path: "/ok", host: "app.example.com"}
+		if err := p.run(context.Background(), time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if got := gotHost.Load(); got != "app.example.com" {
+			t.Errorf("Host = %v, want app.example.com", got)
+		}
+	})
+}
+
+func TestProbeFor(t *testing.T) {
+	node := catalog.Node{Name: "b1", Addr: netip.MustParseAddr("127.0.0.1"), Role: catalog.RoleBackend}
+	v6 := catalog.Node{Name: "b2", Addr: netip.MustParseAddr("::1"), Role: catalog.RoleBackend}
+	app := func(p catalog.Protocol, health string, domains ...string) catalog.Application {
+		return catalog.Application{Name: "a", ListenPort: 80, ApplicationPort: 8080, Protocol: p, HealthPath: health, Domains: domains}
+	}
+	tests := []struct {
+		name   string
+		node   catalog.Node
+		app    catalog.Application
+		want   probe
+		wantOK bool
+	}{
+		{"http without health path connects", node, app(catalog.ProtocolHTTP, ""), probe{kind: probeTCP, addr: "127.0.0.1:8080"}, true},
+		{"http with health path gets it", node, app(catalog.ProtocolHTTP, "/healthz", "*.example.com", "www.example.com"),
+			probe{kind: probeHTTP, addr: "127.0.0.1:8080", path: "/healthz", host: "www.example.com"}, true},
+		{"https gets over TLS", node, app(catalog.ProtocolHTTPS, "/healthz"), probe{kind: probeHTTPS, addr: "127.0.0.1:8080", path: "/healthz"}, true},
+		{"grpc connects", node, app(catalog.ProtocolGRPC, "/healthz"), probe{kind: probeTCP, addr: "127.0.0.1:8080"}, true},
+		{"tcp connects", node, app(catalog.ProtocolTCP, ""), probe{kind: probeTCP, addr: "127.0.0.1:8080"}, true},
+		{"udp is not checked", node, app(catalog.ProtocolUDP, ""), probe{}, false},
+		{"ipv6 is bracketed", v6, app(catalog.ProtocolTCP, ""), probe{kind: probeTCP, addr: "[::1]:8080"}, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := probeFor(tc.node, tc.app)
+			if got != tc.want || ok != tc.wantOK {
+				t.Errorf("probeFor = %+v, %v; want %+v, %v", got, ok, tc.want, tc.wantOK)
+			}
+		})
+	}
+}
+
+func TestCheckerRecord(t *testing.T) {
+	tests := []struct {
+		name    string
+		results string // p: pass, f: fail (timeout), r: refused
+		want    string // state after each result: u up, d down; upper case when refused
+	}{
+		{"a new instance is up until it fails", "pp", "uu"},
+		{"one failure is not enough", "fpfp", "uuuu"},
+		{"two failures in a row take it down", "ff", "ud"},
+		{"two passes in a row bring it back", "ffpp", "uddu"},
+		{"a failure while rising starts over", "ffpfpp", "uddddu"},
+		{"failures while down keep it down", "ffff", "uddd"},
+		{"refusals count as failures and are remembered until the next result", "rrfp", "UDdd"},
+		{"a refusal after timeouts", "ffr", "udD"},
+	}
+	results := map[rune]error{'p': nil, 'f': context.DeadlineExceeded, 'r': syscall.ECONNREFUSED}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var ch checker
+			var got strings.Builder
+			for _, r := range tc.results {
+				ch.record(results[r], 2, 2)
+				c := "u"
+				if ch.down {
+					c = "d"
+				}
+				if ch.refused {
+					c = strings.ToUpper(c)
+				}
+				got.WriteString(c)
+			}
+			if got.String() != tc.want {
+				t.Errorf("states %s, want %s", got.String(), tc.want)
+			}
+		})
+	}
+}
+
+func TestRefused(t *testing.T) {
+	refusedPort := closedPort(t)
+	_, dialErr := net.Dial("tcp", refusedPort)
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"connection refused", fmt.Errorf("connect: %w", dialErr), true},
+		{"error status", fmt.Errorf("check: %w", statusError(503)), true},
+		{"timeout", fmt.Errorf("connect: %w", context.DeadlineExceeded), false},
+		{"unreachable host", fmt.Errorf("connect: %w", syscall.EHOSTUNREACH), false},
+		{"reset", fmt.Errorf("read response: %w", syscall.ECONNRESET), false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := refused(tc.err); got != tc.want {
+				t.Errorf("refused(%v) = %v, want %v", tc.err, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestCheckConfigDefaults(t *testing.T) {
+	got := CheckConfig{Fall: 3}.withDefaults()
+	want := DefaultCheckConfig()
+	want.Fall = 3
+	if got != want {
+		t.Errorf("withDefaults = %+v, want %+v", got, want)
+	}
+	if err := (CheckConfig{Interval: -time.Second}).Validate(); err == nil {
+		t.Error("Validate accepted a negative interval")
+	}
+	if err := (CheckConfig{}).Validate(); err != nil {
+		t.Errorf("Validate(zero) = %v", err)
+	}
+}

@@ -1,0 +1,375 @@
+package lb
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/scrimplb/scrimp/catalog"
+)
+
+// bnode returns backend node name ("b3" is at 10.0.0.3) offering apps,
+// each "app" (up) or "app=state".
+func bnode(name string, apps ...string) catalog.Node {
+	n, _ := strconv.Atoi(strings.TrimLeft(name, "abcdefghijklmnopqrstuvwxyz"))
+	node := catalog.Node{Name: name, Addr: netip.AddrFrom4([4]byte{10, 0, 0, byte(n)}), Role: catalog.RoleBackend}
+	for i, a := range apps {
+		app, state, _ := strings.Cut(a, "=")
+		node.Applications = append(node.Applications, catalog.Application{
+			Name: app, ListenPort: 8000 + i, ApplicationPort: 9000 + i, Protocol: catalog.ProtocolHTTP,
+			State: catalog.State(state),
+		})
+	}
+	return node
+}
+
+// webs returns backend nodes b1..bn offering "web".
+func webs(n int) []catalog.Node {
+	var out []catalog.Node
+	for i := 1; i <= n; i++ {
+		out = append(out, bnode(fmt.Sprintf("b%d", i), "web"))
+	}
+	return out
+}
+
+// pick returns the nodes of all with the given names, in order.
+func pick(all []catalog.Node, names ...string) []catalog.Node {
+	var out []catalog.Node
+	for _, n := range all {
+		if slices.Contains(names, n.Name) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// healthOf returns the checks' view: down instances fail by timeouts,
+// refused ones are down and refused.
+func healthOf(down, refused []string) map[instKey]health {
+	out := map[instKey]health{}
+	for _, s := range down {
+		node, app, _ := strings.Cut(s, "/")
+		out[instKey{node, app}] = health{down: true}
+	}
+	for _, s := range refused {
+		node, app, _ := strings.Cut(s, "/")
+		out[instKey{node, app}] = health{down: true, refused: true}
+	}
+	return out
+}
+
+func keyStrings[V any](m map[instKey]V) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k.String())
+	}
+	slices.Sort(out)
+	return out
+}
+
+// guardStep is one render in a guard scenario and what it must yield.
+type guardStep struct {
+	at      time.Duration  // since the start of the scenario
+	nodes   []catalog.Node // the membership
+	down    []string       // instances failing the load balancer's checks by timeouts, "node/app"
+	refused []string       // instances failing them by refusals
+	routed  []string       // want, if not nil: instances the render routes to, sorted
+	guarded []string       // want: instances guarded, sorted
+	events  []string       // want, if not nil: "kind app nodes", in order
+}
+
+func TestGuardStep(t *testing.T) {
+	four := webs(4)
+	long := GuardConfig{Window: 10 * time.Second, Grace: 5 * time.Second}
+	tests := []struct {
+		name  string
+		cfg   GuardConfig
+		steps []guardStep
+	}{
+		{"first render routes everything", GuardConfig{}, []guardStep{
+			{at: 0, nodes: four, routed: []string{"b1/web", "b2/web", "b3/web", "b4/web"}, events: []string{}},
+		}},
+		{"one of four vanishing is removed at once", GuardConfig{}, []guardStep{
+			{at: 0, nodes: four, routed: []string{"b1/web", "b2/web", "b3/web", "b4/web"}},
+			{at: time.Second, nodes: pick(four, "b1", "b2", "b3"), routed: []string{"b1/web", "b2/web", "b3/web"}, events: []string{}},
+		}},
+		{"three of four vanishing at once are kept, then removed after grace", GuardConfig{}, []guardStep{
+			{at: 0, nodes: four, routed: []string{"b1/web", "b2/web", "b3/web", "b4/web"}},
+			{at: time.Second, nodes: pick(four, "b1"), routed: []string{"b1/web", "b2/web", "b3/web", "b4/web"},
+				guarded: []string{"b2/web", "b3/web", "b4/web"}, events: []string{"started web [b2 b3 b4] 3/4"}},
+			{at: 30 * time.Second, nodes: pick(four, "b1"), routed: []string{"b1/web", "b2/web", "b3/web", "b4/web"},
+				guarded: []string{"b2/web", "b3/web", "b4/web"}, events: []string{}},
+			{at: 61 * time.Second, nodes: pick(four, "b1"), routed: []string{"b1/web"}, events: []string{"expired web [b2 b3 b4]"}},
+			{at: 62 * time.Second, nodes: pick(four, "b1"), routed: []string{"b1/web"}, events: []string{}},
+		}},
+		{"guarded backends that come back are routed from the membership", GuardConfig{}, []guardStep{
+			{at: 0, nodes: four},
+			{at: time.Second, nodes: pick(four, "b1"), guarded: []string{"b2/web", "b3/web", "b4/web"}},
+			{at: 5 * time.Second, nodes: pick(four, "b1", "b2", "b3"), routed: []string{"b1/web", "b2/web", "b3/web", "b4/web"},
+				guarded: []string{"b4/web"}, events: []string{"ended web [b2 b3] back"}},
+			{at: 6 * time.Second, nodes: four, routed: []string{"b1/web", "b2/web", "b3/web", "b4/web"}, events: []string{"ended web [b4] back"}},
+		}},
+		{"exactly half is not more than half", GuardConfig{}, []guardStep{
+			{at: 0, nodes: four},
+			{at: time.Second, nodes: pick(four, "b1", "b2"), routed: []string{"b1/web", "b2/web"}},
+		}},
+		{"both of two vanishing are kept", GuardConfig{}, []guardStep{
+			{at: 0, nodes: webs(2)},
+			{at: time.Second, nodes: nil, routed: []string{"b1/web", "b2/web"}, guarded: []string{"b1/web", "b2/web"}},
+		}},
+		{"a lone backend is below the minimum", GuardConfig{}, []guardStep{
+			{at: 0, nodes: webs(1)},
+			{at: time.Second, nodes: nil, routed: []string{}},
+		}},
+		{"draining backends that leave are never guarded", GuardConfig{}, []guardStep{
+			{at: 0, nodes: four},
+			{at: time.Second, nodes: []catalog.Node{four[0], bnode("b2", "web=draining"), bnode("b3", "web=draining"), bnode("b4", "web=draining")},
+				routed: []string{"b1/web"}},
+			{at: 2 * time.Second, nodes: pick(four, "b1"), routed: []string{"b1/web"}, events: []string{}},
+		}},
+		{"backends down by their own checks are never guarded", GuardConfig{}, []guardStep{
+			{at: 0, nodes: four},
+			{at: time.Second, nodes: []catalog.Node{four[0], bnode("b2", "web=down"), bnode("b3", "web=down"), bnode("b4", "web=down")},
+				routed: []string{"b1/web"}},
+		}},
+		{"an application a live node stops offering is not guarded", GuardConfig{}, []guardStep{
+			{at: 0, nodes: four},
+			{at: time.Second, nodes: []catalog.Node{four[0], bnode("b2"), bnode("b3", "api"), bnode("b4")},
+				routed: []string{"b1/web", "b3/api"}},
+		}},
+		{"losses spread within the window add up", GuardConfig{}, []guardStep{
+			{at: 0, nodes: four},
+			{at: 1 * time.Second, nodes: pick(four, "b1", "b2", "b3"), routed: []string{"b1/web", "b2/web", "b3/web"}},
+			{at: 4 * time.Second, nodes: pick(four, "b1", "b2"), routed: []string{"b1/web", "b2/web"}},
+			// The third loss makes three of four: the earlier two are
+			// put back as well.
+			{at: 7 * time.Second, nodes: pick(four, "b1"), routed: []string{"b1/web", "b2/web", "b3/web", "b4/web"},
+				guarded: []string{"b2/web", "b3/web", "b4/web"}, events: []string{"started web [b2 b3 b4] 3/4"}},
+		}},
+		{"losses spread beyond the window do not", GuardConfig{}, []guardStep{
+			{at: 0, nodes: four},
+			{at: 1 * time.Second, nodes: pick(four, "b1", "b2", "b3"), routed: []string{"b1/web", "b2/web", "b3/web"}},
+			{at: 12 * time.Second, nodes: pick(four, "b1", "b2"), routed: []string{"b1/web", "b2/web"}},
+			{at: 23 * time.Second, nodes: pick(four, "b1"), routed: []string{"b1/web"}},
+		}},
+		{"one failing check of four is left out", GuardConfig{}, []guardStep{
+			{at: 0, nodes: four},
+			{at: time.Second, nodes: four, down: []string{"b2/web"}, routed: []string{"b1/web", "b3/web", "b4/web"}},
+			{at: 2 * time.Second, nodes: four, routed: []string{"b1/web", "b2/web", "b3/web", "b4/web"}},
+		}},
+		{"three failing checks of four are kept, and leave the guard when they pass", GuardConfig{}, []guardStep{
+			{at: 0, nodes: four},
+			{at: time.Second, nodes: four, down: []string{"b2/web", "b3/web", "b4/web"},
+				routed: []string{"b1/web", "b2/web", "b3/web", "b4/web"}, guarded: []string{"b2/web", "b3/web", "b4/web"}},
+			{at: 2 * time.Second, nodes: four, down: []string{"b4/web"},
+				routed: []string{"b1/web", "b2/web", "b3/web", "b4/web"}, guarded: []string{"b4/web"}},
+			{at: 3 * time.Second, nodes: four, routed: []string{"b1/web", "b2/web", "b3/web", "b4/web"}},
+		}},
+		{"failing checks then vanishing stays one guarded loss", GuardConfig{}, []guardStep{
+			{at: 0, nodes: four},
+			{at: time.Second, nodes: four, down: []string{"b2/web", "b3/web", "b4/web"}, guarded: []string{"b2/web", "b3/web", "b4/web"}},
+			{at: 5 * time.Second, nodes: pick(four, "b1"), routed: []string{"b1/web", "b2/web", "b3/web", "b4/web"},
+				guarded: []string{"b2/web", "b3/web", "b4/web"}, events: []string{}},
+			{at: 62 * time.Second, nodes: pick(four, "b1"), routed: []string{"b1/web"}, events: []string{"expired web [b2 b3 b4]"}},
+		}},
+		{"a guarded backend that drains leaves the guard", GuardConfig{}, []guardStep{
+			{at: 0, nodes: four},
+			{at: time.Second, nodes: four, down: []string{"b2/web", "b3/web", "b4/web"}, guarded: []string{"b2/web", "b3/web", "b4/web"}},
+			{at: 2 * time.Second, nodes: []catalog.Node{four[0], four[1], four[2], bnode("b4", "web=draining")}, down: []string{"b2/web", "b3/web"},
+				routed: []string{"b1/web", "b2/web", "b3/web"}, guarded: []string{"b2/web", "b3/web"}, events: []string{"ended web [b4] withdrawn by its backend"}},
+		}},
+		{"a backend already failing its checks is not put back when it vanishes", GuardConfig{}, []guardStep{
+			{at: 0, nodes: four},
+			{at: time.Second, nodes: four, down: []string{"b4/web"}, routed: []string{"b1/web", "b2/web", "b3/web"}},
+			{at: 20 * time.Second, nodes: pick(four, "b1", "b2", "b3"), routed: []string{"b1/web", "b2/web", "b3/web"}},
+			// b2 and b3 make two of three: guarded, without b4.
+			{at: 21 * time.Second, nodes: pick(four, "b1"), routed: []string{"b1/web", "b2/web", "b3/web"}, guarded: []string{"b2/web", "b3/web"}},
+		}},
+		{"more losses during a mass loss are kept too", GuardConfig{}, []guardStep{
+			{at: 0, nodes: webs(5)},
+			{at: time.Second, nodes: pick(webs(5), "b1", "b2"), guarded: []string{"b3/web", "b4/web", "b5/web"}},
+			// Beyond the window, but the application is still guarded:
+			// five of five lost.
+			{at: 20 * time.Second, nodes: pick(webs(5), "b1"), guarded: []string{"b2/web", "b3/web", "b4/web", "b5/web"},
+				routed: []string{"b1/web", "b2/web", "b3/web", "b4/web", "b5/web"}, events: []string{"grew web [b2] 4/5"}},
+		}},
+		{"an expired guard is not renewed within the window", long, []guardStep{
+			{at: 0, nodes: four},
+			{at: time.Second, nodes: pick(four, "b1"), guarded: []string{"b2/web", "b3/web", "b4/web"}},
+			{at: 7 * time.Second, nodes: pick(four, "b1"), routed: []string{"b1/web"}, events: []string{"expired web [b2 b3 b4]"}},
+			{at: 8 * time.Second, nodes: pick(four, "b1"), routed: []string{"b1/web"}, events: []string{}},
+		}},
+		{"losses as a guard expires are judged against what remains", GuardConfig{}, []guardStep{
+			{at: 0, nodes: webs(6)},
+			{at: time.Second, nodes: pick(webs(6), "b1", "b2"), guarded: []string{"b3/web", "b4/web", "b5/web", "b6/web"}},
+			// b3-b6 expire; b1 and b2 are lost in the same render: two
+			// of the two left.
+			{at: 62 * time.Second, nodes: nil, routed: []string{"b1/web", "b2/web"}, guarded: []string{"b1/web", "b2/web"},
+				events: []string{"started web [b1 b2] 2/2", "expired web [b3 b4 b5 b6]"}},
+		}},
+		{"three of four refusing their checks are removed at once", GuardConfig{}, []guardStep{
+			{at: 0, nodes: four},
+			{at: time.Second, nodes: four, refused: []string{"b2/web", "b3/web", "b4/web"}, routed: []string{"b1/web"}, events: []string{}},
+		}},
+		{"a vanished backend whose last check was refused does not count", GuardConfig{}, []guardStep{
+			{at: 0, nodes: four},
+			// b2's port refused before its node left: two unexplained
+			// losses of four, not more than half.
+			{at: time.Second, nodes: pick(four, "b1"), refused: []string{"b2/web"}, routed: []string{"b1/web"}},
+		}},
+		{"a refusal stays on record after the checks stop", GuardConfig{}, []guardStep{
+			{at: 0, nodes: four},
+			{at: time.Second, nodes: pick(four, "b1", "b3", "b4"), refused: []string{"b2/web"}, routed: []string{"b1/web", "b3/web", "b4/web"}},
+			{at: 3 * time.Second, nodes: pick(four, "b1"), routed: []string{"b1/web"}},
+		}},
+		{"a guarded backend that refuses leaves the guard", GuardConfig{}, []guardStep{
+			{at: 0, nodes: four},
+			{at: time.Second, nodes: pick(four, "b1"), guarded: []string{"b2/web", "b3/web", "b4/web"}},
+			{at: 2 * time.Second, nodes: pick(four, "b1"), refused: []string{"b2/web"}, down: []string{"b3/web"},
+				routed: []string{"b1/web", "b3/web", "b4/web"}, guarded: []string{"b3/web", "b4/web"},
+				events: []string{"ended web [b2] refused by its backend"}},
+		}},
+		{"a leave and a crash in a row are not a mass loss", GuardConfig{}, []guardStep{
+			{at: 0, nodes: webs(3)},
+			// b1 leaves without draining; b2 crashes: its port refuses.
+			{at: 1 * time.Second, nodes: pick(webs(3), "b2", "b3"), routed: []string{"b2/web", "b3/web"}},
+			{at: 2 * time.Second, nodes: pick(webs(3), "b2", "b3"), refused: []string{"b2/web"}, routed: []string{"b3/web"}, events: []string{}},
+			{at: 6 * time.Second, nodes: pick(webs(3), "b3"), routed: []string{"b3/web"}, events: []string{}},
+		}},
+		{"applications are judged apart", GuardConfig{}, []guardStep{
+			{at: 0, nodes: []catalog.Node{bnode("b1", "api", "web"), bnode("b2", "api", "web"), bnode("b3", "web"), bnode("b4", "web"), bnode("b5", "api"), bnode("b6", "api")}},
+			// b1 and b2 vanish: two of four api instances (removed),
+			// two of four web instances (removed); b3 too: three of
+			// four web instances (kept).
+			{at: time.Second, nodes: []catalog.Node{bnode("b4", "web"), bnode("b5", "api"), bnode("b6", "api")},
+				routed:  []string{"b1/web", "b2/web", "b3/web", "b4/web", "b5/api", "b6/api"},
+				guarded: []string{"b1/web", "b2/web", "b3/web"}},
+		}},
+		{"disabled removes everything at once", GuardConfig{Disabled: true}, []guardStep{
+			{at: 0, nodes: four},
+			{at: time.Second, nodes: pick(four, "b1"), routed: []string{"b1/web"}},
+		}},
+		{"a stricter share keeps fewer", GuardConfig{Share: 0.75}, []guardStep{
+			{at: 0, nodes: four},
+			{at: time.Second, nodes: pick(four, "b1"), routed: []string{"b1/web"}},
+		}},
+	}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var state guardState
+			for i, s := range tc.steps {
+				res := tc.cfg.step(state, catalog.NewSnapshot(s.nodes), healthOf(s.down, s.refused), t0.Add(s.at))
+				state = res.state
+				if routed := keyStrings(routedIn(res.snap)); s.routed != nil && !slices.Equal(routed, s.routed) {
+					t.Errorf("step %d (%v): routed %v, want %v", i, s.at, routed, s.routed)
+				}
+				var guarded []string
+				for _, k := range state.guarded() {
+					guarded = append(guarded, k.String())
+				}
+				slices.Sort(guarded)
+				if !slices.Equal(guarded, s.guarded) {
+					t.Errorf("step %d (%v): guarded %v, want %v", i, s.at, guarded, s.guarded)
+				}
+				if s.events != nil {
+					got := []string{}
+					for _, e := range res.events {
+						got = append(got, describe(e))
+					}
+					if !slices.Equal(got, s.events) {
+						t.Errorf("step %d (%v): events %q, want %q", i, s.at, got, s.events)
+					}
+				}
+			}
+		})
+	}
+}
+
+func describe(e guardEvent) string {
+	switch e.kind {
+	case guardStarted:
+		return fmt.Sprintf("started %s %v %d/%d", e.app, e.nodes, e.lost, e.of)
+	case guardGrew:
+		return fmt.Sprintf("grew %s %v %d/%d", e.app, e.nodes, e.lost, e.of)
+	case guardExpired:
+		return fmt.Sprintf("expired %s %v", e.app, e.nodes)
+	default:
+		return fmt.Sprintf("ended %s %v %s", e.app, e.nodes, e.status)
+	}
+}
+
+// TestGuardRendersLostInstancesAsTheyWere checks that a guarded instance
+// is rendered with its last address and definition, that the membership's
+// snapshot is not modified, and that marked-down instances are copies.
+func TestGuardRendersLostInstancesAsTheyWere(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	nodes := webs(3)
+	nodes[1].Applications[0].Weight = 7
+	nodes[1].Digest = catalog.Digest{1, 2, 3}
+	var g GuardConfig
+	first := catalog.NewSnapshot(nodes)
+	res := g.step(guardState{}, first, nil, t0)
+	now := catalog.NewSnapshot(nodes[:1])
+	res = g.step(res.state, now, nil, t0.Add(time.Second))
+	if got := len(res.snap.Nodes); got != 3 {
+		t.Fatalf("rendered %d nodes, want 3", got)
+	}
+	back := res.snap.Nodes[1]
+	if back.Name != "b2" || back.Addr != nodes[1].Addr || back.Digest != nodes[1].Digest || back.Role != catalog.RoleBackend {
+		t.Errorf("guarded node rendered as %+v, want it as it was: %+v", back, nodes[1])
+	}
+	if len(back.Applications) != 1 || back.Applications[0].Weight != 7 || back.Applications[0].ApplicationPort != nodes[1].Applications[0].ApplicationPort {
+		t.Errorf("guarded application rendered as %+v", back.Applications)
+	}
+
+	// Marking down copies: the membership's snapshot is shared.
+	res = g.step(guardState{}, first, healthOf([]string{"b1/web"}, nil), t0)
+	if first.Nodes[0].Applications[0].State != "" {
+		t.Error("step modified the membership's snapshot")
+	}
+	if res.snap.Nodes[0].Applications[0].State != catalog.StateDown || res.checkDown != 1 {
+		t.Errorf("b1/web rendered %q (%d marked), want down (1)", res.snap.Nodes[0].Applications[0].State, res.checkDown)
+	}
+}
+
+func TestGuardStateNextExpiry(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	g := GuardConfig{Grace: time.Minute}
+	res := g.step(guardState{}, catalog.NewSnapshot(webs(2)), nil, t0)
+	if _, ok := res.state.nextExpiry(); ok {
+		t.Error("nextExpiry reported a guard with nothing guarded")
+	}
+	res = g.step(res.state, catalog.Snapshot{}, nil, t0.Add(time.Second))
+	at, ok := res.state.nextExpiry()
+	if want := t0.Add(time.Second + time.Minute); !ok || !at.Equal(want) {
+		t.Errorf("nextExpiry = %v, %v; want %v", at, ok, want)
+	}
+}
+
+func TestGuardConfigValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  GuardConfig
+		ok   bool
+	}{
+		{"zero means defaults", GuardConfig{}, true},
+		{"defaults", DefaultGuardConfig(), true},
+		{"share of one never triggers", GuardConfig{Share: 1}, false},
+		{"negative share", GuardConfig{Share: -0.1}, false},
+		{"negative grace", GuardConfig{Grace: -time.Second}, false},
+		{"negative window", GuardConfig{Window: -time.Second}, false},
+		{"negative min", GuardConfig{Min: -1}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.cfg.Validate(); (err == nil) != tc.ok {
+				t.Errorf("Validate() = %v, want ok=%v", err, tc.ok)
+			}
+		})
+	}
+}
