@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -114,7 +115,7 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions, ready chan<- str
 	}
 	defer stopAll()
 	start := func(cfg *config.Config, logger *slog.Logger, ctx context.Context, wg *sync.WaitGroup) (*node, error) {
-		n, err := startNode(cfg, logger.With("node", cfg.NodeName))
+		n, err := startLocalNode(cfg, logger.With("node", cfg.NodeName))
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", cfg.NodeName, err)
 		}
@@ -193,6 +194,23 @@ func demoConfig(name, ip string, seeds []string) (*config.Config, error) {
 	}
 	cfg.Seed.Sections["static"] = []byte(addrs + "]}")
 	return cfg, nil
+}
+
+// startLocalNode is startNode for configurations made by demoConfig: if
+// another process took the gossip port between freePort's probe and the
+// bind, it tries again with a fresh port.
+func startLocalNode(cfg *config.Config, logger *slog.Logger) (*node, error) {
+	for attempt := 0; ; attempt++ {
+		n, err := startNode(cfg, logger)
+		if err == nil || attempt == 4 || !strings.Contains(err.Error(), "address already in use") {
+			return n, err
+		}
+		port, perr := freePort(cfg.Cluster.BindAddr)
+		if perr != nil {
+			return nil, err
+		}
+		cfg.Cluster.BindPort = port
+	}
 }
 
 // serveDemoApp starts the tiny HTTP app a demo backend runs and returns

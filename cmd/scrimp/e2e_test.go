@@ -82,7 +82,7 @@ func newTestClusterWith(t testing.TB, net, profile, generator string) *testClust
 	lbc := config.DefaultLB()
 	lbc.StateDir, lbc.ListenAddr, lbc.Generator = tc.stateDir, lbIP, generator
 	cfg.LB = &lbc
-	n, err := startNode(cfg, tc.logger.With("node", "lb"))
+	n, err := startLocalNode(cfg, tc.logger.With("node", "lb"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +171,7 @@ func (tc *testCluster) addDrainingBackend(i int, drainTimeout, grace time.Durati
 		Name: "web", ListenPort: tc.listenPort, ApplicationPort: appPort, Protocol: catalog.ProtocolHTTP,
 	}}}
 	cfg.Backend = &bc
-	n, err := startNode(cfg, tc.logger.With("node", name))
+	n, err := startLocalNode(cfg, tc.logger.With("node", name))
 	if err != nil {
 		stopApp()
 		tc.t.Fatal(err)

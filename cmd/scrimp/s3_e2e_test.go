@@ -105,7 +105,7 @@ func TestBackendBootstrapsFromS3(t *testing.T) {
 // runTestNode starts a node from cfg and stops it (gracefully) at cleanup.
 func runTestNode(t *testing.T, cfg *config.Config, logger *slog.Logger) *node {
 	t.Helper()
-	n, err := startNode(cfg, logger.With("node", cfg.NodeName))
+	n, err := startLocalNode(cfg, logger.With("node", cfg.NodeName))
 	if err != nil {
 		t.Fatal(err)
 	}
