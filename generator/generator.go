@@ -140,3 +140,30 @@ func decodeStrict(raw json.RawMessage, v any) error {
 	dec.DisallowUnknownFields()
 	return dec.Decode(v)
 }
+
+// checkServer re-checks what a backend contributes to a server line; the
+// catalog validated it on arrival, and this keeps every generator safe on
+// its own.
+func checkServer(s catalog.Server) error {
+	if err := catalog.CheckNodeName(s.Node); err != nil {
+		return fmt.Errorf("node name: %w", err)
+	}
+	if !s.Addr.IsValid() || s.Addr.Zone() != "" {
+		return fmt.Errorf("address %q is not an IP address without zone", s.Addr)
+	}
+	if err := catalog.CheckPort(s.Port); err != nil {
+		return fmt.Errorf("application port: %w", err)
+	}
+	if s.Weight < 1 || s.Weight > catalog.MaxWeight {
+		return fmt.Errorf("weight %d is not in 1-%d", s.Weight, catalog.MaxWeight)
+	}
+	if s.MaxFails < 0 || s.MaxFails > catalog.MaxMaxFails {
+		return fmt.Errorf("max-fails %d is not in 0-%d", s.MaxFails, catalog.MaxMaxFails)
+	}
+	if s.FailTimeout != "" {
+		if err := catalog.CheckTimeout(s.FailTimeout); err != nil {
+			return fmt.Errorf("fail-timeout: %w", err)
+		}
+	}
+	return nil
+}

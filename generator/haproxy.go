@@ -310,7 +310,7 @@ func (g haproxy) plan(in Input) hapPlan {
 		}
 		servers := make([]catalog.Server, 0, len(s.Servers))
 		for _, srv := range s.Servers {
-			if err := haproxyCheckServer(srv); err != nil {
+			if err := checkServer(srv); err != nil {
 				p.warnings = append(p.warnings, fmt.Sprintf("application %s: backend %s left out: %v", s.Name, strconv.Quote(srv.Node), err))
 				continue
 			}
@@ -776,32 +776,6 @@ func (g haproxy) server(w *hapWriter, app hapApp, s catalog.Server, id int) {
 		}
 	}
 	w.end()
-}
-
-// haproxyCheckServer re-checks what a backend contributes to a server
-// line.
-func haproxyCheckServer(s catalog.Server) error {
-	if err := catalog.CheckNodeName(s.Node); err != nil {
-		return fmt.Errorf("node name: %w", err)
-	}
-	if !s.Addr.IsValid() || s.Addr.Zone() != "" {
-		return fmt.Errorf("address %q is not an IP address without zone", s.Addr)
-	}
-	if err := catalog.CheckPort(s.Port); err != nil {
-		return fmt.Errorf("application port: %w", err)
-	}
-	if s.Weight < 1 || s.Weight > catalog.MaxWeight {
-		return fmt.Errorf("weight %d is not in 1-%d", s.Weight, catalog.MaxWeight)
-	}
-	if s.MaxFails < 0 || s.MaxFails > catalog.MaxMaxFails {
-		return fmt.Errorf("max-fails %d is not in 0-%d", s.MaxFails, catalog.MaxMaxFails)
-	}
-	if s.FailTimeout != "" {
-		if err := catalog.CheckTimeout(s.FailTimeout); err != nil {
-			return fmt.Errorf("fail-timeout: %w", err)
-		}
-	}
-	return nil
 }
 
 // haproxyIDRange bounds server ids: the ring points of a server are

@@ -561,33 +561,6 @@ func (p *ngPlan) sizeHint() int {
 	return n
 }
 
-// checkServer re-checks what a backend contributes to an upstream server
-// line; the catalog validated it on arrival, and this keeps the generator
-// safe on its own.
-func checkServer(s catalog.Server) error {
-	if err := catalog.CheckNodeName(s.Node); err != nil {
-		return fmt.Errorf("node name: %w", err)
-	}
-	if !s.Addr.IsValid() || s.Addr.Zone() != "" {
-		return fmt.Errorf("address %q is not an IP address without zone", s.Addr)
-	}
-	if err := catalog.CheckPort(s.Port); err != nil {
-		return fmt.Errorf("application port: %w", err)
-	}
-	if s.Weight < 1 || s.Weight > catalog.MaxWeight {
-		return fmt.Errorf("weight %d is not in 1-%d", s.Weight, catalog.MaxWeight)
-	}
-	if s.MaxFails < 0 || s.MaxFails > catalog.MaxMaxFails {
-		return fmt.Errorf("max-fails %d is not in 0-%d", s.MaxFails, catalog.MaxMaxFails)
-	}
-	if s.FailTimeout != "" {
-		if err := catalog.CheckTimeout(s.FailTimeout); err != nil {
-			return fmt.Errorf("fail-timeout: %w", err)
-		}
-	}
-	return nil
-}
-
 // certsFor finds a usable certificate for each domain: the domains that
 // have one, and those that do not (or whose file paths cannot be written
 // into nginx.conf).
