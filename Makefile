@@ -26,9 +26,11 @@ vet:
 	@out=$$(gofmt -l . | grep -v '^vendor/'); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-# bench: speed and timing figures (see README "Measuring").
+# bench: one table of measured figures beside their targets (real nginx,
+# HAProxy and gossip on loopback; a few minutes), then the generator and
+# catalog micro-benchmarks. `scrimp bench --quick` is a seconds-long run.
 bench: deps
-	$(GO) test -run '^$$' -bench . -benchtime 5x ./cmd/scrimp/
+	$(GO) run ./cmd/scrimp bench
 	$(GO) test -run '^$$' -bench . -benchmem ./generator/ ./catalog/
 
 fuzz:

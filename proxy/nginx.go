@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -121,6 +122,7 @@ func (n *ManagedNginx) Apply(ctx context.Context, config []byte) error {
 // startLocked starts the nginx master and a goroutine that restarts it
 // with backoff, from the last good nginx.conf, if it dies. n.mu is held.
 func (n *ManagedNginx) startLocked() error {
+	n.stopStale()
 	cmd := exec.Command(n.binary, "-p", n.dir+"/", "-c", n.conf, "-e", "stderr", "-g", "daemon off;")
 	cmd.Stdout = &lineLogger{log: n.log}
 	cmd.Stderr = &lineLogger{log: n.log}
@@ -141,6 +143,35 @@ func (n *ManagedNginx) startLocked() error {
 	n.wg.Add(1)
 	go n.supervise(cmd, exited)
 	return nil
+}
+
+// stopStale stops an nginx left running from this state directory by a
+// scrimp that was killed (nginx runs in its own process group, so it
+// survives its parent): it would hold the listen ports and the new master
+// could not bind them. Only a process that is nginx is signalled.
+func (n *ManagedNginx) stopStale() {
+	b, err := os.ReadFile(filepath.Join(n.dir, "nginx.pid"))
+	if err != nil {
+		return
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 1 || (n.cmd != nil && n.cmd.Process.Pid == pid) {
+		return
+	}
+	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || !strings.Contains(string(comm), "nginx") {
+		return
+	}
+	n.log.Warn("stopping an nginx left running from this state directory", "pid", pid)
+	syscall.Kill(pid, syscall.SIGQUIT)
+	deadline := time.Now().Add(n.timeout)
+	for syscall.Kill(pid, 0) == nil && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if syscall.Kill(pid, 0) == nil {
+		syscall.Kill(-pid, syscall.SIGKILL)
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
 }
 
 func (n *ManagedNginx) supervise(cmd *exec.Cmd, exited chan struct{}) {
