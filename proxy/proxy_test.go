@@ -1086,3 +1086,40 @@ func TestFirstLines(t *testing.T) {
 		})
 	}
 }
+
+// TestManagedNginxStopsStaleNginx: a scrimp that was killed leaves its
+// nginx running (nginx has its own process group). The next ManagedNginx
+// on that state directory stops it instead of failing to bind its ports.
+func TestManagedNginxStopsStaleNginx(t *testing.T) {
+	n := newManaged(t)
+	port := freePort(t)
+	conf := managedConfig(t, n, port, upstream(t, "new"))
+	// The stale nginx: started by hand from the same directory and
+	// configuration, as the killed scrimp had.
+	if err := WriteAtomic(filepath.Join(n.Dir(), "nginx.conf"), managedConfig(t, n, port, upstream(t, "stale")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stale := exec.Command(nginxBinary(t), "-p", n.Dir()+"/", "-c", filepath.Join(n.Dir(), "nginx.conf"), "-e", "stderr", "-g", "daemon off;")
+	stale.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := stale.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		stale.Wait() // reap it, as init would once its parent is gone
+		close(exited)
+	}()
+	t.Cleanup(func() {
+		syscall.Kill(-stale.Process.Pid, syscall.SIGKILL)
+		<-exited
+	})
+	waitBody(t, port, "stale")
+
+	apply(t, n, conf)
+	select {
+	case <-exited:
+	case <-time.After(2 * waitTimeout):
+		t.Fatal("the stale nginx was not stopped")
+	}
+	waitBody(t, port, "new")
+}
