@@ -368,6 +368,10 @@ func (c *Cluster) Unacknowledged() []string {
 // the first result.
 func (c *Cluster) Close(timeout time.Duration) error {
 	c.closeOnce.Do(func() {
+		if c.ml.NumMembers() <= 1 {
+			c.shutdown() // nobody to tell
+			return
+		}
 		if err := c.ml.Leave(timeout); err != nil {
 			// Not fatal: peers that missed the news find out through
 			// failure detection instead.

@@ -143,9 +143,13 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions, ready chan<- str
 		if err != nil {
 			return err
 		}
-		cfg.Backend = &config.Backend{Applications: []config.Application{{Application: catalog.Application{
+		bc := config.DefaultBackend()
+		// On Ctrl-C each backend drains as in production, briefly.
+		bc.DrainTimeout, bc.DrainGrace = config.D(3*time.Second), config.D(100*time.Millisecond)
+		bc.Applications = []config.Application{{Application: catalog.Application{
 			Name: "demo", ListenPort: listenPort, ApplicationPort: appPort, Protocol: catalog.ProtocolHTTP,
-		}}}}
+		}}}
+		cfg.Backend = &bc
 		if _, err := start(cfg, quiet, runCtx, &wg); err != nil {
 			return err
 		}
