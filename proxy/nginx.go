@@ -105,6 +105,7 @@ func (n *ManagedNginx) Apply(ctx context.Context, config []byte) error {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	prev := n.current
 	n.current = config
 	if n.closed {
 		return errors.New("proxy: nginx is closed")
@@ -112,11 +113,71 @@ func (n *ManagedNginx) Apply(ctx context.Context, config []byte) error {
 	if n.cmd == nil {
 		return n.startLocked()
 	}
+	pid := n.cmd.Process.Pid
+	before, verifiable := workers(pid)
 	if err := n.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		return fmt.Errorf("proxy: reload nginx: %w", err)
 	}
 	n.reloads++
-	return nil
+	if !verifiable {
+		return nil // no /proc children list: nothing to verify with
+	}
+	n.mu.Unlock()
+	err := n.verifyReload(ctx, pid, before)
+	n.mu.Lock() // for the deferred Unlock
+	if err != nil && prev != nil {
+		// nginx kept the previous configuration: put it back on disk too,
+		// so a restart of nginx starts what actually ran.
+		if werr := WriteAtomic(n.conf, prev, 0o644); werr == nil {
+			n.current = prev
+		}
+	}
+	return err
+}
+
+// verifyReload waits until the master pid has started a worker that was
+// not there before the reload: nginx starts new workers only once it has
+// read the new configuration and opened its listeners, so a reload that
+// failed inside nginx (a port taken since the check, say) leaves the old
+// workers alone. It signals once more before giving up.
+func (n *ManagedNginx) verifyReload(ctx context.Context, pid int, before map[int]bool) error {
+	wait := min(n.timeout, 5*time.Second)
+	for attempt := 0; attempt < 2; attempt++ {
+		deadline := time.Now().Add(wait)
+		for time.Now().Before(deadline) && ctx.Err() == nil {
+			now, ok := workers(pid)
+			if !ok {
+				return fmt.Errorf("proxy: nginx (pid %d) exited during a reload; it is restarted with the last good configuration", pid)
+			}
+			for w := range now {
+				if !before[w] {
+					return nil
+				}
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if attempt == 0 {
+			n.log.Warn("nginx started no new workers after a reload; signalling again", "pid", pid, "waited", wait)
+			syscall.Kill(pid, syscall.SIGHUP)
+		}
+	}
+	return fmt.Errorf("proxy: nginx started no new workers within %s of a reload: it still runs the previous configuration (see its error log above)", 2*wait)
+}
+
+// workers returns the child processes of pid, from /proc; ok is false
+// when the list cannot be read (no such process, or a kernel without it).
+func workers(pid int) (map[int]bool, bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	if err != nil {
+		return nil, false
+	}
+	out := map[int]bool{}
+	for _, f := range strings.Fields(string(b)) {
+		if w, err := strconv.Atoi(f); err == nil {
+			out[w] = true
+		}
+	}
+	return out, true
 }
 
 // startLocked starts the nginx master and a goroutine that restarts it

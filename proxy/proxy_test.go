@@ -1123,3 +1123,39 @@ func TestManagedNginxStopsStaleNginx(t *testing.T) {
 	}
 	waitBody(t, port, "new")
 }
+
+// TestManagedNginxReloadIsVerified: nginx checks a configuration without
+// binding its ports, so a reload can still fail inside nginx (here: a
+// port another process holds). Apply notices that no new workers started
+// and says so; the old configuration keeps serving.
+func TestManagedNginxReloadIsVerified(t *testing.T) {
+	n := newManaged(t)
+	port := freePort(t)
+	apply(t, n, managedConfig(t, n, port, upstream(t, "old")))
+	waitBody(t, port, "old")
+
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	busy := taken.Addr().(*net.TCPAddr).Port
+	// The same application, now also listening on the port another
+	// process holds: nginx -t passes, the reload cannot bind.
+	two := []byte(strings.Replace(string(managedConfig(t, n, port, upstream(t, "new"))), fmt.Sprintf("listen 127.0.0.1:%d", port),
+		fmt.Sprintf("listen 127.0.0.1:%d;\n        listen 127.0.0.1:%d", port, busy), 1))
+	ctx, cancel := context.WithTimeout(context.Background(), 4*waitTimeout)
+	defer cancel()
+	err = n.Apply(ctx, two)
+	if err == nil || !strings.Contains(err.Error(), "no new workers") {
+		t.Fatalf("Apply = %v, want a reload failure", err)
+	}
+	for range 10 {
+		if got, err := get(port); err != nil || got != "old" {
+			t.Fatalf("after the failed reload nginx answered %q, %v; want the old configuration", got, err)
+		}
+	}
+	if strings.Contains(readOr(t, filepath.Join(n.Dir(), "nginx.conf"), ""), strconv.Itoa(busy)) {
+		t.Error("nginx.conf still holds the configuration nginx could not load")
+	}
+}
