@@ -106,6 +106,18 @@ func (s Seed) MarshalJSON() ([]byte, error) {
 	return json.Marshal(m)
 }
 
+// DecodeOptions decodes a plugin's raw JSON options (a seed provider's
+// section, lb.generator-options) into v, rejecting unknown fields. Absent
+// options leave v as it is: the plugin's defaults.
+func DecodeOptions(raw json.RawMessage, v any) error {
+	if len(raw) == 0 {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	return dec.Decode(v)
+}
+
 // Section returns the raw options of the chosen provider, or nil.
 func (s Seed) Section() json.RawMessage { return s.Sections[s.Provider] }
 

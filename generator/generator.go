@@ -5,7 +5,6 @@
 package generator
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -129,16 +128,6 @@ func New(name string, raw json.RawMessage) (Generator, error) {
 		return nil, fmt.Errorf("lb.generator-options (%s): %w", name, err)
 	}
 	return g, nil
-}
-
-// decodeStrict decodes raw options into v, rejecting unknown fields.
-func decodeStrict(raw json.RawMessage, v any) error {
-	if len(raw) == 0 {
-		return nil
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	return dec.Decode(v)
 }
 
 // checkServer re-checks what a backend contributes to a server line; the

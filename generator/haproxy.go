@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/scrimplb/scrimp/catalog"
+	"github.com/scrimplb/scrimp/config"
 )
 
 func init() { Register("haproxy", newHAProxy) }
@@ -87,7 +88,7 @@ type haproxy struct{ o HAProxyOptions }
 
 func newHAProxy(raw json.RawMessage) (Generator, error) {
 	o := DefaultHAProxyOptions()
-	if err := decodeStrict(raw, &o); err != nil {
+	if err := config.DecodeOptions(raw, &o); err != nil {
 		return nil, err
 	}
 	switch {

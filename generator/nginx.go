@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/scrimplb/scrimp/catalog"
+	"github.com/scrimplb/scrimp/config"
 )
 
 func init() { Register("nginx", newNginx) }
@@ -77,7 +78,7 @@ type nginx struct{ o NginxOptions }
 
 func newNginx(raw json.RawMessage) (Generator, error) {
 	o := DefaultNginxOptions()
-	if err := decodeStrict(raw, &o); err != nil {
+	if err := config.DecodeOptions(raw, &o); err != nil {
 		return nil, err
 	}
 	switch {

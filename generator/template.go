@@ -14,6 +14,7 @@ import (
 	"text/template"
 
 	"github.com/scrimplb/scrimp/catalog"
+	"github.com/scrimplb/scrimp/config"
 )
 
 func init() { Register("template", newTemplate) }
@@ -182,7 +183,7 @@ type templateGenerator struct {
 // up later as a failed render.
 func newTemplate(raw json.RawMessage) (Generator, error) {
 	var o TemplateOptions
-	if err := decodeStrict(raw, &o); err != nil {
+	if err := config.DecodeOptions(raw, &o); err != nil {
 		return nil, err
 	}
 	if o.Path == "" {

@@ -713,7 +713,7 @@ func TestTemplateDocsConfig(t *testing.T) {
 	// The documented path is on a load balancer, not here: build the
 	// generator from the shipped example of the same name instead.
 	var o TemplateOptions
-	if err := decodeStrict(cfg.LB.GeneratorOptions, &o); err != nil || o.Path == "" {
+	if err := config.DecodeOptions(cfg.LB.GeneratorOptions, &o); err != nil || o.Path == "" {
 		t.Fatalf("generator-options %s: %v", cfg.LB.GeneratorOptions, err)
 	}
 	newTmplGen(t, filepath.Join("../examples/templates", filepath.Base(o.Path)))

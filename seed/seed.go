@@ -8,7 +8,6 @@
 package seed
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -108,14 +107,7 @@ func New(c config.Seed, env Env) (Provider, error) {
 
 // DecodeStrict decodes a provider's JSON section into v, rejecting unknown
 // fields. A nil section leaves v as it is (the provider's defaults).
-func DecodeStrict(raw json.RawMessage, v any) error {
-	if len(raw) == 0 {
-		return nil
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	return dec.Decode(v)
-}
+func DecodeStrict(raw json.RawMessage, v any) error { return config.DecodeOptions(raw, v) }
 
 // CheckAddress validates a seed address: host:port with a port in 1-65535,
 // or a bare host given defaultPort. It returns the address in host:port form.

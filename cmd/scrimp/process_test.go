@@ -15,29 +15,11 @@ import (
 	"time"
 )
 
-// lockedOutput collects a child process's output.
-type lockedOutput struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedOutput) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedOutput) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // startProcess runs the scrimp binary with args; it is killed at cleanup
 // if still running.
-func startProcess(t *testing.T, bin string, args ...string) (*exec.Cmd, *lockedOutput) {
+func startProcess(t *testing.T, bin string, args ...string) (*exec.Cmd, *lockedBuffer) {
 	t.Helper()
-	out := &lockedOutput{}
+	out := &lockedBuffer{}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
