@@ -50,6 +50,10 @@ type HAProxyOptions struct {
 	// RetryAfter is the Retry-After, in seconds, of the 503 answered for
 	// an application whose backends are all gone.
 	RetryAfter int `json:"retry-after"`
+	// Retries is how many times a request whose connection to a server
+	// failed (or got no response at all) is tried again, each time on
+	// another server; 0 turns retries off.
+	Retries int `json:"retries"`
 }
 
 // DefaultHAProxyOptions returns the haproxy generator's defaults.
@@ -57,7 +61,7 @@ func DefaultHAProxyOptions() HAProxyOptions {
 	return HAProxyOptions{
 		MaxConn: 4096, MaxFails: 3, FailTimeout: "10s", CheckInterval: "2s", Rise: 2,
 		TimeoutConnect: "5s", TimeoutClient: "30s", TimeoutServer: "30s", TimeoutTunnel: "1h",
-		HardStopAfter: "5m", RetryAfter: 5,
+		HardStopAfter: "5m", RetryAfter: 5, Retries: 2,
 	}
 }
 
@@ -66,6 +70,7 @@ const (
 	haproxyMaxMaxConn    = 1_000_000
 	haproxyMaxRise       = 100
 	haproxyMaxRetryAfter = 86400
+	haproxyMaxRetries    = 10
 	// haproxyMaxTimeMs is the longest time HAProxy accepts anywhere: its
 	// timers are signed 32-bit milliseconds.
 	haproxyMaxTimeMs = 1<<31 - 1
@@ -100,6 +105,8 @@ func newHAProxy(raw json.RawMessage) (Generator, error) {
 		return nil, fmt.Errorf("rise: %d is not in 1-%d", o.Rise, haproxyMaxRise)
 	case o.RetryAfter < 1 || o.RetryAfter > haproxyMaxRetryAfter:
 		return nil, fmt.Errorf("retry-after: %d is not in 1-%d seconds", o.RetryAfter, haproxyMaxRetryAfter)
+	case o.Retries < 0 || o.Retries > haproxyMaxRetries:
+		return nil, fmt.Errorf("retries: %d is not in 0-%d", o.Retries, haproxyMaxRetries)
 	}
 	for _, t := range []struct{ name, value string }{
 		{"fail-timeout", o.FailTimeout}, {"check-interval", o.CheckInterval},
@@ -584,9 +591,11 @@ func (g haproxy) defaults(w *hapWriter) {
 	w.line("timeout http-request 10s")
 	// A request whose connection to a server fails is retried, each time
 	// on another server, so a backend that just went away costs no request.
-	w.line("retries 2")
-	w.line("option redispatch 1")
-	w.line("retry-on conn-failure empty-response")
+	w.line("retries %d", g.o.Retries)
+	if g.o.Retries > 0 {
+		w.line("option redispatch 1")
+		w.line("retry-on conn-failure empty-response")
+	}
 }
 
 // frontend writes port's frontend and reports whether it sends unknown
