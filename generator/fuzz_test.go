@@ -158,6 +158,12 @@ func newFuzzHarness(f *testing.F) *fuzzHarness {
 		case "haproxy":
 			std.proxy, std.check = "haproxy", haproxyTest
 			inc.proxy, inc.check = "haproxy", haproxyIncludeTest
+			// Server slots, whose lines differ from plain server lines.
+			rg, err := New(name, json.RawMessage(`{"runtime-api": true}`))
+			if err != nil {
+				f.Fatal(err)
+			}
+			add(&fuzzRenderer{name: name + " runtime-api", gen: rg, standalone: true, proxy: "haproxy", check: haproxyTest})
 		}
 		add(std)
 		add(inc)

@@ -7,6 +7,7 @@ package generator
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -34,6 +35,11 @@ type Input struct {
 	// generator keeps their listeners and answers 503 with Retry-After
 	// (HTTP) instead of refusing connections or routing them elsewhere.
 	Retained []catalog.Application
+	// Previous is the Runtime of the configuration the proxy runs now, nil
+	// if none. A generator that renders server slots keeps every backend
+	// in the slot it had, so that a membership change only fills or frees
+	// slots. Render must not modify it.
+	Previous *Runtime
 }
 
 // TLSCert is a certificate and key for a set of domains.
@@ -73,6 +79,51 @@ type Output struct {
 	// whose backends disagree, a protocol the generator cannot serve). The
 	// caller logs them when they change.
 	Warnings []string
+	// Runtime, when not nil, says which parts of Config a running proxy
+	// can change without a reload; nil means every change needs one.
+	Runtime *Runtime
+}
+
+// Runtime describes the server slots of a configuration: server lines a
+// proxy can point at another address, reweight or take out while it runs
+// (HAProxy's runtime API), so that backends joining and leaving need no
+// reload.
+type Runtime struct {
+	// Skeleton is a hash of the configuration without the slots' values.
+	// Two configurations with the same Skeleton differ only in Slots: a
+	// proxy running one becomes the other by applying the other's Slots.
+	Skeleton [32]byte
+	// Slots are every slot of the configuration, grouped by Backend in
+	// the configuration's order, then in slot order.
+	Slots []Slot
+}
+
+// SlotState is what a slot does with new requests.
+type SlotState string
+
+// Slot states.
+const (
+	// SlotReady sends requests to the slot's address.
+	SlotReady SlotState = "ready"
+	// SlotDrain sends no new requests; those in flight finish. It holds a
+	// backend that is draining.
+	SlotDrain SlotState = "drain"
+	// SlotMaint is a free slot: no traffic, no checks.
+	SlotMaint SlotState = "maint"
+)
+
+// Slot is one server line of a backend section.
+type Slot struct {
+	// Backend and Server name the slot in the proxy ("backend/server").
+	Backend, Server string
+	// Node is the backend node in the slot, empty when it is free.
+	Node string
+	// Addr is where the slot sends requests; unset when the slot is free.
+	Addr netip.AddrPort
+	// Weight is the slot's weight when it is not free.
+	Weight int
+	// State is the slot's state.
+	State SlotState
 }
 
 // Generator renders proxy configuration. Render must be safe for

@@ -2,6 +2,7 @@ package generator
 
 import (
 	"cmp"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
@@ -54,6 +55,18 @@ type HAProxyOptions struct {
 	// failed (or got no response at all) is tried again, each time on
 	// another server; 0 turns retries off.
 	Retries int `json:"retries"`
+	// RuntimeAPI renders every backend section as server slots and lets
+	// scrimp apply membership changes through HAProxy's runtime API
+	// (set server addr/weight/state) instead of reloading; only a change
+	// of the applications, their settings or the number of slots reloads.
+	// Managed mode only. Per-backend max-fails and fail-timeout cannot
+	// change at runtime: every slot of an application uses the
+	// application's values (those of its first backend by node name).
+	RuntimeAPI bool `json:"runtime-api"`
+	// ServerSlots is the least number of server slots of each backend
+	// section in runtime-api mode; a backend that outgrows its slots gets
+	// twice as many, with one reload.
+	ServerSlots int `json:"server-slots"`
 }
 
 // DefaultHAProxyOptions returns the haproxy generator's defaults.
@@ -61,7 +74,7 @@ func DefaultHAProxyOptions() HAProxyOptions {
 	return HAProxyOptions{
 		MaxConn: 4096, MaxFails: 3, FailTimeout: "10s", CheckInterval: "2s", Rise: 2,
 		TimeoutConnect: "5s", TimeoutClient: "30s", TimeoutServer: "30s", TimeoutTunnel: "1h",
-		HardStopAfter: "5m", RetryAfter: 5, Retries: 2,
+		HardStopAfter: "5m", RetryAfter: 5, Retries: 2, ServerSlots: 8,
 	}
 }
 
@@ -71,6 +84,7 @@ const (
 	haproxyMaxRise       = 100
 	haproxyMaxRetryAfter = 86400
 	haproxyMaxRetries    = 10
+	haproxyMaxSlots      = 4096
 	// haproxyMaxTimeMs is the longest time HAProxy accepts anywhere: its
 	// timers are signed 32-bit milliseconds.
 	haproxyMaxTimeMs = 1<<31 - 1
@@ -107,6 +121,8 @@ func newHAProxy(raw json.RawMessage) (Generator, error) {
 		return nil, fmt.Errorf("retry-after: %d is not in 1-%d seconds", o.RetryAfter, haproxyMaxRetryAfter)
 	case o.Retries < 0 || o.Retries > haproxyMaxRetries:
 		return nil, fmt.Errorf("retries: %d is not in 0-%d", o.Retries, haproxyMaxRetries)
+	case o.ServerSlots < 1 || o.ServerSlots > haproxyMaxSlots:
+		return nil, fmt.Errorf("server-slots: %d is not in 1-%d", o.ServerSlots, haproxyMaxSlots)
 	}
 	for _, t := range []struct{ name, value string }{
 		{"fail-timeout", o.FailTimeout}, {"check-interval", o.CheckInterval},
@@ -286,9 +302,13 @@ func (g haproxy) Render(in Input) (Output, error) {
 	for _, port := range p.ports {
 		notFound = g.frontend(w, listen, p, port) || notFound
 	}
+	var rt *hapRuntime
+	if g.o.RuntimeAPI && in.Standalone {
+		rt = newHAPRuntime(in)
+	}
 	for i, app := range p.apps {
 		if p.used[i] {
-			g.backend(w, app)
+			g.backend(w, app, rt)
 		}
 	}
 	if notFound {
@@ -296,7 +316,11 @@ func (g haproxy) Render(in Input) (Output, error) {
 		w.line("mode http")
 		w.line(`http-request return status 404 content-type text/plain string "scrimp: no application for this host and path"`)
 	}
-	return Output{Config: w.b, Warnings: p.warnings}, nil
+	out := Output{Config: w.b, Warnings: p.warnings}
+	if rt != nil {
+		out.Runtime = &Runtime{Skeleton: w.skeleton(), Slots: rt.slots}
+	}
+	return out, nil
 }
 
 // plan decides which application gets which listener and routes; every
@@ -692,14 +716,20 @@ func (g haproxy) frontend(w *hapWriter, listen netip.Addr, p hapPlan, port *hapP
 	return defaultBackend == haproxyNotFound
 }
 
-func (g haproxy) backend(w *hapWriter, app hapApp) {
+func (g haproxy) backend(w *hapWriter, app hapApp, rt *hapRuntime) {
 	w.section("backend " + haproxyBackend(app.Name))
 	if app.Protocol == catalog.ProtocolTCP {
 		w.line("mode tcp")
 	} else {
 		w.line("mode http")
 	}
-	if app.retained {
+	if rt != nil && app.Protocol != catalog.ProtocolTCP {
+		// With slots, an application that lost every backend keeps its
+		// section (so that losing and regaining them needs no reload);
+		// it answers like a retained one while no slot can serve.
+		w.line(`http-request return status 503 content-type text/plain hdr Retry-After %d string "scrimp: %s has no live backend, retry later" if { nbsrv eq 0 }`, g.o.RetryAfter, app.Name)
+	}
+	if app.retained && rt == nil {
 		w.line("# Every backend of %s is gone; it is kept until they return or lb.retain-empty passes.", app.Name)
 		if app.Protocol != catalog.ProtocolTCP {
 			w.line(`http-request return status 503 content-type text/plain hdr Retry-After %d string "scrimp: %s has no live backend, retry later"`, g.o.RetryAfter, app.Name)
@@ -733,6 +763,10 @@ func (g haproxy) backend(w *hapWriter, app hapApp) {
 	if app.HealthPath != "" {
 		w.line("option httpchk GET %s", app.HealthPath)
 	}
+	if rt != nil {
+		g.slots(w, app, rt)
+		return
+	}
 	ids := haproxyServerIDs(app.Servers)
 	for i, s := range app.Servers {
 		g.server(w, app, s, ids[i])
@@ -744,19 +778,6 @@ func (g haproxy) backend(w *hapWriter, app hapApp) {
 // otherwise number servers in order, so a backend joining in the middle
 // would move the keys of every later one).
 func (g haproxy) server(w *hapWriter, app hapApp, s catalog.Server, id int) {
-	fall := g.o.MaxFails
-	if s.MaxFails > 0 {
-		fall = s.MaxFails
-	}
-	down := g.o.FailTimeout
-	if s.FailTimeout != "" {
-		down = s.FailTimeout
-		// catalog allows up to 999999m; HAProxy's timers stop at ~24.8
-		// days, and a longer value would make it reject the whole file.
-		if ms, err := haproxyTimeMs(down); err != nil || ms > haproxyMaxTimeMs {
-			down = haproxyClampedTime
-		}
-	}
 	// Appended piece by piece rather than formatted: a large cluster has
 	// tens of thousands of server lines.
 	b := append(w.b, "    server "...)
@@ -767,7 +788,29 @@ func (g haproxy) server(w *hapWriter, app hapApp, s catalog.Server, id int) {
 	b = strconv.AppendInt(b, int64(id), 10)
 	b = append(b, " weight "...)
 	b = strconv.AppendInt(b, int64(s.Weight), 10)
-	b = append(b, " check inter "...)
+	w.b = b
+	g.serverChecks(w, app, s.MaxFails, s.FailTimeout)
+	w.end()
+}
+
+// serverChecks appends a server line's health-check and protocol options:
+// maxFails and failTimeout are the backend's own, zero and empty meaning
+// the generator's defaults.
+func (g haproxy) serverChecks(w *hapWriter, app hapApp, maxFails int, failTimeout string) {
+	fall := g.o.MaxFails
+	if maxFails > 0 {
+		fall = maxFails
+	}
+	down := g.o.FailTimeout
+	if failTimeout != "" {
+		down = failTimeout
+		// catalog allows up to 999999m; HAProxy's timers stop at ~24.8
+		// days, and a longer value would make it reject the whole file.
+		if ms, err := haproxyTimeMs(down); err != nil || ms > haproxyMaxTimeMs {
+			down = haproxyClampedTime
+		}
+	}
+	b := append(w.b, " check inter "...)
 	b = append(b, g.o.CheckInterval...)
 	b = append(b, " fall "...)
 	b = strconv.AppendInt(b, int64(fall), 10)
@@ -785,7 +828,6 @@ func (g haproxy) server(w *hapWriter, app hapApp, s catalog.Server, id int) {
 			w.add(" check-proto h2")
 		}
 	}
-	w.end()
 }
 
 // haproxyIDRange bounds server ids: the ring points of a server are
@@ -814,7 +856,30 @@ func haproxyServerIDs(servers []catalog.Server) []int {
 
 // hapWriter builds HAProxy configuration text: section headers at the
 // margin, keywords indented under them.
-type hapWriter struct{ b []byte }
+type hapWriter struct {
+	b []byte
+	// masks are the byte ranges of slot values (address, weight, state),
+	// which the skeleton leaves out.
+	masks [][2]int
+}
+
+// mask marks b[from:] as a slot value.
+func (w *hapWriter) mask(from int) { w.masks = append(w.masks, [2]int{from, len(w.b)}) }
+
+// skeleton hashes the text outside the masks.
+func (w *hapWriter) skeleton() [32]byte {
+	h := sha256.New()
+	pos := 0
+	for _, m := range w.masks {
+		h.Write(w.b[pos:m[0]])
+		h.Write([]byte{0}) // where a value was: moving text across it changes the hash
+		pos = m[1]
+	}
+	h.Write(w.b[pos:])
+	var sum [32]byte
+	h.Sum(sum[:0])
+	return sum
+}
 
 func (w *hapWriter) section(header string) {
 	w.b = append(w.b, '\n')

@@ -72,6 +72,21 @@ var (
 
 var hapGoldenCases = []hapGoldenCase{
 	{name: "empty_standalone", standalone: true, listen: "0.0.0.0"},
+	{
+		// Server slots: every backend section has at least four, the
+		// backends in the slots their names hash to; a retained
+		// application keeps its free slots.
+		name: "runtime_api", options: `{"runtime-api": true, "server-slots": 4}`, standalone: true, listen: "0.0.0.0",
+		nodes: []catalog.Node{
+			hapNode("b1", "10.0.0.1", hapWeb,
+				hapWith(hapApplication("rpc", catalog.ProtocolGRPC, 9090, 9090), func(a *catalog.Application) { a.HealthPath = "/healthz"; a.MaxFails = 5 }),
+				hapApplication("db", catalog.ProtocolTCP, 5432, 5432)),
+			hapNode("b2", "10.0.0.2", hapWith(hapWeb, func(a *catalog.Application) { a.Weight = 3 }),
+				hapWith(hapApplication("rpc", catalog.ProtocolGRPC, 9090, 9091), func(a *catalog.Application) { a.HealthPath = "/healthz"; a.MaxFails = 5 })),
+			hapNode("b3", "10.0.0.3", hapWith(hapWeb, func(a *catalog.Application) { a.State = catalog.StateDraining })),
+		},
+		retained: []catalog.Application{hapApplication("old", catalog.ProtocolHTTP, 8080, 8080, "old.example.com")},
+	},
 	{name: "empty_include", listen: "0.0.0.0"},
 	{
 		name: "lb_only", standalone: true, listen: "0.0.0.0",
@@ -725,10 +740,11 @@ func TestNewHAProxyOptions(t *testing.T) {
 			name: "all set",
 			raw: `{"maxconn": 1, "max-fails": 100, "fail-timeout": "1h", "check-interval": "100ms", "rise": 100,
 				"timeout-connect": "1s", "timeout-client": "2m", "timeout-server": "3m", "timeout-tunnel": "596h",
-				"hard-stop-after": "999999ms", "retry-after": 86400, "retries": 10}`,
+				"hard-stop-after": "999999ms", "retry-after": 86400, "retries": 10,
+				"runtime-api": true, "server-slots": 4096}`,
 			want: HAProxyOptions{MaxConn: 1, MaxFails: 100, FailTimeout: "1h", CheckInterval: "100ms", Rise: 100,
 				TimeoutConnect: "1s", TimeoutClient: "2m", TimeoutServer: "3m", TimeoutTunnel: "596h",
-				HardStopAfter: "999999ms", RetryAfter: 86400, Retries: 10},
+				HardStopAfter: "999999ms", RetryAfter: 86400, Retries: 10, RuntimeAPI: true, ServerSlots: 4096},
 		},
 		{name: "largest maxconn", raw: `{"maxconn": 1000000}`, want: set(func(o *HAProxyOptions) { o.MaxConn = 1_000_000 })},
 		{name: "unknown field", raw: `{"max_conn": 4}`, wantErr: "unknown field"},
@@ -744,6 +760,9 @@ func TestNewHAProxyOptions(t *testing.T) {
 		{name: "retries off", raw: `{"retries": 0}`, want: set(func(o *HAProxyOptions) { o.Retries = 0 })},
 		{name: "negative retries", raw: `{"retries": -1}`, wantErr: "retries: -1"},
 		{name: "too many retries", raw: `{"retries": 11}`, wantErr: "retries: 11"},
+		{name: "zero server-slots", raw: `{"server-slots": 0}`, wantErr: "server-slots: 0"},
+		{name: "too many server-slots", raw: `{"server-slots": 4097}`, wantErr: "server-slots: 4097"},
+		{name: "runtime-api not a bool", raw: `{"runtime-api": "yes"}`, wantErr: "cannot unmarshal"},
 		{name: "retry-after over a day", raw: `{"retry-after": 86401}`, wantErr: "retry-after: 86401"},
 		{name: "time without unit", raw: `{"check-interval": "2"}`, wantErr: "check-interval"},
 		{name: "time in days", raw: `{"timeout-tunnel": "1d"}`, wantErr: "timeout-tunnel"},
