@@ -36,6 +36,23 @@ type Proxy interface {
 	Apply(ctx context.Context, config []byte) error
 }
 
+// RuntimeProxy is a Proxy that can also change the server slots of its
+// running configuration without a reload (see generator.Runtime), as
+// HAProxy's runtime API can.
+type RuntimeProxy interface {
+	Proxy
+	// Update makes config live without a reload, by setting the running
+	// proxy's slots to rt.Slots, and keeps config as the configuration a
+	// restart starts from. The loop calls it only while the running
+	// configuration has rt's skeleton: instead of Apply when a change
+	// touches only slots, and after every Apply of a configuration with
+	// slots, to re-assert them (a reload or restart may start from older
+	// slot values). On error the loop falls back to Apply. Update may
+	// block; the loop calls it from one goroutine, never concurrently
+	// with Apply.
+	Update(ctx context.Context, config []byte, rt *generator.Runtime) error
+}
+
 // Config wires a load balancer.
 type Config struct {
 	// Members is the membership source.
@@ -80,8 +97,15 @@ type Config struct {
 type Stats struct {
 	// Renders is how many times the generator ran.
 	Renders int
-	// Applies is how many changed configurations the proxy accepted.
+	// Applies is how many changed configurations the proxy accepted
+	// through Apply: checks and reloads.
 	Applies int
+	// Updates is how many changed configurations a RuntimeProxy took
+	// without a reload.
+	Updates int
+	// UpdateFailures is how many of those updates failed and fell back
+	// to Apply.
+	UpdateFailures int
 	// Rejected is how many changed configurations the proxy refused.
 	Rejected int
 	// LastError is the last rejection, or nil after a success.
@@ -102,9 +126,10 @@ type LB struct {
 	cfg Config
 	log *slog.Logger
 
-	applied  []byte   // the configuration the proxy runs
-	rejected [32]byte // hash of the last refused configuration
-	warnings []string // warnings of the last render, to log only changes
+	applied  []byte             // the configuration the proxy runs
+	runtime  *generator.Runtime // its slots, nil without
+	rejected [32]byte           // hash of the last refused configuration
+	warnings []string           // warnings of the last render, to log only changes
 	known    map[string]seenApp
 	checks   *checks    // nil when checks are disabled or Run is not running
 	guard    guardState // the mass-loss guard's memory
@@ -260,6 +285,7 @@ func (l *LB) apply(ctx context.Context) {
 	started := l.logGuard(res.events)
 	in.Snapshot = res.snap
 	in.Retained = l.retained(in.Snapshot, start)
+	in.Previous = l.runtime
 	out, err := l.cfg.Generator.Render(in)
 	l.mu.Lock()
 	l.stats.Renders++
@@ -286,6 +312,27 @@ func (l *LB) apply(ctx context.Context) {
 		return // already refused, and nothing changed since: do not re-run the check
 	}
 	services, _ := in.Snapshot.Services()
+	rp, slotted := l.cfg.Proxy.(RuntimeProxy)
+	slotted = slotted && out.Runtime != nil
+	if slotted && l.runtime != nil && out.Runtime.Skeleton == l.runtime.Skeleton {
+		err := rp.Update(ctx, out.Config, out.Runtime)
+		if err == nil {
+			l.applied, l.runtime = out.Config, out.Runtime
+			l.rejected = [32]byte{}
+			l.mu.Lock()
+			l.stats.Updates++
+			l.stats.LastError = nil
+			l.mu.Unlock()
+			l.log.Info("configuration updated without a reload", "backends", in.Snapshot.Backends(), "applications", len(services),
+				"check-down", res.checkDown, "guarded", len(res.state.guarded()), "took", time.Since(start).Round(time.Microsecond))
+			l.notifyApplied(in.Snapshot)
+			return
+		}
+		l.mu.Lock()
+		l.stats.UpdateFailures++
+		l.mu.Unlock()
+		l.log.Warn("updating the running proxy failed; reloading instead", "err", err)
+	}
 	if err := l.cfg.Proxy.Apply(ctx, out.Config); err != nil {
 		l.rejected = sum
 		l.mu.Lock()
@@ -295,8 +342,16 @@ func (l *LB) apply(ctx context.Context) {
 		l.log.Error("configuration rejected; the running configuration stays", "err", err)
 		return
 	}
-	l.applied = out.Config
+	l.applied, l.runtime = out.Config, out.Runtime
 	l.rejected = [32]byte{}
+	if slotted {
+		// The configuration carries the slots' values, so a reloaded
+		// proxy starts from them; this re-asserts them on the proxy
+		// that runs now, whatever it started from.
+		if err := rp.Update(ctx, out.Config, out.Runtime); err != nil {
+			l.log.Warn("checking the slots after a reload failed", "err", err)
+		}
+	}
 	l.mu.Lock()
 	l.stats.Applies++
 	l.stats.LastError = nil
