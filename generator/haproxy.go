@@ -303,8 +303,11 @@ func (g haproxy) Render(in Input) (Output, error) {
 		notFound = g.frontend(w, listen, p, port) || notFound
 	}
 	var rt *hapRuntime
-	if g.o.RuntimeAPI && in.Standalone {
+	switch {
+	case g.o.RuntimeAPI && in.Standalone:
 		rt = newHAPRuntime(in)
+	case g.o.RuntimeAPI:
+		p.warnings = append(p.warnings, "runtime-api: only managed mode (lb.mode \"managed\") reaches HAProxy's runtime API; plain server lines are rendered and every change reloads")
 	}
 	for i, app := range p.apps {
 		if p.used[i] {

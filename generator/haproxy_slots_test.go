@@ -218,6 +218,9 @@ func TestHAProxyRuntimeOnlyStandalone(t *testing.T) {
 	if out.Runtime != nil || bytes.Contains(out.Config, []byte(" s1 ")) {
 		t.Errorf("include mode rendered slots (no runtime API there):\n%s", out.Config)
 	}
+	if len(out.Warnings) != 1 || !strings.Contains(out.Warnings[0], "managed mode") {
+		t.Errorf("warnings %q, want one saying runtime-api needs managed mode", out.Warnings)
+	}
 	// Without the option nothing changes either.
 	in.Standalone, in.StateDir = true, "/var/lib/scrimp"
 	out, err = newHAProxyGen(t, "").Render(in)

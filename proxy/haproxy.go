@@ -53,6 +53,7 @@ type ManagedHAProxy struct {
 	current []byte        // what haproxy.cfg holds
 
 	reloads int
+	updates int // successful Updates
 	wg      sync.WaitGroup
 }
 
@@ -390,6 +391,7 @@ func (h *ManagedHAProxy) poll(ctx context.Context, exited <-chan struct{}, cond 
 type haproxyProcs struct {
 	reloads, failed int   // the master's reload counters
 	workers         []int // current workers (not old ones finishing)
+	old             []int // old workers, finishing their connections
 }
 
 func (h *ManagedHAProxy) showProc(ctx context.Context) (haproxyProcs, error) {
@@ -427,12 +429,16 @@ func parseShowProc(out string) (haproxyProcs, error) {
 			if len(f) >= 5 && f[3] == "[failed:" {
 				p.failed, _ = strconv.Atoi(strings.TrimSuffix(f[4], "]"))
 			}
-		case section == "workers" && len(f) >= 2 && f[1] == "worker":
+		case (section == "workers" || section == "old workers") && len(f) >= 2 && f[1] == "worker":
 			pid, err := strconv.Atoi(f[0])
 			if err != nil {
 				return p, fmt.Errorf("show proc: worker line %q: %w", strings.TrimSpace(line), err)
 			}
-			p.workers = append(p.workers, pid)
+			if section == "workers" {
+				p.workers = append(p.workers, pid)
+			} else {
+				p.old = append(p.old, pid)
+			}
 		}
 	}
 	if !master {
@@ -443,8 +449,13 @@ func parseShowProc(out string) (haproxyProcs, error) {
 
 // masterCommand sends one command to the master CLI and returns the
 // reply. The master answers once the write side is shut; a reply longer
-// than 1 MiB is an error, not something to keep reading.
+// than 1 MiB is cut there.
 func (h *ManagedHAProxy) masterCommand(ctx context.Context, command string) (string, error) {
+	return h.masterCommandLimit(ctx, command, 1<<20)
+}
+
+// masterCommandLimit is masterCommand with a reply of at most limit bytes.
+func (h *ManagedHAProxy) masterCommandLimit(ctx context.Context, command string, limit int64) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, min(h.timeout, 5*time.Second))
 	defer cancel()
 	var d net.Dialer
@@ -462,7 +473,7 @@ func (h *ManagedHAProxy) masterCommand(ctx context.Context, command string) (str
 	if err := conn.(*net.UnixConn).CloseWrite(); err != nil {
 		return "", fmt.Errorf("master CLI %q: %w", command, err)
 	}
-	reply, err := io.ReadAll(io.LimitReader(conn, 1<<20))
+	reply, err := io.ReadAll(io.LimitReader(conn, limit))
 	if err != nil && !errors.Is(err, syscall.ECONNRESET) {
 		return "", fmt.Errorf("master CLI %q: %w", command, err)
 	}

@@ -580,7 +580,7 @@ func TestHAProxyParseShowProc(t *testing.T) {
 			name: "reloaded, old worker finishing",
 			in: header + "7767            master          2 [failed: 0]   0d00h10m13s     2.6.12\n# workers\n19885           worker          0               0d00h00m01s     2.6.12\n" +
 				"# old workers\n7770            worker          1               0d00h10m13s     2.6.12\n# programs\n",
-			want: haproxyProcs{reloads: 2, workers: []int{19885}},
+			want: haproxyProcs{reloads: 2, workers: []int{19885}, old: []int{7770}},
 		},
 		{
 			name: "failed reload",

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -60,6 +61,12 @@ func newTestCluster(t testing.TB, net, profile string) *testCluster {
 // generator's ("nginx" or "haproxy").
 func newTestClusterWith(t testing.TB, net, profile, generator string) *testCluster {
 	t.Helper()
+	return newTestClusterOptions(t, net, profile, generator, nil)
+}
+
+// newTestClusterOptions is newTestClusterWith with generator options.
+func newTestClusterOptions(t testing.TB, net, profile, generator string, options json.RawMessage) *testCluster {
+	t.Helper()
 	if generator == "nginx" {
 		requireNginx(t)
 	} else if _, err := exec.LookPath(generator); err != nil {
@@ -80,7 +87,7 @@ func newTestClusterWith(t testing.TB, net, profile, generator string) *testClust
 	}
 	cfg.Cluster.Profile = profile
 	lbc := config.DefaultLB()
-	lbc.StateDir, lbc.ListenAddr, lbc.Generator = tc.stateDir, lbIP, generator
+	lbc.StateDir, lbc.ListenAddr, lbc.Generator, lbc.GeneratorOptions = tc.stateDir, lbIP, generator, options
 	cfg.LB = &lbc
 	n, err := startLocalNode(cfg, tc.logger.With("node", "lb"))
 	if err != nil {
@@ -248,7 +255,14 @@ func (tc *testCluster) waitServed(timeout time.Duration, want ...string) time.Du
 func (tc *testCluster) routed(name string) bool {
 	if tc.generator == "haproxy" {
 		b, err := os.ReadFile(tc.stateDir + "/haproxy.cfg")
-		return err == nil && strings.Contains(string(b), "server "+name+" ")
+		if err != nil {
+			return false
+		}
+		// A plain server line, or (runtime-api) a slot holding the node
+		// that is not disabled.
+		s := string(b)
+		return strings.Contains(s, "server "+name+" ") ||
+			strings.Contains(s, " # "+name+"\n") && !strings.Contains(s, " disabled # "+name+"\n")
 	}
 	b, err := os.ReadFile(tc.stateDir + "/nginx.conf")
 	return err == nil && strings.Contains(string(b), "# "+name+"\n")

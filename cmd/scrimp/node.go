@@ -119,6 +119,10 @@ func startNode(cfg *config.Config, logger *slog.Logger) (*node, error) {
 	return n, nil
 }
 
+// A managed HAProxy takes slot changes through its runtime API; the load
+// balancer finds that out by asserting the interface.
+var _ lb.RuntimeProxy = (*proxy.ManagedHAProxy)(nil)
+
 func (n *node) buildLB() error {
 	c := n.cfg.LB
 	gen, err := generator.New(c.Generator, c.GeneratorOptions)
