@@ -258,6 +258,7 @@ type checker struct {
 	down          bool
 	fails, passes int  // consecutive, toward Fall (while up) or Rise (while down)
 	refused       bool // the last check failed and refused (see refused)
+	passing       bool // the last check passed
 }
 
 // health is what the checks say of an instance.
@@ -267,6 +268,9 @@ type health struct {
 	// refused: the last check failed in a way that proves the backend's
 	// host was reached (see refused), so the network is not to blame.
 	refused bool
+	// passing: the last check passed and the instance is not down: the
+	// load balancer reaches it, whatever gossip says.
+	passing bool
 }
 
 // checks runs one checker per checked instance. sync starts and stops them
@@ -340,15 +344,15 @@ func (c *checks) sync(snap catalog.Snapshot, extra []instance) {
 	}
 }
 
-// health returns what the checks say of every instance that is down or
-// whose last check was refused; the others are up.
+// health returns what the checks say of every instance that has been
+// checked; the others count as up.
 func (c *checks) health() map[instKey]health {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	out := map[instKey]health{}
 	for k, ch := range c.running {
-		if ch.down || ch.refused {
-			out[k] = health{down: ch.down, refused: ch.refused}
+		if ch.down || ch.refused || ch.passing {
+			out[k] = health{down: ch.down, refused: ch.refused, passing: ch.passing && !ch.down}
 		}
 	}
 	return out
@@ -433,6 +437,7 @@ func (c *checks) record(ch *checker, err error) (flipped, down, news bool) {
 func (ch *checker) record(err error, fall, rise int) (flipped, down bool) {
 	pass := err == nil
 	ch.refused = !pass && refused(err)
+	ch.passing = pass
 	switch {
 	case pass && ch.down:
 		ch.passes++

@@ -220,6 +220,12 @@ func TestMassLossIsGuarded(t *testing.T) {
 			if c, _ := p.last(); countServers(c) != 4 {
 				t.Errorf("guarded backends are not in the configuration:\n%s", c)
 			}
+			// Lost for real: the load balancer cannot reach them either
+			// (one it still reaches is kept; see
+			// TestGossipLossKeepsReachableBackends).
+			for _, b := range bs[1:] {
+				b.hung.Store(true)
+			}
 			_, removed := waitConfig(t, p, "guarded backends removed after grace", func(c []byte) bool {
 				return countServers(c) == 1 && routes(c, bs[0].addr)
 			})
@@ -230,6 +236,46 @@ func TestMassLossIsGuarded(t *testing.T) {
 				t.Errorf("Guarded = %d after grace, want 0", s.Guarded)
 			}
 		})
+	}
+}
+
+// TestGossipLossKeepsReachableBackends cuts the load balancer off from
+// gossip only (every backend vanishes from the membership, as when its
+// gossip port is blocked) while the backends still answer its checks: the
+// running configuration keeps serving them past the grace period, for as
+// long as they answer; one that stops answering goes after its grace.
+func TestGossipLossKeepsReachableBackends(t *testing.T) {
+	const grace = 300 * time.Millisecond
+	bs, nodes := httpBackends(t, 3)
+	m := newMembers()
+	m.set(nodes...)
+	p := &recorder{}
+	l := startLBWith(t, Config{Members: m, Proxy: p, Timing: defaultTiming, Checks: fastChecks, Guard: GuardConfig{Grace: grace}})
+	waitConfig(t, p, "three routed", func(c []byte) bool { return countServers(c) == 3 })
+
+	m.set() // the load balancer alone
+	waitFor(t, "the guard", func() bool { return l.Stats().Guarded == 3 })
+	// Three grace periods later, all are still served.
+	deadline := time.Now().Add(3 * grace)
+	for time.Now().Before(deadline) {
+		c, _ := p.last()
+		if countServers(c) != 3 {
+			t.Fatalf("a reachable backend was removed while gossip was cut off:\n%s", c)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if s := l.Stats(); s.Guarded != 3 {
+		t.Errorf("Guarded = %d, want 3", s.Guarded)
+	}
+
+	bs[2].hung.Store(true)
+	waitConfig(t, p, "the backend that stopped answering removed", func(c []byte) bool {
+		return countServers(c) == 2 && !routes(c, bs[2].addr)
+	})
+	m.set(nodes[:2]...) // gossip is back
+	waitFor(t, "the guard ends", func() bool { return l.Stats().Guarded == 0 })
+	if c, _ := p.last(); countServers(c) != 2 || !routes(c, bs[0].addr) || !routes(c, bs[1].addr) {
+		t.Errorf("after gossip came back:\n%s", c)
 	}
 }
 

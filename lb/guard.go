@@ -40,9 +40,11 @@ import (
 // live hosts are gone in about a second however many they are.
 //
 // Guarded backends keep being checked, also when their nodes vanished; one
-// whose check is refused leaves the guard at once, one whose checks pass
-// stays (the load balancer reaches it, whatever gossip says), and one whose
-// checks time out stays for Grace. A backend already left out by failing
+// whose check is refused leaves the guard at once, one whose checks time
+// out stays for Grace, and one whose last check passed when Grace runs out
+// is kept for another Grace: the load balancer reaches it, whatever gossip
+// says, so when only gossip is cut off (a firewalled gossip port, seeds
+// unreachable) the running configuration keeps serving. A backend already left out by failing
 // checks when its node vanished is not put back: only what the last
 // configuration routed to is guarded.
 //
@@ -205,6 +207,7 @@ type guardEventKind int
 const (
 	guardStarted guardEventKind = iota // a mass loss: instances are now guarded
 	guardGrew                          // more instances lost during a mass loss, guarded too
+	guardRenewed                       // the grace period ran out, but the instances pass the checks: kept
 	guardExpired                       // the grace period ran out: instances removed
 	guardEnded                         // a guarded instance came back, was withdrawn or refused
 )
@@ -328,7 +331,17 @@ func (g GuardConfig) track(prev guardState, lost map[instKey]loss, status func(i
 	// Guards run out; old losses no longer count.
 	expired := map[string][]string{}
 	gone := map[instKey]bool{} // expired now: no longer part of the application
+	renewed := map[string][]string{}
 	for k, l := range lost {
+		if l.guarded() && !now.Before(l.until) && checked[k].passing {
+			// The load balancer still reaches it: gossip, not the
+			// backend, is what failed (a blocked gossip port, say), and
+			// the configuration that serves it stays.
+			l.until = now.Add(g.Grace)
+			lost[k] = l
+			renewed[k.app] = append(renewed[k.app], k.node)
+			continue
+		}
 		if l.guarded() && !now.Before(l.until) {
 			l.expired = true
 			lost[k] = l
@@ -399,6 +412,9 @@ func (g GuardConfig) track(prev guardState, lost map[instKey]loss, status func(i
 		}
 		slices.Sort(newly)
 		events = append(events, guardEvent{kind: kind, app: app, nodes: newly, lost: len(t.lost), of: len(t.had), until: now.Add(g.Grace)})
+	}
+	for _, app := range slices.Sorted(maps.Keys(renewed)) {
+		events = append(events, guardEvent{kind: guardRenewed, app: app, nodes: slices.Sorted(slices.Values(renewed[app])), until: now.Add(g.Grace)})
 	}
 	for _, app := range slices.Sorted(maps.Keys(expired)) {
 		events = append(events, guardEvent{kind: guardExpired, app: app, nodes: slices.Sorted(slices.Values(expired[app]))})

@@ -48,9 +48,14 @@ func pick(all []catalog.Node, names ...string) []catalog.Node {
 }
 
 // healthOf returns the checks' view: down instances fail by timeouts,
-// refused ones are down and refused.
-func healthOf(down, refused []string) map[instKey]health {
+// refused ones are down and refused, up ones passed their last check;
+// instances in none of these have not been checked.
+func healthOf(down, refused []string, up ...string) map[instKey]health {
 	out := map[instKey]health{}
+	for _, s := range up {
+		node, app, _ := strings.Cut(s, "/")
+		out[instKey{node, app}] = health{passing: true}
+	}
 	for _, s := range down {
 		node, app, _ := strings.Cut(s, "/")
 		out[instKey{node, app}] = health{down: true}
@@ -77,6 +82,7 @@ type guardStep struct {
 	nodes   []catalog.Node // the membership
 	down    []string       // instances failing the load balancer's checks by timeouts, "node/app"
 	refused []string       // instances failing them by refusals
+	up      []string       // instances passing them
 	routed  []string       // want, if not nil: instances the render routes to, sorted
 	guarded []string       // want: instances guarded, sorted
 	events  []string       // want, if not nil: "kind app nodes", in order
@@ -105,6 +111,20 @@ func TestGuardStep(t *testing.T) {
 				guarded: []string{"b2/web", "b3/web", "b4/web"}, events: []string{}},
 			{at: 61 * time.Second, nodes: pick(four, "b1"), routed: []string{"b1/web"}, events: []string{"expired web [b2 b3 b4]"}},
 			{at: 62 * time.Second, nodes: pick(four, "b1"), routed: []string{"b1/web"}, events: []string{}},
+		}},
+		{"lost by gossip but passing the checks: kept beyond grace until the checks fail", GuardConfig{}, []guardStep{
+			{at: 0, nodes: four, up: []string{"b1/web", "b2/web", "b3/web", "b4/web"}},
+			{at: time.Second, nodes: pick(four, "b1"), up: []string{"b1/web", "b2/web", "b3/web", "b4/web"},
+				guarded: []string{"b2/web", "b3/web", "b4/web"}, events: []string{"started web [b2 b3 b4] 3/4"}},
+			{at: 61 * time.Second, nodes: pick(four, "b1"), up: []string{"b1/web", "b2/web", "b3/web", "b4/web"},
+				routed: []string{"b1/web", "b2/web", "b3/web", "b4/web"}, guarded: []string{"b2/web", "b3/web", "b4/web"}, events: []string{"renewed web [b2 b3 b4]"}},
+			{at: 10 * time.Minute, nodes: pick(four, "b1"), up: []string{"b1/web", "b2/web", "b3/web", "b4/web"},
+				routed: []string{"b1/web", "b2/web", "b3/web", "b4/web"}, guarded: []string{"b2/web", "b3/web", "b4/web"}, events: []string{"renewed web [b2 b3 b4]"}},
+			// b2 stops answering (timeouts): it goes when its grace ends.
+			{at: 10*time.Minute + time.Second, nodes: pick(four, "b1"), up: []string{"b1/web", "b3/web", "b4/web"}, down: []string{"b2/web"},
+				routed: []string{"b1/web", "b2/web", "b3/web", "b4/web"}, guarded: []string{"b2/web", "b3/web", "b4/web"}, events: []string{}},
+			{at: 11*time.Minute + time.Second, nodes: pick(four, "b1"), up: []string{"b1/web", "b3/web", "b4/web"}, down: []string{"b2/web"},
+				routed: []string{"b1/web", "b3/web", "b4/web"}, guarded: []string{"b3/web", "b4/web"}, events: []string{"renewed web [b3 b4]", "expired web [b2]"}},
 		}},
 		{"guarded backends that come back are routed from the membership", GuardConfig{}, []guardStep{
 			{at: 0, nodes: four},
@@ -263,7 +283,7 @@ func TestGuardStep(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var state guardState
 			for i, s := range tc.steps {
-				res := tc.cfg.step(state, catalog.NewSnapshot(s.nodes), healthOf(s.down, s.refused), t0.Add(s.at))
+				res := tc.cfg.step(state, catalog.NewSnapshot(s.nodes), healthOf(s.down, s.refused, s.up...), t0.Add(s.at))
 				state = res.state
 				if routed := keyStrings(routedIn(res.snap)); s.routed != nil && !slices.Equal(routed, s.routed) {
 					t.Errorf("step %d (%v): routed %v, want %v", i, s.at, routed, s.routed)
@@ -298,6 +318,8 @@ func describe(e guardEvent) string {
 		return fmt.Sprintf("grew %s %v %d/%d", e.app, e.nodes, e.lost, e.of)
 	case guardExpired:
 		return fmt.Sprintf("expired %s %v", e.app, e.nodes)
+	case guardRenewed:
+		return fmt.Sprintf("renewed %s %v", e.app, e.nodes)
 	default:
 		return fmt.Sprintf("ended %s %v %s", e.app, e.nodes, e.status)
 	}

@@ -381,6 +381,9 @@ func (l *LB) logGuard(events []guardEvent) (started int) {
 		case guardGrew:
 			l.log.Warn("mass loss: more backends lost; keeping them too",
 				"application", e.app, "lost", e.lost, "of", e.of, "kept", e.nodes, "until", e.until.Format(time.RFC3339))
+		case guardRenewed:
+			l.log.Warn("mass loss: grace period over, but the lost backends still pass the load balancer's checks (gossip, not the backends, seems cut off); keeping them",
+				"application", e.app, "nodes", e.nodes, "until", e.until.Format(time.RFC3339))
 		case guardExpired:
 			l.log.Warn("mass loss: grace period over; removing the backends that did not come back",
 				"application", e.app, "removed", e.nodes)
