@@ -694,21 +694,7 @@ var client = &http.Client{
 
 // get fetches http://127.0.0.1:port/ and returns the body, or a
 // description of what went wrong.
-func get(port int) (string, error) {
-	resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return "", err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("status %s: %q", resp.Status, b)
-	}
-	return string(b), nil
-}
+func get(port int) (string, error) { return getWith(client, port) }
 
 // waitBody polls until nginx on port answers want.
 func waitBody(t *testing.T, port int, want string) {
