@@ -19,6 +19,7 @@ var goodConfigs = []struct {
 	{"../../config.example.json", "lb"},
 	{"../../examples/backend.json", "backend"},
 	{"../../examples/lb-external.json", "lb"},
+	{"../../examples/lb-haproxy.json", "lb"},
 }
 
 // badConfigs are the files in testdata/bad, each with every line
