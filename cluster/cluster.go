@@ -253,8 +253,15 @@ func (c *Cluster) Join(addrs []string) (int, error) {
 
 // UpdateApplications changes what this node advertises: the new set is
 // validated and stored, and its digest gossiped so load balancers fetch it.
-// On error the old advertisement stays. It blocks up to timeout for the
-// beacon broadcast.
+// On error (an invalid set) the old advertisement stays. It blocks up to
+// timeout while the beacon is broadcast.
+//
+// A broadcast not confirmed within timeout is not an error: the new
+// beacon is already this node's state and stays queued for gossip, and
+// push/pull carries it too. (memberlist confirms a broadcast once it was
+// sent often enough, which takes longer when many nodes change at once,
+// and can miss a confirmation that comes before it waits for it.) Failing
+// here made backends that were stopped together leave without draining.
 func (c *Cluster) UpdateApplications(role catalog.Role, apps []catalog.Application, timeout time.Duration) error {
 	if role != c.role {
 		return fmt.Errorf("cluster: cannot change role from %s to %s", c.role, role)
@@ -263,7 +270,7 @@ func (c *Cluster) UpdateApplications(role catalog.Role, apps []catalog.Applicati
 		return err
 	}
 	if err := c.ml.UpdateNode(timeout); err != nil {
-		return fmt.Errorf("cluster: broadcast metadata: %w", err)
+		c.log.Debug("beacon broadcast not confirmed yet; gossip carries it on", "err", err, "timeout", timeout)
 	}
 	return nil
 }

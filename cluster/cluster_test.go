@@ -144,6 +144,28 @@ func TestChangesSignalAndUpdateIsRebroadcast(t *testing.T) {
 	})
 }
 
+// TestUnconfirmedBroadcastStillSpreads updates a backend with a broadcast
+// timeout too short for any confirmation: the update is not an error (the
+// new set is the node's state already) and still reaches the load
+// balancer. Backends stopped together used to give up draining here.
+func TestUnconfirmedBroadcastStillSpreads(t *testing.T) {
+	lb := testNode(t, 23, catalog.RoleLB)
+	b := testNode(t, 24, catalog.RoleBackend, app("web", 8080))
+	if _, err := b.Join([]string{lb.LocalAddr()}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "backend visible", 5*time.Second, func() bool { return lb.Snapshot().Backends() == 1 })
+	draining := app("web", 8080)
+	draining.State = catalog.StateDraining
+	if err := b.UpdateApplications(catalog.RoleBackend, []catalog.Application{draining}, time.Nanosecond); err != nil {
+		t.Fatalf("UpdateApplications with an unconfirmed broadcast: %v", err)
+	}
+	waitFor(t, "draining visible at the load balancer", 5*time.Second, func() bool {
+		n := lb.Snapshot().Nodes
+		return len(n) == 2 && len(n[0].Applications) == 1 && n[0].Applications[0].State == catalog.StateDraining
+	})
+}
+
 func drain(ch <-chan struct{}) {
 	for {
 		select {

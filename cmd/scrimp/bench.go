@@ -2,7 +2,10 @@ package main
 
 import (
 	"bufio"
+	"bytes"
+	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"slices"
@@ -36,6 +40,7 @@ import (
 
 // benchOptions configures `scrimp bench`.
 type benchOptions struct {
+	only    string // run one group of rows; empty runs all
 	quick   bool
 	out     string
 	verbose bool
@@ -45,11 +50,11 @@ func newBenchCmd() *cobra.Command {
 	o := benchOptions{}
 	cmd := &cobra.Command{
 		Use:   "bench",
-		Short: "Measure join, reload, removal, spread and render figures on loopback",
+		Short: "Measure join, reload, removal, restart and scale under load, spread and render figures on loopback",
 		Long: `Run real nginx, real HAProxy and real scrimp nodes (in this process) on
 loopback addresses 127.0.x.y and print one markdown table of measured
 figures, each beside its target. Nothing leaves the machine. A full run
-takes a few minutes; --quick takes seconds with fewer samples.`,
+takes about three minutes; --quick about one, with fewer samples.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
@@ -66,6 +71,7 @@ takes a few minutes; --quick takes seconds with fewer samples.`,
 		},
 	}
 	cmd.Flags().BoolVar(&o.quick, "quick", false, "a short run with few samples")
+	cmd.Flags().StringVar(&o.only, "only", "", "run one group of rows: gossip, load, routing, render or idle")
 	cmd.Flags().StringVar(&o.out, "out", "", "also write the table to this file")
 	cmd.Flags().BoolVar(&o.verbose, "verbose", false, "show the nodes' logs on stderr")
 	return cmd
@@ -82,13 +88,41 @@ const (
 	rowBurstR = "reloads per 50-join burst"
 	rowBurstT = "last join of burst → all served"
 	rowKill   = "kill → removed from proxy config"
+	rowRoll   = "rolling restart under steady load"
+	rowScale  = "scale out then in under steady load"
 	rowGRPC   = "gRPC spread, 1 HTTP/2 conn, 3 backends"
 	rowHash   = "hash keys moved adding 4th backend"
 	rowRender = "render 10,000 upstream servers"
 	rowIdle   = "idle node CPU / RSS"
 )
 
-var benchRowNames = []string{rowJoin, rowBurstR, rowBurstT, rowKill, rowGRPC, rowHash, rowRender, rowIdle}
+var benchRowNames = []string{rowJoin, rowBurstR, rowBurstT, rowKill, rowRoll, rowScale, rowGRPC, rowHash, rowRender, rowIdle}
+
+// Targets shared by several rows.
+const (
+	targetKill = "≤ 2 s; 0 failed with retries"
+	targetLoad = "0 failed"
+)
+
+// benchSetup is a proxy setup of the rows under steady load: a generator
+// and its options.
+type benchSetup struct {
+	label, gen string
+	opts       json.RawMessage
+}
+
+var loadSetups = []benchSetup{
+	{"nginx", "nginx", nil},
+	{"haproxy", "haproxy", nil},
+	{"haproxy, runtime-api", "haproxy", json.RawMessage(`{"runtime-api": true}`)},
+}
+
+// noRetries are the generator options that turn the proxy's retries on
+// another backend off.
+var noRetries = map[string]json.RawMessage{
+	"nginx":   json.RawMessage(`{"next-upstream-tries": 1}`),
+	"haproxy": json.RawMessage(`{"retries": 0}`),
+}
 
 type bencher struct {
 	o        benchOptions
@@ -118,15 +152,28 @@ func runBench(ctx context.Context, progress io.Writer, o benchOptions) (string, 
 		b.log = slog.New(slog.NewTextHandler(&syncWriter{w: progress}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
 	proxies := []string{"nginx", "haproxy"}
+	// want reports whether a group of rows is to run (--only).
+	want := func(group string) bool { return o.only == "" || o.only == group }
 
 	// Rows 1-3 share a cluster per proxy: joins, then kills, then a burst.
 	for i, p := range proxies {
+		if !want("gossip") {
+			break
+		}
 		if ctx.Err() != nil {
 			break
 		}
 		b.gossipRows(ctx, p, "local", fmt.Sprintf("127.0.%d", 60+i), fmt.Sprintf("127.0.%d", 70+i), true)
 	}
-	if !o.quick {
+	// Row 3 again with the proxy's retries on another backend turned off.
+	for i, p := range proxies {
+		if ctx.Err() != nil || !want("gossip") {
+			break
+		}
+		b.killNoRetries(ctx, p, fmt.Sprintf("127.0.%d", 100+i))
+	}
+	if !want("gossip") {
+	} else if !o.quick {
 		for i, p := range proxies {
 			if ctx.Err() != nil {
 				break
@@ -138,18 +185,33 @@ func runBench(ctx context.Context, progress io.Writer, o benchOptions) (string, 
 			b.add(rowJoin, p+", lan", "not measured (--quick)", "≤ 1 s")
 		}
 	}
-	for i, p := range proxies {
-		b.grpcSpread(ctx, p, fmt.Sprintf("127.0.%d", 80+i))
+	// Rolling restart, then scale out and in, under steady client load.
+	for i, s := range loadSetups {
+		if want("load") {
+			b.rollingRow(ctx, s, fmt.Sprintf("127.0.%d", 102+i))
+		}
+	}
+	for i, s := range loadSetups {
+		if want("load") {
+			b.scaleRow(ctx, s, fmt.Sprintf("127.0.%d", 105+i))
+		}
 	}
 	for i, p := range proxies {
-		b.hashMoved(ctx, p, fmt.Sprintf("127.0.%d", 82+i))
+		if want("routing") {
+			b.grpcSpread(ctx, p, fmt.Sprintf("127.0.%d", 80+i))
+			b.hashMoved(ctx, p, fmt.Sprintf("127.0.%d", 82+i))
+		}
 	}
 	for _, p := range proxies {
-		b.render(p)
+		if want("render") {
+			b.render(p)
+		}
 	}
-	sizes := []int{3, 10}
+	sizes := []int{3, 10, 30}
 	for i, n := range sizes {
-		b.idle(ctx, n, fmt.Sprintf("127.0.%d", 90+i))
+		if want("idle") {
+			b.idle(ctx, n, fmt.Sprintf("127.0.%d", 90+i))
+		}
 	}
 
 	var sb strings.Builder
@@ -160,6 +222,11 @@ func runBench(ctx context.Context, progress io.Writer, o benchOptions) (string, 
 	fmt.Fprintf(&sb, "scrimp bench (%s), %s, %d CPUs, %s, took %s\n\n", mode, runtime.Version(), runtime.NumCPU(),
 		time.Now().Format("2006-01-02 15:04"), time.Since(start).Round(time.Second))
 	sb.WriteString("| measurement | setup | measured | target |\n|---|---|---|---|\n")
+	// One block per measurement, in benchRowNames' order; setups keep the
+	// order they ran in.
+	slices.SortStableFunc(b.rows, func(x, y benchRow) int {
+		return cmp.Compare(slices.Index(benchRowNames, x.name), slices.Index(benchRowNames, y.name))
+	})
 	for _, r := range b.rows {
 		fmt.Fprintf(&sb, "| %s | %s | %s | %s |\n", r.name, r.setup, r.result, r.target)
 	}
@@ -172,6 +239,7 @@ type benchCluster struct {
 	b          *bencher
 	net, gen   string
 	profile    string
+	opts       clusterOptions
 	listenPort int
 	lb         *node
 	seed       string
@@ -187,10 +255,80 @@ type benchBackend struct {
 	cancel  context.CancelFunc
 	stopApp context.CancelFunc
 	done    chan struct{}
-	killed  bool
+	gone    bool // killed or stopped
+	// drainWarn is the node's first warning about its drain (not
+	// advertised, not acknowledged in time), empty if none.
+	drainWarn *drainWatch
 }
 
-func (b *bencher) startCluster(netPrefix, gen, profile string) (*benchCluster, error) {
+// drainWatch is a log handler that passes records on and keeps the first
+// warning about a drain: a backend that could not drain leaves while the
+// load balancer still routes to it, which the rows under load must say.
+type drainWatch struct {
+	mu    sync.Mutex
+	first string
+}
+
+func (w *drainWatch) warning() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.first
+}
+
+type drainWatchHandler struct {
+	slog.Handler
+	w *drainWatch
+}
+
+func (h drainWatchHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= slog.LevelWarn || h.Handler.Enabled(ctx, l)
+}
+
+func (h drainWatchHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelWarn && strings.Contains(r.Message, "drain") {
+		msg := r.Message
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "err" {
+				msg += ": " + a.Value.String()
+			}
+			return true
+		})
+		h.w.mu.Lock()
+		if h.w.first == "" {
+			h.w.first = msg
+		}
+		h.w.mu.Unlock()
+	}
+	if h.Handler.Enabled(ctx, r.Level) {
+		return h.Handler.Handle(ctx, r)
+	}
+	return nil
+}
+
+func (h drainWatchHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return drainWatchHandler{h.Handler.WithAttrs(as), h.w}
+}
+
+func (h drainWatchHandler) WithGroup(name string) slog.Handler {
+	return drainWatchHandler{h.Handler.WithGroup(name), h.w}
+}
+
+// clusterOptions are a bench cluster's settings beyond generator and
+// gossip profile.
+type clusterOptions struct {
+	// genOpts are the generator's options (lb.generator-options).
+	genOpts json.RawMessage
+	// drainTimeout and drainGrace are every backend's drain settings;
+	// a zero drainTimeout means 300 ms and no grace, for clusters whose
+	// backends are killed: a dead one cannot drain.
+	drainTimeout, drainGrace time.Duration
+}
+
+// gracefulDrain is the drain of the rows under steady load, as
+// TestRollingRestartLosesNoRequest has it.
+var gracefulDrain = clusterOptions{drainTimeout: 10 * time.Second, drainGrace: 300 * time.Millisecond}
+
+func (b *bencher) startCluster(netPrefix, gen, profile string, opts clusterOptions) (*benchCluster, error) {
 	lbIP := netPrefix + ".1"
 	port, err := freePort(lbIP)
 	if err != nil {
@@ -200,7 +338,10 @@ func (b *bencher) startCluster(netPrefix, gen, profile string) (*benchCluster, e
 	if err != nil {
 		return nil, err
 	}
-	c := &benchCluster{b: b, net: netPrefix, gen: gen, profile: profile, listenPort: port, stateDir: dir}
+	if opts.drainTimeout == 0 {
+		opts.drainTimeout, opts.drainGrace = 300*time.Millisecond, 0
+	}
+	c := &benchCluster{b: b, net: netPrefix, gen: gen, profile: profile, opts: opts, listenPort: port, stateDir: dir}
 	cfg, err := demoConfig("lb", lbIP, nil)
 	if err != nil {
 		os.RemoveAll(dir)
@@ -208,7 +349,7 @@ func (b *bencher) startCluster(netPrefix, gen, profile string) (*benchCluster, e
 	}
 	cfg.Cluster.Profile = profile
 	lbc := config.DefaultLB()
-	lbc.StateDir, lbc.ListenAddr, lbc.Generator = dir, lbIP, gen
+	lbc.StateDir, lbc.ListenAddr, lbc.Generator, lbc.GeneratorOptions = dir, lbIP, gen, opts.genOpts
 	cfg.LB = &lbc
 	n, err := startLocalNode(cfg, b.log.With("node", "lb-"+gen))
 	if err != nil {
@@ -226,7 +367,8 @@ func (b *bencher) startCluster(netPrefix, gen, profile string) (*benchCluster, e
 }
 
 // addBackend starts a backend node named name on ip with an HTTP app that
-// answers its name, joined through the load balancer.
+// answers its name, joined through the load balancer. The app serves
+// until the node has finished: drained and left, or killed.
 func (c *benchCluster) addBackend(name, ip string) (*benchBackend, error) {
 	appCtx, stopApp := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -242,19 +384,19 @@ func (c *benchCluster) addBackend(name, ip string) (*benchBackend, error) {
 	}
 	cfg.Cluster.Profile = c.profile
 	bc := config.DefaultBackend()
-	// Short: the bench kills backends, and a dead one cannot drain.
-	bc.DrainTimeout, bc.DrainGrace = config.D(300*time.Millisecond), config.D(0)
+	bc.DrainTimeout, bc.DrainGrace = config.D(c.opts.drainTimeout), config.D(c.opts.drainGrace)
 	bc.Applications = []config.Application{{Application: catalog.Application{
 		Name: "web", ListenPort: c.listenPort, ApplicationPort: appPort, Protocol: catalog.ProtocolHTTP,
 	}}}
 	cfg.Backend = &bc
-	n, err := startLocalNode(cfg, c.b.log.With("node", name))
+	watch := &drainWatch{}
+	n, err := startLocalNode(cfg, slog.New(drainWatchHandler{c.b.log.Handler(), watch}).With("node", name))
 	if err != nil {
 		stopApp()
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	be := &benchBackend{name: name, node: n, cancel: cancel, stopApp: stopApp, done: make(chan struct{})}
+	be := &benchBackend{name: name, node: n, cancel: cancel, stopApp: stopApp, done: make(chan struct{}), drainWarn: watch}
 	go func() {
 		defer close(be.done)
 		n.run(ctx)
@@ -268,29 +410,41 @@ func (c *benchCluster) addBackend(name, ip string) (*benchBackend, error) {
 // kill crashes a backend: its app stops and its gossip goes silent at
 // once, without leaving. The node winds down in the background.
 func (be *benchBackend) kill() {
-	be.killed = true
+	be.gone = true
 	be.stopApp()
 	be.node.cluster.Kill()
 	be.cancel()
 }
 
-// close stops every node and the proxy; bounded by the drain timeout.
+// stop shuts a backend down gracefully, as a rolling restart or a scale-in
+// does: it drains (the load balancer acknowledges a configuration without
+// it, then drain-grace), leaves, and only then its app stops. It returns
+// when the node has finished.
+func (be *benchBackend) stop() {
+	be.gone = true
+	be.cancel()
+	<-be.done
+}
+
+// close stops every node and the proxy. Backends still running stop
+// gracefully first, while the load balancer can still acknowledge their
+// drain (a backend that cannot drain would wait its whole drain timeout);
+// bounded by the drain timeout.
 func (c *benchCluster) close() {
-	c.cancel()
-	<-c.done
-	var wg sync.WaitGroup
 	for _, be := range c.backends {
-		if !be.killed {
-			wg.Go(be.kill)
+		if !be.gone {
+			be.gone = true
+			be.cancel()
 		}
 	}
-	wg.Wait()
 	for _, be := range c.backends {
 		select {
 		case <-be.done:
-		case <-time.After(10 * time.Second):
+		case <-time.After(c.opts.drainTimeout + 10*time.Second):
 		}
 	}
+	c.cancel()
+	<-c.done
 	os.RemoveAll(c.stateDir)
 }
 
@@ -312,7 +466,11 @@ func (c *benchCluster) get(client *http.Client) (string, error) {
 	if resp.StatusCode != http.StatusOK {
 		return "", fmt.Errorf("status %d", resp.StatusCode)
 	}
-	return strings.TrimPrefix(strings.TrimSpace(string(body)), "hello from "), nil
+	name, ok := strings.CutPrefix(strings.TrimSpace(string(body)), "hello from ")
+	if !ok {
+		return "", fmt.Errorf("status 200 but not the demo app's answer: %q", body)
+	}
+	return name, nil
 }
 
 // waitServed polls until every name has answered, from start.
@@ -335,11 +493,27 @@ func (c *benchCluster) waitServed(start time.Time, timeout time.Duration, names 
 	return time.Since(start), nil
 }
 
-// routed reports whether the proxy's running configuration names the backend.
+// routed reports whether the proxy's running configuration sends requests
+// to the backend.
 func (c *benchCluster) routed(name string) bool {
 	if c.gen == "haproxy" {
 		b, err := os.ReadFile(c.stateDir + "/haproxy.cfg")
-		return err == nil && strings.Contains(string(b), "server "+name+" ")
+		if err != nil {
+			return false
+		}
+		for l := range strings.Lines(string(b)) {
+			l = strings.TrimSpace(l)
+			if !strings.HasPrefix(l, "server ") {
+				continue
+			}
+			// "server NAME ..."; in runtime-api mode "server sN ... # NAME",
+			// a disabled slot taking no new requests.
+			if strings.HasPrefix(l, "server "+name+" ") ||
+				strings.HasSuffix(l, " # "+name) && !strings.Contains(l, " disabled") {
+				return true
+			}
+		}
+		return false
 	}
 	b, err := os.ReadFile(c.stateDir + "/nginx.conf")
 	return err == nil && strings.Contains(string(b), "# "+name+"\n")
@@ -369,12 +543,12 @@ func (b *bencher) gossipRows(ctx context.Context, gen, profile, netPrefix, burst
 	fmt.Fprintf(b.progress, "bench: %s: starting a load balancer and %d joins\n", setup, joins)
 	skipRest := func(reason string) {
 		if all {
-			b.add(rowKill, gen, reason, "≤ 2 s, 0 failed")
+			b.add(rowKill, gen+", retries on", reason, targetKill)
 			b.add(rowBurstR, gen, reason, "≤ 3 reloads")
 			b.add(rowBurstT, gen, reason, "≤ 1.5 s")
 		}
 	}
-	c, err := b.startCluster(netPrefix, gen, profile)
+	c, err := b.startCluster(netPrefix, gen, profile, clusterOptions{})
 	if err != nil {
 		b.add(rowJoin, setup, failed(err), "≤ 1 s")
 		skipRest("not measured: no cluster")
@@ -430,36 +604,19 @@ func (b *bencher) gossipRows(ctx context.Context, gen, profile, netPrefix, burst
 	}
 
 	// Row 3: kill joined backends one at a time under steady GET load.
-	b.killRow(ctx, c, gen, kills)
+	b.killRow(ctx, c, gen+", retries on", kills)
 
 	// Row 2: 50 backends join within 1 s on their own addresses.
 	b.burstRow(ctx, c, gen, burstNet, burst)
 }
 
-func (b *bencher) killRow(ctx context.Context, c *benchCluster, gen string, kills int) {
+// killRow kills backends 1..kills of c (never the witness, backend 0)
+// one at a time under steady GET load, and reports the time from each
+// kill to the backend's removal from the proxy's configuration, and the
+// requests that failed from the kill to 300 ms after the removal.
+func (b *bencher) killRow(ctx context.Context, c *benchCluster, setup string, kills int) {
 	var removed []time.Duration
-	var sent, failures atomic.Int64
-	var firstErr atomic.Value
-	loadCtx, stopLoad := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	counting := atomic.Bool{}
-	keepAlive := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
-	for range 4 {
-		wg.Go(func() {
-			for loadCtx.Err() == nil {
-				_, err := c.get(keepAlive)
-				if counting.Load() {
-					sent.Add(1)
-					if err != nil {
-						failures.Add(1)
-						firstErr.CompareAndSwap(nil, err.Error())
-					}
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
-		})
-	}
-	var window time.Duration
+	load := c.startLoad(4, 10*time.Millisecond)
 	var killErr error
 	for i := range kills {
 		if ctx.Err() != nil {
@@ -468,7 +625,7 @@ func (b *bencher) killRow(ctx context.Context, c *benchCluster, gen string, kill
 		}
 		c.idle()
 		be := c.backends[1+i] // a joined backend, never the witness
-		counting.Store(true)
+		load.count(true)
 		start := time.Now()
 		be.kill()
 		for c.routed(be.name) && time.Since(start) < 30*time.Second {
@@ -481,23 +638,402 @@ func (b *bencher) killRow(ctx context.Context, c *benchCluster, gen string, kill
 		removed = append(removed, time.Since(start))
 		// Requests just after the reload count too.
 		time.Sleep(300 * time.Millisecond)
-		counting.Store(false)
-		window += time.Since(start)
+		load.count(false)
 	}
-	stopLoad()
-	wg.Wait()
-	keepAlive.CloseIdleConnections()
+	res := load.stop()
+	b.logFailures(rowKill, setup, res)
 	if killErr != nil {
-		b.add(rowKill, gen, failed(killErr), "≤ 2 s, 0 failed")
+		b.add(rowKill, setup, failed(killErr), targetKill)
 		return
 	}
-	rate := float64(sent.Load()) / window.Seconds()
-	res := fmt.Sprintf("p50 %s, max %s (n=%d); %d of %d GETs failed at %.0f req/s", ms(pct(removed, .5)), ms(pct(removed, 1)),
-		len(removed), failures.Load(), sent.Load(), rate)
-	if e, ok := firstErr.Load().(string); ok {
-		res += " (first: " + strings.ReplaceAll(e, "|", "/") + ")"
+	b.add(rowKill, setup, fmt.Sprintf("p50 %s, max %s (n=%d); %s%s", ms(pct(removed, .5)), ms(pct(removed, 1)),
+		len(removed), res, res.first()), targetKill)
+}
+
+// killNoRetries is row 3 on a cluster of its own whose proxy does not
+// retry a failed request on another backend: what the kills cost then.
+func (b *bencher) killNoRetries(ctx context.Context, gen, netPrefix string) {
+	setup := gen + ", retries off"
+	kills := 5
+	if b.o.quick {
+		kills = 1
 	}
-	b.add(rowKill, gen, res, "≤ 2 s, 0 failed")
+	err := func() error {
+		c, err := b.startCluster(netPrefix, gen, "local", clusterOptions{genOpts: noRetries[gen]})
+		if err != nil {
+			return err
+		}
+		defer c.close()
+		// A witness and the backends to kill, as in gossipRows.
+		var names []string
+		for i := range kills + 1 {
+			name := fmt.Sprintf("backend-%d", i+1)
+			if _, err := c.addBackend(name, fmt.Sprintf("%s.%d", netPrefix, i+2)); err != nil {
+				return err
+			}
+			names = append(names, name)
+		}
+		if _, err := c.waitServed(time.Now(), 20*time.Second, names...); err != nil {
+			return err
+		}
+		b.killRow(ctx, c, setup, kills)
+		return nil
+	}()
+	if err != nil {
+		b.add(rowKill, setup, failed(err), targetKill)
+	}
+}
+
+// ---- steady load: kill, rolling restart and scale rows ----
+
+// benchLoad is a steady client load through the load balancer: clients
+// goroutines, each sending one GET per interval on its keep-alive
+// connection. Every request must be answered 200 by a demo app; anything
+// else is a failure. Only requests sent or answered while counting count.
+type benchLoad struct {
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	client   *http.Client
+	counting atomic.Bool
+
+	mu       sync.Mutex
+	since    time.Time     // counting since, when counting
+	window   time.Duration // counted time before since
+	sent     int
+	failures []loadFailure
+	nFailed  int
+}
+
+// loadFailure is a failed request: when it was sent, relative to the
+// start of the counting window it fell in (the kill, the phase's start),
+// and why it failed.
+type loadFailure struct {
+	at  time.Duration
+	err string
+}
+
+// loadResult is what a load saw while counting.
+type loadResult struct {
+	sent, failed int
+	window       time.Duration
+	failures     []loadFailure // the first few
+}
+
+func (r loadResult) rate() float64 { return float64(r.sent) / r.window.Seconds() }
+
+func (r loadResult) String() string {
+	return fmt.Sprintf("%d of %d GETs failed at %.0f req/s", r.failed, r.sent, r.rate())
+}
+
+// first is the first failure's text for a table cell, "" without one.
+func (r loadResult) first() string {
+	if len(r.failures) == 0 {
+		return ""
+	}
+	return " (first: " + strings.ReplaceAll(r.failures[0].err, "|", "/") + ")"
+}
+
+func (c *benchCluster) startLoad(clients int, interval time.Duration) *benchLoad {
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &benchLoad{cancel: cancel,
+		// Generous: a request slower than this is a failure of the proxy,
+		// not of a tight client.
+		client: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: clients}}}
+	for range clients {
+		l.wg.Go(func() {
+			tick := time.NewTicker(interval)
+			defer tick.Stop()
+			for {
+				on, sentAt := l.counting.Load(), time.Now()
+				_, err := c.get(l.client)
+				if on || l.counting.Load() {
+					l.record(sentAt, err)
+				}
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+				}
+			}
+		})
+	}
+	return l
+}
+
+func (l *benchLoad) record(sentAt time.Time, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.sent++
+	if err != nil {
+		l.nFailed++
+		if len(l.failures) < 10 {
+			l.failures = append(l.failures, loadFailure{at: sentAt.Sub(l.since), err: err.Error()})
+		}
+	}
+}
+
+// count starts or stops counting requests.
+func (l *benchLoad) count(on bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if on == l.counting.Load() {
+		return
+	}
+	if on {
+		l.since = time.Now()
+	} else {
+		l.window += time.Since(l.since)
+	}
+	l.counting.Store(on)
+}
+
+// stop ends the load, waiting for requests in flight, and returns what it
+// counted.
+func (l *benchLoad) stop() loadResult {
+	l.count(false)
+	l.cancel()
+	l.wg.Wait()
+	l.client.CloseIdleConnections()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return loadResult{sent: l.sent, failed: l.nFailed, window: l.window, failures: slices.Clone(l.failures)}
+}
+
+// logFailures writes the first failed requests of a row to the progress
+// output, with when they were sent (since the kill or the phase's start),
+// as evidence.
+func (b *bencher) logFailures(name, setup string, r loadResult) {
+	for _, f := range r.failures {
+		fmt.Fprintf(b.progress, "bench: %s (%s): request sent at %+d ms failed: %s\n", name, setup, f.at.Milliseconds(), f.err)
+	}
+}
+
+// proxyReloads returns how many reloads the load balancer's managed proxy
+// has been asked for.
+func (c *benchCluster) proxyReloads() int {
+	if r, ok := c.lb.proxy.(interface{ Reloads() int }); ok {
+		return r.Reloads()
+	}
+	return 0
+}
+
+// loadCluster starts a cluster for setup whose backends drain gracefully,
+// with n backends named prefix-1..n served. A generator that does not
+// take the setup's options yet is reported as notMeasured.
+func (b *bencher) loadCluster(s benchSetup, netPrefix, prefix string, n int) (c *benchCluster, notMeasured string, err error) {
+	if _, err := generator.New(s.gen, s.opts); err != nil {
+		return nil, "not measured: " + strings.ReplaceAll(err.Error(), "|", "/"), nil
+	}
+	opts := gracefulDrain
+	opts.genOpts = s.opts
+	c, err = b.startCluster(netPrefix, s.gen, "local", opts)
+	if err != nil {
+		return nil, "", err
+	}
+	var names []string
+	for i := range n {
+		be, err := c.addBackend(fmt.Sprintf("%s-%d", prefix, i+1), fmt.Sprintf("%s.%d", netPrefix, i+2))
+		if err != nil {
+			c.close()
+			return nil, "", err
+		}
+		names = append(names, be.name)
+	}
+	if _, err := c.waitServed(time.Now(), 20*time.Second, names...); err != nil {
+		c.close()
+		return nil, "", err
+	}
+	// No reload pending from the joins: the phase counts its own.
+	time.Sleep(c.lb.cfg.LB.QuietPeriod.Duration + c.lb.cfg.LB.MaxWait.Duration)
+	return c, "", nil
+}
+
+// phase is a change of membership under steady load: it runs change with
+// 4 clients at about 260 req/s in all counting, and reports their
+// failures, their rate, the phase's duration and the proxy's reloads.
+// change calls mark at its steps; with failures, the steps go to the
+// progress output beside them.
+func (b *bencher) phase(c *benchCluster, name, setup string, change func(mark func(string)) (note string, err error)) string {
+	before, reloads := c.lb.lb.Stats(), c.proxyReloads()
+	load := c.startLoad(4, 15*time.Millisecond)
+	load.count(true)
+	start := time.Now()
+	var marks []string
+	mark := func(step string) {
+		marks = append(marks, fmt.Sprintf("%+d ms %s", time.Since(start).Milliseconds(), step))
+	}
+	note, err := change(mark)
+	took := time.Since(start)
+	// Requests just after the last change count too.
+	time.Sleep(300 * time.Millisecond)
+	res := load.stop()
+	b.logFailures(name, setup, res)
+	if res.failed > 0 {
+		fmt.Fprintf(b.progress, "bench: %s (%s): steps: %s\n", name, setup, strings.Join(marks, ", "))
+	}
+	if err != nil {
+		return failed(err)
+	}
+	stats := c.lb.lb.Stats()
+	out := fmt.Sprintf("%s over %s%s; %d reloads", res, took.Round(100*time.Millisecond), res.first(), c.proxyReloads()-reloads)
+	if n := stats.Updates - before.Updates; n > 0 {
+		out += fmt.Sprintf(", %d changes applied without one (runtime API)", n)
+	}
+	if n := stats.UpdateFailures - before.UpdateFailures; n > 0 {
+		out += fmt.Sprintf(", %d runtime updates failed", n)
+	}
+	if n := stats.Rejected - before.Rejected; n > 0 {
+		out += fmt.Sprintf(", %d configurations rejected", n)
+	}
+	if note != "" {
+		out += "; " + note
+	}
+	return out
+}
+
+// stopAll stops backends gracefully, all at once, and notes those that
+// did not drain (the drain was not advertised, or not acknowledged in
+// time) or that the proxy's configuration still routes to afterwards.
+func (c *benchCluster) stopAll(bes ...*benchBackend) string {
+	var wg sync.WaitGroup
+	for _, be := range bes {
+		wg.Go(be.stop)
+	}
+	wg.Wait()
+	var notes []string
+	var undrained []string
+	first := ""
+	for _, be := range bes {
+		if w := be.drainWarn.warning(); w != "" {
+			undrained = append(undrained, be.name)
+			if first == "" {
+				first = be.name + ": " + w
+			}
+		}
+	}
+	if len(undrained) > 0 {
+		notes = append(notes, fmt.Sprintf("%d of %d did not drain (%s; first: %s)", len(undrained), len(bes),
+			strings.Join(undrained, ", "), strings.ReplaceAll(first, "|", "/")))
+	}
+	var still []string
+	deadline := time.Now().Add(2 * time.Second)
+	for _, be := range bes {
+		for c.routed(be.name) && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if c.routed(be.name) {
+			still = append(still, be.name)
+		}
+	}
+	if len(still) > 0 {
+		notes = append(notes, "still routed after leaving: "+strings.Join(still, ", "))
+	}
+	return strings.Join(notes, "; ")
+}
+
+// rollingRow replaces every backend of a cluster, one at a time, under
+// steady load: a replacement starts and is served, then the backend it
+// replaces stops gracefully.
+func (b *bencher) rollingRow(ctx context.Context, s benchSetup, netPrefix string) {
+	n := 3
+	if b.o.quick {
+		n = 2
+	}
+	setup := fmt.Sprintf("%s, %d backends replaced one at a time (drain %s, grace %s), 4 keep-alive clients", s.label, n,
+		gracefulDrain.drainTimeout, gracefulDrain.drainGrace)
+	if ctx.Err() != nil {
+		b.add(rowRoll, setup, failed(ctx.Err()), targetLoad)
+		return
+	}
+	c, notMeasured, err := b.loadCluster(s, netPrefix, "old", n)
+	switch {
+	case err != nil:
+		b.add(rowRoll, setup, failed(err), targetLoad)
+		return
+	case notMeasured != "":
+		b.add(rowRoll, setup, notMeasured, targetLoad)
+		return
+	}
+	defer c.close()
+	old := slices.Clone(c.backends)
+	res := b.phase(c, rowRoll, setup, func(mark func(string)) (string, error) {
+		var notes []string
+		for i, be := range old {
+			if ctx.Err() != nil {
+				return "", ctx.Err()
+			}
+			repl, err := c.addBackend(fmt.Sprintf("new-%d", i+1), fmt.Sprintf("%s.%d", netPrefix, 20+i))
+			if err != nil {
+				return "", err
+			}
+			mark(repl.name + " started")
+			if _, err := c.waitServed(time.Now(), 10*time.Second, repl.name); err != nil {
+				return "", fmt.Errorf("%s: %w", repl.name, err)
+			}
+			mark(repl.name + " served; stopping " + be.name)
+			if note := c.stopAll(be); note != "" {
+				notes = append(notes, note)
+			}
+			mark(be.name + " stopped")
+		}
+		return strings.Join(notes, "; "), nil
+	})
+	b.add(rowRoll, setup, res, targetLoad)
+}
+
+// scaleRow grows a cluster from `from` backends to `to` and shrinks it to
+// `end` under steady load; the backends that go stop gracefully, all at
+// once, as an autoscaler's scale-in does.
+func (b *bencher) scaleRow(ctx context.Context, s benchSetup, netPrefix string) {
+	from, to, end := 3, 10, 2
+	if b.o.quick {
+		from, to, end = 2, 4, 1
+	}
+	setup := fmt.Sprintf("%s, %d → %d → %d backends, the %d leaving at once (drain %s, grace %s), 4 keep-alive clients", s.label,
+		from, to, end, to-end, gracefulDrain.drainTimeout, gracefulDrain.drainGrace)
+	if ctx.Err() != nil {
+		b.add(rowScale, setup, failed(ctx.Err()), targetLoad)
+		return
+	}
+	c, notMeasured, err := b.loadCluster(s, netPrefix, "scale", from)
+	switch {
+	case err != nil:
+		b.add(rowScale, setup, failed(err), targetLoad)
+		return
+	case notMeasured != "":
+		b.add(rowScale, setup, notMeasured, targetLoad)
+		return
+	}
+	defer c.close()
+	res := b.phase(c, rowScale, setup, func(mark func(string)) (string, error) {
+		var names []string
+		for i := from; i < to; i++ {
+			be, err := c.addBackend(fmt.Sprintf("scale-%d", i+1), fmt.Sprintf("%s.%d", netPrefix, i+2))
+			if err != nil {
+				return "", err
+			}
+			names = append(names, be.name)
+		}
+		mark(fmt.Sprintf("%d started", to-from))
+		start := time.Now()
+		if _, err := c.waitServed(start, 20*time.Second, names...); err != nil {
+			return "", err
+		}
+		mark(fmt.Sprintf("all %d served; stopping %d", to, to-end))
+		out := fmt.Sprintf("all %d served %s after the last start", to, ms(time.Since(start)))
+		if ctx.Err() != nil {
+			return "", ctx.Err()
+		}
+		start = time.Now()
+		note := c.stopAll(c.backends[:to-end]...)
+		mark(fmt.Sprintf("%d stopped", to-end))
+		out += fmt.Sprintf("; %d stopped %s after the stop", to-end, ms(time.Since(start)))
+		if note != "" {
+			out += "; " + note
+		}
+		return out, nil
+	})
+	b.add(rowScale, setup, res, targetLoad)
 }
 
 func (b *bencher) burstRow(ctx context.Context, c *benchCluster, gen, burstNet string, burst int) {
@@ -879,6 +1415,12 @@ func procStat() (cpu time.Duration, rss int64, err error) {
 	return cpu, rss, nil
 }
 
+// idle measures idle nodes in a cluster of nodes members: an in-process
+// load balancer and nodes-3 in-process backends, plus one real scrimp
+// backend process and one real scrimp load balancer process (with its own
+// nginx) started from this binary. The processes' CPU and RSS are read
+// from /proc: that is what a node costs on a VPS. The in-process figure is
+// the bench process's growth per node (Go runtime shared), for comparison.
 func (b *bencher) idle(ctx context.Context, nodes int, netPrefix string) {
 	window := 10 * time.Second
 	if b.o.quick {
@@ -888,7 +1430,7 @@ func (b *bencher) idle(ctx context.Context, nodes int, netPrefix string) {
 		}
 		window = time.Second
 	}
-	setup := fmt.Sprintf("%d nodes (1 lb + %d backends, local), %s window; in-process, so the figure covers the bench process (nodes, test apps), not nginx", nodes, nodes-1, window)
+	setup := fmt.Sprintf("%d nodes (2 lb + %d backends, local profile), %s window", nodes, nodes-2, window)
 	res, err := func() (string, error) {
 		runtime.GC()
 		debug.FreeOSMemory()
@@ -896,20 +1438,30 @@ func (b *bencher) idle(ctx context.Context, nodes int, netPrefix string) {
 		if err != nil {
 			return "", err
 		}
-		c, err := b.startCluster(netPrefix, "nginx", "local")
+		c, err := b.startCluster(netPrefix, "nginx", "local", clusterOptions{})
 		if err != nil {
 			return "", err
 		}
 		defer c.close()
 		var names []string
-		for i := range nodes - 1 {
+		for i := range nodes - 3 {
 			name := fmt.Sprintf("idle-%d", i+1)
 			if _, err := c.addBackend(name, fmt.Sprintf("%s.%d", netPrefix, i+2)); err != nil {
 				return "", err
 			}
 			names = append(names, name)
 		}
-		if _, err := c.waitServed(time.Now(), 20*time.Second, names...); err != nil {
+		procs, err := b.idleProcesses(ctx, c, netPrefix+".250", netPrefix+".251")
+		switch {
+		case errors.Is(err, errTestBinary):
+			procs = &idleProcs{} // in-process nodes only
+		case err != nil:
+			return "", err
+		default:
+			defer procs.stop()
+			names = append(names, procs.backendName)
+		}
+		if _, err := c.waitServed(time.Now(), 30*time.Second, names...); err != nil {
 			return "", err
 		}
 		// Let joins, reloads and checks' first rounds settle.
@@ -919,6 +1471,10 @@ func (b *bencher) idle(ctx context.Context, nodes int, netPrefix string) {
 		}
 		time.Sleep(settle)
 		t0, _, err := procStat()
+		if err != nil {
+			return "", err
+		}
+		p0, err := procs.sample()
 		if err != nil {
 			return "", err
 		}
@@ -932,12 +1488,167 @@ func (b *bencher) idle(ctx context.Context, nodes int, netPrefix string) {
 		if err != nil {
 			return "", err
 		}
-		cpu := (t1 - t0).Seconds() / time.Since(start).Seconds() * 100
-		return fmt.Sprintf("CPU %.2f%% of one core per node (%.2f%% whole process, getrusage); RSS %.1f MiB per node ((%.0f − %.0f MiB baseline) / %d)",
-			cpu/float64(nodes), cpu, float64(rss1-rss0)/float64(nodes)/(1<<20), float64(rss1)/(1<<20), float64(rss0)/(1<<20), nodes), nil
+		p1, err := procs.sample()
+		if err != nil {
+			return "", err
+		}
+		took := time.Since(start).Seconds()
+		inProc := nodes - 2
+		cpu := (t1 - t0).Seconds() / took * 100
+		pct := func(i int) float64 { return (p1[i].cpu - p0[i].cpu).Seconds() / took * 100 }
+		res := "real processes not measured (" + errTestBinary.Error() + ")"
+		if len(p1) == 2 {
+			res = fmt.Sprintf("scrimp backend process: CPU %.2f%% of a core, RSS %.1f MiB; scrimp lb process: CPU %.2f%%, RSS %.1f MiB (its nginx not counted)",
+				pct(0), float64(p1[0].rss)/(1<<20), pct(1), float64(p1[1].rss)/(1<<20))
+		}
+		return res + fmt.Sprintf("; in-process nodes: CPU %.2f%%, RSS +%.1f MiB per node",
+			cpu/float64(inProc), float64(rss1-rss0)/float64(inProc)/(1<<20)), nil
 	}()
 	if err != nil {
 		res = failed(err)
 	}
 	b.add(rowIdle, setup, res, "(no target)")
+}
+
+// errTestBinary: the bench runs inside go test, whose binary is no scrimp.
+var errTestBinary = errors.New("a test binary cannot start scrimp nodes; scrimp bench does")
+
+// idleProcs are real scrimp processes of the idle rows.
+type idleProcs struct {
+	backendName string
+	cmds        []*exec.Cmd // backend, load balancer
+	dir         string
+	stopApp     context.CancelFunc
+	wg          sync.WaitGroup
+}
+
+// procSample is a process's CPU time and resident memory.
+type procSample struct {
+	cpu time.Duration
+	rss int64
+}
+
+// idleProcesses starts this binary twice: as a backend on backendIP with
+// a demo app, and as a load balancer on lbIP with managed nginx, both
+// joined to c.
+func (b *bencher) idleProcesses(ctx context.Context, c *benchCluster, backendIP, lbIP string) (*idleProcs, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	if strings.HasSuffix(exe, ".test") {
+		return nil, errTestBinary
+	}
+	dir, err := os.MkdirTemp("", "scrimp-bench-idle-")
+	if err != nil {
+		return nil, err
+	}
+	p := &idleProcs{backendName: "idle-process", dir: dir}
+	appCtx, stopApp := context.WithCancel(context.Background())
+	p.stopApp = stopApp
+	appPort, err := serveDemoApp(appCtx, &p.wg, backendIP, p.backendName)
+	if err != nil {
+		p.stop()
+		return nil, err
+	}
+	seed, err := json.Marshal([]string{c.seed})
+	if err != nil {
+		p.stop()
+		return nil, err
+	}
+	var ports [2]int
+	for i, ip := range []string{backendIP, lbIP} {
+		if ports[i], err = freePort(ip); err != nil {
+			p.stop()
+			return nil, err
+		}
+	}
+	configs := []string{
+		fmt.Sprintf(`{"role": "backend", "node-name": %q, "log-level": "warn",
+  "cluster": {"bind-addr": %q, "bind-port": %d, "profile": "local"},
+  "seed": {"provider": "static", "static": {"addresses": %s}},
+  "backend": {"drain-timeout": "2s", "applications": [{"name": "web", "listen-port": %d, "application-port": %d, "protocol": "http"}]}}`,
+			p.backendName, backendIP, ports[0], seed, c.listenPort, appPort),
+		fmt.Sprintf(`{"role": "lb", "node-name": "idle-process-lb", "log-level": "warn",
+  "cluster": {"bind-addr": %q, "bind-port": %d, "profile": "local"},
+  "seed": {"provider": "static", "static": {"addresses": %s}},
+  "lb": {"generator": "nginx", "mode": "managed", "listen-addr": %q, "state-dir": %q}}`,
+			lbIP, ports[1], seed, lbIP, filepath.Join(dir, "lb")),
+	}
+	for i, conf := range configs {
+		file := filepath.Join(dir, fmt.Sprintf("node-%d.json", i))
+		if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
+			p.stop()
+			return nil, err
+		}
+		cmd := exec.CommandContext(ctx, exe, "--config", file)
+		if b.o.verbose {
+			cmd.Stderr = b.progress
+		}
+		// SIGTERM, not SIGKILL, when ctx ends: the node leaves cleanly.
+		cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+		cmd.WaitDelay = 10 * time.Second
+		if err := cmd.Start(); err != nil {
+			p.stop()
+			return nil, fmt.Errorf("start %s: %w", exe, err)
+		}
+		p.cmds = append(p.cmds, cmd)
+	}
+	return p, nil
+}
+
+// sample reads each process's CPU time and RSS from /proc.
+func (p *idleProcs) sample() ([]procSample, error) {
+	out := make([]procSample, len(p.cmds))
+	for i, cmd := range p.cmds {
+		pid := strconv.Itoa(cmd.Process.Pid)
+		stat, err := os.ReadFile("/proc/" + pid + "/stat")
+		if err != nil {
+			return nil, fmt.Errorf("node process %s exited: %w", pid, err)
+		}
+		// pid (comm) state ppid … utime(14) stime(15), counted after ')'.
+		f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+		if len(f) < 13 {
+			return nil, fmt.Errorf("/proc/%s/stat: short", pid)
+		}
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		// Linux reports these in clock ticks of 1/100 s (USER_HZ).
+		out[i].cpu = time.Duration(ut+st) * 10 * time.Millisecond
+		status, err := os.ReadFile("/proc/" + pid + "/status")
+		if err != nil {
+			return nil, err
+		}
+		for line := range strings.Lines(string(status)) {
+			if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+				kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+				out[i].rss = kb * 1024
+			}
+		}
+	}
+	return out, nil
+}
+
+// stop ends the processes gracefully (SIGTERM: they drain and leave),
+// waits for them, stops the demo app and removes the files.
+func (p *idleProcs) stop() {
+	for _, cmd := range p.cmds {
+		cmd.Process.Signal(syscall.SIGTERM)
+	}
+	for _, cmd := range p.cmds {
+		done := make(chan struct{})
+		go func() {
+			cmd.Wait()
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	}
+	p.stopApp()
+	p.wg.Wait()
+	os.RemoveAll(p.dir)
 }
