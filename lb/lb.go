@@ -223,8 +223,13 @@ func (l *LB) Run(ctx context.Context) {
 			}
 			pending = false
 			first, last = time.Time{}, time.Time{}
-			l.apply(context.WithoutCancel(ctx))
-			lastDone = time.Now()
+			// Only work for the proxy makes the load balancer busy: a
+			// render that changed nothing (a member joined, its
+			// applications not fetched yet) must not delay the change
+			// that follows it by a quiet period.
+			if l.apply(context.WithoutCancel(ctx)) {
+				lastDone = time.Now()
+			}
 			if at, ok := l.guard.nextExpiry(); ok {
 				expiry.Reset(time.Until(at))
 			} else {
@@ -266,8 +271,8 @@ func (l *LB) retained(snap catalog.Snapshot, now time.Time) []catalog.Applicatio
 }
 
 // apply renders the current membership and, if the text changed, hands it
-// to the proxy.
-func (l *LB) apply(ctx context.Context) {
+// to the proxy. It reports whether the proxy was asked to do anything.
+func (l *LB) apply(ctx context.Context) (worked bool) {
 	in := l.cfg.Input
 	members := l.cfg.Members.Snapshot()
 	start := time.Now()
@@ -326,7 +331,7 @@ func (l *LB) apply(ctx context.Context) {
 			l.log.Info("configuration updated without a reload", "backends", in.Snapshot.Backends(), "applications", len(services),
 				"check-down", res.checkDown, "guarded", len(res.state.guarded()), "took", time.Since(start).Round(time.Microsecond))
 			l.notifyApplied(in.Snapshot)
-			return
+			return true
 		}
 		l.mu.Lock()
 		l.stats.UpdateFailures++
@@ -340,7 +345,7 @@ func (l *LB) apply(ctx context.Context) {
 		l.stats.LastError = err
 		l.mu.Unlock()
 		l.log.Error("configuration rejected; the running configuration stays", "err", err)
-		return
+		return true
 	}
 	l.applied, l.runtime = out.Config, out.Runtime
 	l.rejected = [32]byte{}
@@ -360,6 +365,7 @@ func (l *LB) apply(ctx context.Context) {
 		"check-down", res.checkDown, "guarded", len(res.state.guarded()),
 		"bytes", len(out.Config), "took", time.Since(start).Round(time.Microsecond))
 	l.notifyApplied(in.Snapshot)
+	return true
 }
 
 // notifyApplied reports that the proxy runs a configuration rendered from snap.
