@@ -28,6 +28,10 @@ type Config struct {
 	NodeName string `json:"node-name"`
 	// LogLevel is "debug", "info", "warn" or "error".
 	LogLevel string `json:"log-level"`
+	// MetricsAddr is the IP:port where GET /metrics serves this node's
+	// counters in the Prometheus text format; empty (the default) serves
+	// none. Keep it on loopback or a private address.
+	MetricsAddr string `json:"metrics-addr"`
 	// Cluster configures gossip membership.
 	Cluster Cluster `json:"cluster"`
 	// Seed says how a node finds the cluster to join.

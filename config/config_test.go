@@ -227,6 +227,11 @@ func TestConfigParseProblems(t *testing.T) {
 			},
 		},
 		{
+			name: "metrics address without a port",
+			doc:  `{` + lbHead + `, "metrics-addr": "localhost", "lb": {}}`,
+			want: []want{{"metrics-addr", `"localhost" is not an IP:port`}},
+		},
+		{
 			name: "invalid lb mode and listen address",
 			doc:  `{` + lbHead + `, "lb": {"mode": "sidecar", "listen-addr": "*", "generator": ""}}`,
 			want: []want{

@@ -34,6 +34,11 @@ func (c *Config) Validate() Problems {
 	default:
 		v.add("log-level", fmt.Sprintf("%q is not one of debug, info, warn, error", c.LogLevel))
 	}
+	if c.MetricsAddr != "" {
+		if _, err := netip.ParseAddrPort(c.MetricsAddr); err != nil {
+			v.add("metrics-addr", fmt.Sprintf("%q is not an IP:port such as \"127.0.0.1:9946\"", c.MetricsAddr))
+		}
+	}
 	c.Cluster.validate(&v)
 	if c.Seed.Provider == "" {
 		v.add("seed.provider", `required, e.g. "static"`)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"sync"
 	"time"
 
@@ -29,6 +30,8 @@ type node struct {
 	lb      *lb.LB    // load balancers only
 	proxy   io.Closer // load balancers only
 	backend *backend.Backend
+	// metricsLn is the metrics-addr listener, nil when it is not set.
+	metricsLn net.Listener
 }
 
 // checkConfig reports every problem with cfg: its own validation, and what
@@ -115,6 +118,10 @@ func startNode(cfg *config.Config, logger *slog.Logger) (*node, error) {
 			n.close()
 			return nil, err
 		}
+	}
+	if err := n.listenMetrics(); err != nil {
+		n.close()
+		return nil, err
 	}
 	return n, nil
 }
@@ -203,6 +210,9 @@ func (n *node) run(ctx context.Context) error {
 	}
 	if n.backend != nil {
 		wg.Go(func() { n.backend.Run(loopCtx, n.cluster) })
+	}
+	if n.metricsLn != nil {
+		wg.Go(func() { n.serveMetrics(loopCtx) })
 	}
 	// Load balancers advertise themselves where the provider allows it (an
 	// S3 object, a program), so backends can find them without a fixed
@@ -294,6 +304,13 @@ func (n *node) drain() {
 // close leaves the cluster and stops the proxy; safe on a partly built node.
 func (n *node) close() error {
 	var errs []error
+	if n.metricsLn != nil {
+		// Closed already when run served it; this covers a node that
+		// never ran.
+		if err := n.metricsLn.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
 	if n.cluster != nil {
 		errs = append(errs, n.cluster.Close(n.cfg.Cluster.LeaveTimeout.Duration))
 	}
