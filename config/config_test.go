@@ -911,3 +911,38 @@ func TestConfigBackendValidate(t *testing.T) {
 		})
 	}
 }
+
+func TestDecodeOptions(t *testing.T) {
+	type opts struct {
+		A int `json:"a"`
+	}
+	tests := []struct {
+		name    string
+		raw     string
+		want    int
+		wantErr string
+	}{
+		{name: "absent keeps defaults", raw: "", want: 7},
+		{name: "set", raw: `{"a": 3}`, want: 3},
+		{name: "unknown field", raw: `{"b": 3}`, wantErr: "unknown field"},
+		{name: "trailing object", raw: `{"a": 3} {"a": 4}`, wantErr: "unexpected data"},
+		{name: "trailing garbage", raw: `{"a": 3} x`, wantErr: "unexpected data"},
+		{name: "not an object", raw: `[1]`, wantErr: "cannot unmarshal"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := opts{A: 7}
+			err := config.DecodeOptions(json.RawMessage(tt.raw), &o)
+			switch {
+			case tt.wantErr != "":
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error %v, want one containing %q", err, tt.wantErr)
+				}
+			case err != nil:
+				t.Fatal(err)
+			case o.A != tt.want:
+				t.Errorf("a = %d, want %d", o.A, tt.want)
+			}
+		})
+	}
+}
