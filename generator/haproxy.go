@@ -729,8 +729,11 @@ func (g haproxy) backend(w *hapWriter, app hapApp, rt *hapRuntime) {
 	if rt != nil && app.Protocol != catalog.ProtocolTCP {
 		// With slots, an application that lost every backend keeps its
 		// section (so that losing and regaining them needs no reload);
-		// it answers like a retained one while no slot can serve.
-		w.line(`http-request return status 503 content-type text/plain hdr Retry-After %d string "scrimp: %s has no live backend, retry later" if { nbsrv eq 0 }`, g.o.RetryAfter, app.Name)
+		// HAProxy's own 503 for "no server available" then answers like
+		// a retained application. (Not "http-request return … if
+		// { nbsrv eq 0 }": a worker just started by a reload counts no
+		// usable server for a moment, and that failed requests.)
+		w.line(`http-error status 503 content-type text/plain hdr Retry-After %d string "scrimp: %s has no live backend, retry later"`, g.o.RetryAfter, app.Name)
 	}
 	if app.retained && rt == nil {
 		w.line("# Every backend of %s is gone; it is kept until they return or lb.retain-empty passes.", app.Name)

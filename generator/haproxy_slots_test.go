@@ -198,8 +198,8 @@ func TestHAProxyRuntimeSkeleton(t *testing.T) {
 				t.Errorf("%s: %s has no slot", st.name, n)
 			}
 		}
-		if !bytes.Contains(out.Config, []byte("if { nbsrv eq 0 }")) {
-			t.Errorf("%s: no 503 rule for a backend without usable servers", st.name)
+		if !bytes.Contains(out.Config, []byte("http-error status 503")) {
+			t.Errorf("%s: no 503 answer for a backend without usable servers", st.name)
 		}
 		if bin != "" {
 			hapCheck(t, bin, hapWrite(t, dir, st.name+".cfg", out.Config))

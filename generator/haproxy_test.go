@@ -588,7 +588,7 @@ func hapSelfSigned(t *testing.T, domains []string) (certPEM, keyPEM []byte) {
 var hapKeywords = []string{
 	"#", "maxconn", "stats", "hard-stop-after", "ssl-load-extra-del-ext", "ssl-load-extra-files",
 	"mode", "timeout", "retries", "option", "retry-on", "bind", "http-request", "acl",
-	"use_backend", "default_backend", "balance", "hash-type", "server",
+	"use_backend", "default_backend", "balance", "hash-type", "server", "http-error",
 }
 
 // hapAssertStructure checks the shape every rendering must have: only
@@ -604,7 +604,7 @@ func hapAssertStructure(t *testing.T, config []byte) {
 			if !slices.Contains(hapKeywords, word) {
 				t.Errorf("line %d %q: unexpected keyword %q", i+1, line, word)
 			}
-			if strings.ContainsAny(line, `"'\$`) && !strings.HasPrefix(line, "    http-request return ") {
+			if strings.ContainsAny(line, `"'\$`) && !strings.HasPrefix(line, "    http-request return ") && !strings.HasPrefix(line, "    http-error status 503 ") {
 				t.Errorf("line %d %q: quote, backslash or '$' outside the generator's return lines", i+1, line)
 			}
 		case line == "global" || line == "defaults scrimp" || strings.HasPrefix(line, "frontend scrimp.port-") ||

@@ -75,8 +75,9 @@ func (c *slotCluster) render(serving, draining []string, weights map[string]int)
 // leave, a weight change, a freed slot taken by another backend. It must
 // never reload, never fail a request, and serve exactly the backends of
 // each step. Then a slot change that needs more slots is refused by Update
-// (the caller reloads), and HAProxy restarted after a crash serves the
-// slots Update last wrote to haproxy.cfg.
+// and reloaded, still without a failed request; with every backend gone
+// HAProxy answers 503 with Retry-After; and HAProxy restarted after a
+// crash serves the slots Update last wrote to haproxy.cfg.
 func TestManagedHAProxyRuntimeUpdate(t *testing.T) {
 	h, _ := newManagedHAProxy(t)
 	c := newSlotCluster(t, h, "u1", "u2", "u3", "u4", "u5", "u6")
@@ -120,10 +121,14 @@ func TestManagedHAProxyRuntimeUpdate(t *testing.T) {
 			}
 		})
 	}
-	defer func() {
-		stopLoad()
-		wg.Wait()
-	}()
+	var stopOnce sync.Once
+	stopTraffic := func() {
+		stopOnce.Do(func() {
+			stopLoad()
+			wg.Wait()
+		})
+	}
+	defer stopTraffic()
 	// expect waits until every backend in want answers after the step and
 	// no other one does for a while.
 	expect := func(step string, want ...string) {
@@ -175,25 +180,72 @@ func TestManagedHAProxyRuntimeUpdate(t *testing.T) {
 	if got := h.Updates(); got != 1+len(steps) {
 		t.Errorf("Updates() = %d, want %d", got, 1+len(steps))
 	}
-	mu.Lock()
-	n, failed := sent.Load(), slices.Clone(failures)
-	mu.Unlock()
-	t.Logf("%d requests through %d slot updates, %d failed", n, len(steps), len(failed))
-	if len(failed) > 0 {
-		t.Errorf("%d of %d requests failed, first: %s", len(failed), n, failed[0])
-	}
+	// (Two more follow: all backends gone, and back.)
 
 	// Five backends do not fit in four slots: the skeleton changed, and
-	// Update says so instead of half-applying it.
+	// Update says so instead of half-applying it. The caller reloads, then
+	// re-asserts the slots; the new workers must serve from their first
+	// request (a 503 rule on "nbsrv eq 0" once failed requests here).
 	grown := c.render([]string{"u2", "u3", "u4", "u5", "u6"}, nil, nil)
 	if err := h.Update(ctx, grown.Config, grown.Runtime); err == nil || !strings.Contains(err.Error(), "not in the running configuration") {
 		t.Errorf("Update with new slots: %v, want an error naming the missing slot", err)
 	}
+	applyHAProxy(t, h, grown.Config)
+	update(grown)
+	expect("more slots", "u2", "u3", "u4", "u5", "u6")
+	if h.Reloads() != 1 {
+		t.Errorf("%d reloads, want 1 (more slots)", h.Reloads())
+	}
+
+	mu.Lock()
+	n, failed := sent.Load(), slices.Clone(failures)
+	mu.Unlock()
+	t.Logf("%d requests through %d slot updates and a reload for more slots, %d failed", n, len(steps), len(failed))
+	if len(failed) > 0 {
+		t.Errorf("%d of %d requests failed, first: %s", len(failed), n, failed[0])
+	}
+
+	// Every backend gone (the application retained): no reload either,
+	// and HAProxy answers 503 with Retry-After itself.
+	stopTraffic()
+	web := catalog.Application{Name: "web", ListenPort: c.port, ApplicationPort: 1, Protocol: catalog.ProtocolHTTP}
+	empty, err := c.gen.Render(generator.Input{Retained: []catalog.Application{web}, ListenAddr: "127.0.0.1", Standalone: true, StateDir: c.dir, Previous: c.prev})
+	if err != nil {
+		t.Fatal(err)
+	}
+	update(empty)
+	resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d/", c.port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "5" || !strings.Contains(string(body), "web has no live backend") {
+		t.Errorf("without backends: %s, Retry-After %q, %q; want 503, 5, a message", resp.Status, resp.Header.Get("Retry-After"), body)
+	}
+	if h.Reloads() != 1 {
+		t.Errorf("%d reloads, want still 1", h.Reloads())
+	}
+	update(c.render([]string{"u3", "u4", "u5"}, nil, nil))
 
 	// A crash: the supervisor restarts HAProxy from haproxy.cfg, which
 	// Update kept current, so the restarted one serves u3, u4 and u5.
 	syscall.Kill(-hapMasterPid(h), syscall.SIGKILL)
-	expect("restart after a crash", "u3", "u4", "u5")
+	answered := map[string]bool{}
+	poll(t, "the restarted HAProxy serves u3, u4 and u5", func() string {
+		body, err := getWith(client, c.port)
+		switch {
+		case err != nil:
+			return err.Error()
+		case body != "u3" && body != "u4" && body != "u5":
+			t.Errorf("restarted HAProxy sent a request to %s", body)
+		}
+		answered[body] = true
+		if len(answered) < 3 {
+			return fmt.Sprintf("only %v answered", answered)
+		}
+		return ""
+	})
 }
 
 // getWith GETs 127.0.0.1:port with client and returns the body.
