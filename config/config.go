@@ -384,9 +384,9 @@ func decodeStrict(file string, data []byte, dst any) (problems, mistyped Problem
 	}
 	problems = slices.Concat(sh.unknown, sh.mistyped, duplicateKeys(file, data))
 	var err error
-	if len(sh.unknown)+len(sh.mistyped) > 0 {
-		// Decode the pruned tree, which holds only known keys with values
-		// of the right type.
+	if len(sh.unknown)+len(sh.mistyped) > 0 || sh.moved {
+		// Decode the pruned (or rearranged) tree, which holds only known
+		// keys with values of the right type.
 		data, err = json.Marshal(tree)
 	}
 	if err == nil {

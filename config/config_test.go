@@ -227,6 +227,16 @@ func TestConfigParseProblems(t *testing.T) {
 			},
 		},
 		{
+			name: "generator options twice",
+			doc:  `{` + lbHead + `, "lb": {"generator": "haproxy", "haproxy": {"retries": 1}, "generator-options": {"retries": 2}}}`,
+			want: []want{{"lb.haproxy", `the options of generator "haproxy" are given here and in lb.generator-options; keep one`}},
+		},
+		{
+			name: "options of a generator not chosen",
+			doc:  `{` + lbHead + `, "lb": {"generator": "nginx", "haproxy": {"retries": 1}}}`,
+			want: []want{{"lb.haproxy", "unknown field"}},
+		},
+		{
 			name: "metrics address without a port",
 			doc:  `{` + lbHead + `, "metrics-addr": "localhost", "lb": {}}`,
 			want: []want{{"metrics-addr", `"localhost" is not an IP:port`}},
@@ -486,6 +496,24 @@ func TestConfigParseValid(t *testing.T) {
 				wantCluster.LeaveTimeout = config.D(time.Second)
 				if !reflect.DeepEqual(c.Cluster, wantCluster) {
 					t.Errorf("cluster = %+v\nwant %+v", c.Cluster, wantCluster)
+				}
+			},
+		},
+		{
+			name: "generator options under the generator's name",
+			doc:  `{` + lbHead + `, "lb": {"generator": "haproxy", "haproxy": {"runtime-api": true}}}`,
+			check: func(t *testing.T, c *config.Config) {
+				if got := string(compact(t, c.LB.GeneratorOptions)); got != `{"runtime-api":true}` {
+					t.Errorf("generator-options = %s, want the lb.haproxy section", got)
+				}
+			},
+		},
+		{
+			name: "the default generator's options under its name",
+			doc:  `{` + lbHead + `, "lb": {"nginx": {"keepalive": 4}}}`,
+			check: func(t *testing.T, c *config.Config) {
+				if got := string(compact(t, c.LB.GeneratorOptions)); got != `{"keepalive":4}` {
+					t.Errorf("generator-options = %s, want the lb.nginx section", got)
 				}
 			},
 		},

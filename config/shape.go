@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"strconv"
@@ -13,6 +14,7 @@ import (
 var (
 	typeOfDuration   = reflect.TypeFor[Duration]()
 	typeOfSeed       = reflect.TypeFor[Seed]()
+	typeOfLB         = reflect.TypeFor[LB]()
 	typeOfRawMessage = reflect.TypeFor[json.RawMessage]()
 	typeOfString     = reflect.TypeFor[string]()
 	typeOfStatuses   = reflect.TypeFor[StatusCodes]()
@@ -27,6 +29,9 @@ type shape struct {
 	// with null in the tree, so decoding the tree keeps that field's default
 	// and Validate does not report it a second time.
 	mistyped Problems
+	// moved is set when check moved a value to another key: the tree, not
+	// the file's bytes, must then be decoded.
+	moved bool
 }
 
 // check walks the generic JSON value v (decoded with UseNumber)
@@ -88,6 +93,9 @@ func (s *shape) check(file, path string, v any, t reflect.Type) bool {
 		obj, ok := v.(map[string]any)
 		if !ok {
 			return mistyped("an object")
+		}
+		if t == typeOfLB {
+			s.liftGeneratorSection(file, path, obj)
 		}
 		fields := jsonFields(t)
 		for _, k := range sortedKeys(obj) {
@@ -152,6 +160,30 @@ func (s *shape) check(file, path string, v any, t reflect.Type) bool {
 		}
 	}
 	return true
+}
+
+// liftGeneratorSection moves the options of the chosen generator, written
+// as an object under the generator's name ("lb": {"generator": "haproxy",
+// "haproxy": {…}}, as seed providers take theirs), to generator-options.
+// Both at once are a problem: one would silently win.
+func (s *shape) liftGeneratorSection(file, path string, obj map[string]any) {
+	gen := DefaultLB().Generator
+	if g, ok := obj["generator"].(string); ok {
+		gen = g
+	}
+	section, ok := obj[gen]
+	if !ok || gen == "" || !isIdent(gen) || slices.Contains(slices.Collect(maps.Keys(jsonFields(typeOfLB))), gen) {
+		return
+	}
+	if _, both := obj["generator-options"]; both {
+		s.mistyped = append(s.mistyped, Problem{File: file, Path: join(path, gen),
+			Reason: fmt.Sprintf("the options of generator %q are given here and in %s; keep one", gen, join(path, "generator-options"))})
+		delete(obj, gen)
+		return
+	}
+	obj["generator-options"] = section
+	delete(obj, gen)
+	s.moved = true
 }
 
 // checkSeed checks the "seed" object: "provider" is a string and every
