@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -353,45 +354,19 @@ func TestRollingRestartLosesNoRequest(t *testing.T) {
 	// services have, for the whole restart. They POST: nginx never retries
 	// a non-idempotent request on another backend, so a request sent to a
 	// backend that is gone fails here instead of being hidden by a retry.
-	ctx, stopClients := context.WithCancel(context.Background())
-	var (
-		mu       sync.Mutex
-		sent     int
-		failures []error
-		wg       sync.WaitGroup
-	)
-	keepAlive := &http.Client{Timeout: 5 * time.Second}
-	for range 4 {
-		wg.Go(func() {
-			for ctx.Err() == nil {
-				req, err := http.NewRequest(http.MethodPost, tc.url(), strings.NewReader("payload"))
-				if err != nil {
-					panic(err)
-				}
-				// A keep-alive connection that nginx closes as an old
-				// worker retires (every reload) can race with the next
-				// request on it; careful clients resend then, and Go's
-				// does for requests marked idempotent. nginx still treats
-				// the POST as non-idempotent and never retries it upstream.
-				req.Header.Set("Idempotency-Key", "test")
-				resp, err := keepAlive.Do(req)
-				if err == nil {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode != http.StatusOK {
-						err = fmt.Errorf("status %d", resp.StatusCode)
-					}
-				}
-				mu.Lock()
-				sent++
-				if err != nil {
-					failures = append(failures, err)
-				}
-				mu.Unlock()
-				time.Sleep(2 * time.Millisecond)
-			}
-		})
-	}
+	load := startLoad(func() *http.Request {
+		req, err := http.NewRequest(http.MethodPost, tc.url(), strings.NewReader("payload"))
+		if err != nil {
+			panic(err)
+		}
+		// A keep-alive connection that nginx closes as an old worker
+		// retires (every reload) can race with the next request on it;
+		// careful clients resend then, and Go's does for requests marked
+		// idempotent. nginx still treats the POST as non-idempotent and
+		// never retries it upstream.
+		req.Header.Set("Idempotency-Key", "test")
+		return req
+	})
 
 	start := time.Now()
 	for i, b := range old {
@@ -404,9 +379,7 @@ func TestRollingRestartLosesNoRequest(t *testing.T) {
 	}
 	took := time.Since(start)
 	time.Sleep(200 * time.Millisecond) // requests after the last change count too
-	stopClients()
-	wg.Wait()
-	keepAlive.CloseIdleConnections()
+	sent, failures := load.stop()
 	t.Logf("rolling restart of 3 backends took %s; %d requests, %d failed", took.Round(time.Millisecond), sent, len(failures))
 	if len(failures) > 0 {
 		t.Fatalf("%d of %d requests failed during the rolling restart; first: %v", len(failures), sent, failures[0])
@@ -414,6 +387,58 @@ func TestRollingRestartLosesNoRequest(t *testing.T) {
 	if sent < 200 {
 		t.Fatalf("only %d requests were sent; the test proves nothing", sent)
 	}
+}
+
+// load is four clients sending requests over keep-alive connections
+// until stop.
+type load struct {
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	client   *http.Client
+	mu       sync.Mutex
+	sent     int
+	failures []error
+}
+
+// startLoad starts four clients, each sending newRequest's requests one
+// after another (2 ms apart); an error or a status other than 200 is a
+// failure.
+func startLoad(newRequest func() *http.Request) *load {
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &load{cancel: cancel, client: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 4}}}
+	for range 4 {
+		l.wg.Go(func() {
+			for ctx.Err() == nil {
+				resp, err := l.client.Do(newRequest())
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK {
+						err = fmt.Errorf("status %d", resp.StatusCode)
+					}
+				}
+				l.mu.Lock()
+				l.sent++
+				if err != nil {
+					l.failures = append(l.failures, err)
+				}
+				l.mu.Unlock()
+				time.Sleep(2 * time.Millisecond)
+			}
+		})
+	}
+	return l
+}
+
+// stop stops the clients and returns how many requests they sent and
+// which failed.
+func (l *load) stop() (sent int, failures []error) {
+	l.cancel()
+	l.wg.Wait()
+	l.client.CloseIdleConnections()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.sent, slices.Clone(l.failures)
 }
 
 // TestEndToEndThroughHAProxy is the gossip end-to-end path with a managed

@@ -1,10 +1,7 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
-	"fmt"
-	"io"
 	"net/http"
 	"sync"
 	"testing"
@@ -25,36 +22,13 @@ func TestHAProxyRuntimeAPIWithoutReloads(t *testing.T) {
 	time.Sleep(tc.lb.cfg.LB.QuietPeriod.Duration + tc.lb.cfg.LB.MaxWait.Duration)
 	before := tc.lb.lb.Stats()
 
-	ctx, stop := context.WithCancel(context.Background())
-	var (
-		mu       sync.Mutex
-		sent     int
-		failures []error
-		wg       sync.WaitGroup
-	)
-	keepAlive := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
-	defer keepAlive.CloseIdleConnections()
-	for range 4 {
-		wg.Go(func() {
-			for ctx.Err() == nil {
-				resp, err := keepAlive.Get(tc.url())
-				if err == nil {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode != http.StatusOK {
-						err = fmt.Errorf("status %d", resp.StatusCode)
-					}
-				}
-				mu.Lock()
-				sent++
-				if err != nil {
-					failures = append(failures, err)
-				}
-				mu.Unlock()
-				time.Sleep(2 * time.Millisecond)
-			}
-		})
-	}
+	load := startLoad(func() *http.Request {
+		req, err := http.NewRequest(http.MethodGet, tc.url(), nil)
+		if err != nil {
+			panic(err)
+		}
+		return req
+	})
 
 	// Scale up by three, one at a time, then drain the first two at once.
 	for i := 3; i <= 5; i++ {
@@ -72,12 +46,9 @@ func TestHAProxyRuntimeAPIWithoutReloads(t *testing.T) {
 		}
 	}
 	counts, errs := tc.burst(60)
-	stop()
-	wg.Wait()
+	sent, failures := load.stop()
 
 	after := tc.lb.lb.Stats()
-	mu.Lock()
-	defer mu.Unlock()
 	t.Logf("%d requests while 3 backends joined and 2 drained: %d failed; reloads %d, runtime updates %d, update failures %d",
 		sent, len(failures), after.Applies-before.Applies, after.Updates-before.Updates, after.UpdateFailures)
 	if after.Applies != before.Applies {
