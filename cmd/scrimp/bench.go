@@ -618,21 +618,44 @@ func (b *bencher) killRow(ctx context.Context, c *benchCluster, setup string, ki
 	var removed []time.Duration
 	load := c.startLoad(4, 10*time.Millisecond)
 	var killErr error
+	how := "SIGKILL to node and app processes"
 	for i := range kills {
 		if ctx.Err() != nil {
 			killErr = ctx.Err()
 			break
 		}
+		// A backend whose node and app are processes of their own, killed
+		// with SIGKILL; inside go test (no scrimp binary to start) a
+		// joined in-process backend, its app stopped and gossip silenced.
+		name := fmt.Sprintf("victim-%d", i+1)
+		pb, err := b.startProcBackend(ctx, c, name, fmt.Sprintf("%s.%d", c.net, 200+i))
+		var kill func()
+		switch {
+		case errors.Is(err, errTestBinary):
+			how = "in-process crash (app stopped, gossip silenced)"
+			be := c.backends[1+i] // a joined backend, never the witness
+			name, kill = be.name, be.kill
+		case err != nil:
+			killErr = err
+		default:
+			kill = pb.kill
+			if _, err := c.waitServed(time.Now(), 10*time.Second, name); err != nil {
+				pb.kill()
+				killErr = err
+			}
+		}
+		if killErr != nil {
+			break
+		}
 		c.idle()
-		be := c.backends[1+i] // a joined backend, never the witness
 		load.count(true)
 		start := time.Now()
-		be.kill()
-		for c.routed(be.name) && time.Since(start) < 30*time.Second {
+		kill()
+		for c.routed(name) && time.Since(start) < 30*time.Second {
 			time.Sleep(5 * time.Millisecond)
 		}
-		if c.routed(be.name) {
-			killErr = fmt.Errorf("%s still routed after 30 s", be.name)
+		if c.routed(name) {
+			killErr = fmt.Errorf("%s still routed after 30 s", name)
 			break
 		}
 		removed = append(removed, time.Since(start))
@@ -646,7 +669,7 @@ func (b *bencher) killRow(ctx context.Context, c *benchCluster, setup string, ki
 		b.add(rowKill, setup, failed(killErr), targetKill)
 		return
 	}
-	b.add(rowKill, setup, fmt.Sprintf("p50 %s, max %s (n=%d); %s%s", ms(pct(removed, .5)), ms(pct(removed, 1)),
+	b.add(rowKill, setup+", "+how, fmt.Sprintf("p50 %s, max %s (n=%d); %s%s", ms(pct(removed, .5)), ms(pct(removed, 1)),
 		len(removed), res, res.first()), targetKill)
 }
 
@@ -1564,11 +1587,7 @@ func (b *bencher) idleProcesses(ctx context.Context, c *benchCluster, backendIP,
 		}
 	}
 	configs := []string{
-		fmt.Sprintf(`{"role": "backend", "node-name": %q, "log-level": "warn",
-  "cluster": {"bind-addr": %q, "bind-port": %d, "profile": "local"},
-  "seed": {"provider": "static", "static": {"addresses": %s}},
-  "backend": {"drain-timeout": "2s", "applications": [{"name": "web", "listen-port": %d, "application-port": %d, "protocol": "http"}]}}`,
-			p.backendName, backendIP, ports[0], seed, c.listenPort, appPort),
+		backendProcessConfig(p.backendName, backendIP, ports[0], seed, c.listenPort, appPort),
 		fmt.Sprintf(`{"role": "lb", "node-name": "idle-process-lb", "log-level": "warn",
   "cluster": {"bind-addr": %q, "bind-port": %d, "profile": "local"},
   "seed": {"provider": "static", "static": {"addresses": %s}},
@@ -1581,20 +1600,146 @@ func (b *bencher) idleProcesses(ctx context.Context, c *benchCluster, backendIP,
 			p.stop()
 			return nil, err
 		}
-		cmd := exec.CommandContext(ctx, exe, "--config", file)
-		if b.o.verbose {
-			cmd.Stderr = b.progress
-		}
-		// SIGTERM, not SIGKILL, when ctx ends: the node leaves cleanly.
-		cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-		cmd.WaitDelay = 10 * time.Second
-		if err := cmd.Start(); err != nil {
+		cmd, err := b.startProcess(ctx, exe, "--config", file)
+		if err != nil {
 			p.stop()
-			return nil, fmt.Errorf("start %s: %w", exe, err)
+			return nil, err
 		}
 		p.cmds = append(p.cmds, cmd)
 	}
 	return p, nil
+}
+
+// backendProcessConfig is the configuration of a scrimp backend process
+// serving application "web" (listenPort on the load balancer) from
+// appPort on ip.
+func backendProcessConfig(name, ip string, gossipPort int, seed []byte, listenPort, appPort int) string {
+	return fmt.Sprintf(`{"role": "backend", "node-name": %q, "log-level": "warn",
+  "cluster": {"bind-addr": %q, "bind-port": %d, "profile": "local"},
+  "seed": {"provider": "static", "static": {"addresses": %s}},
+  "backend": {"drain-timeout": "2s", "applications": [{"name": "web", "listen-port": %d, "application-port": %d, "protocol": "http"}]}}`,
+		name, ip, gossipPort, seed, listenPort, appPort)
+}
+
+// startProcess starts exe with args; ctx's end stops it with SIGTERM (a
+// node then leaves cleanly).
+func (b *bencher) startProcess(ctx context.Context, exe string, args ...string) (*exec.Cmd, error) {
+	cmd := exec.CommandContext(ctx, exe, args...)
+	if b.o.verbose {
+		cmd.Stderr = b.progress
+	}
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 10 * time.Second
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", exe, err)
+	}
+	return cmd, nil
+}
+
+// procBackend is a backend whose scrimp node and demo app are two
+// processes of this binary, so that it can crash as a host does: both
+// get SIGKILL at once.
+type procBackend struct {
+	name      string
+	node, app *exec.Cmd
+	dir       string
+}
+
+// startProcBackend starts the app (`scrimp bench-app`, which prints its
+// port) and then the scrimp node, joined to c.
+func (b *bencher) startProcBackend(ctx context.Context, c *benchCluster, name, ip string) (*procBackend, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	if strings.HasSuffix(exe, ".test") {
+		return nil, errTestBinary
+	}
+	p := &procBackend{name: name}
+	if p.dir, err = os.MkdirTemp("", "scrimp-bench-kill-"); err != nil {
+		return nil, err
+	}
+	app := exec.CommandContext(ctx, exe, "bench-app", "--ip", ip, "--name", name)
+	out, err := app.StdoutPipe()
+	if err != nil {
+		p.kill()
+		return nil, err
+	}
+	if err := app.Start(); err != nil {
+		p.kill()
+		return nil, err
+	}
+	p.app = app
+	line, err := bufio.NewReader(out).ReadString('\n')
+	appPort, perr := strconv.Atoi(strings.TrimSpace(line))
+	if err != nil || perr != nil {
+		p.kill()
+		return nil, fmt.Errorf("bench-app on %s: no port (%q, %v)", ip, line, err)
+	}
+	seed, err := json.Marshal([]string{c.seed})
+	if err != nil {
+		p.kill()
+		return nil, err
+	}
+	gossipPort, err := freePort(ip)
+	if err != nil {
+		p.kill()
+		return nil, err
+	}
+	file := filepath.Join(p.dir, "node.json")
+	if err := os.WriteFile(file, []byte(backendProcessConfig(name, ip, gossipPort, seed, c.listenPort, appPort)), 0o600); err != nil {
+		p.kill()
+		return nil, err
+	}
+	if p.node, err = b.startProcess(ctx, exe, "--config", file); err != nil {
+		p.kill()
+		return nil, err
+	}
+	return p, nil
+}
+
+// kill sends SIGKILL to the node and the app at once and reaps them.
+func (p *procBackend) kill() {
+	for _, cmd := range []*exec.Cmd{p.node, p.app} {
+		if cmd != nil {
+			cmd.Process.Kill()
+		}
+	}
+	for _, cmd := range []*exec.Cmd{p.node, p.app} {
+		if cmd != nil {
+			cmd.Wait()
+		}
+	}
+	os.RemoveAll(p.dir)
+}
+
+// newBenchAppCmd is `scrimp bench-app`, the demo app as a process of its
+// own for the bench's kill rows: it prints its port, then serves until a
+// signal.
+func newBenchAppCmd() *cobra.Command {
+	var ip, name string
+	cmd := &cobra.Command{
+		Use:    "bench-app",
+		Short:  "Serve the demo app (used by scrimp bench)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			var wg sync.WaitGroup
+			port, err := serveDemoApp(ctx, &wg, ip, name)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), port)
+			<-ctx.Done()
+			wg.Wait()
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&ip, "ip", "127.0.0.1", "loopback address to listen on")
+	cmd.Flags().StringVar(&name, "name", "bench-app", "the name the app answers")
+	return cmd
 }
 
 // sample reads each process's CPU time and RSS from /proc.
