@@ -33,6 +33,9 @@ const (
 	maxPending = 64                     // bound on such requests, against floods
 	fetchRetry = time.Second            // ask again when no answer came
 	workerTick = 250 * time.Millisecond // how often pending fetches are reviewed
+	// broadcastWait is how long a re-broadcast waits for memberlist's
+	// confirmation, which it does not need (UpdateNode cannot skip it).
+	broadcastWait = 10 * time.Millisecond
 )
 
 type taskKind int
@@ -124,9 +127,9 @@ func (c *Cluster) do(t task) {
 		}
 		c.mu.Unlock()
 	case taskBroadcast:
-		if err := c.ml.UpdateNode(time.Second); err != nil {
-			c.log.Debug("beacon broadcast not confirmed", "err", err)
-		}
+		// The broadcast is queued at once; waiting for memberlist to
+		// confirm it would hold up every other task (answers, acks).
+		c.ml.UpdateNode(broadcastWait)
 	}
 }
 

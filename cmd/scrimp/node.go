@@ -265,6 +265,10 @@ func (n *node) reload(path string) {
 	}
 }
 
+// drainRebroadcast is how often a draining backend gossips its beacon
+// again while a load balancer has not acknowledged it.
+const drainRebroadcast = 250 * time.Millisecond
+
 // drain takes a backend out of rotation without losing a request: it
 // advertises every application as draining, waits until every load
 // balancer acknowledges that its proxy runs a configuration without this
@@ -290,8 +294,9 @@ func (n *node) drain() {
 			return
 		case <-tick.C:
 		}
-		if time.Since(lastBroadcast) >= time.Second {
-			// Gossip may not have reached every load balancer yet.
+		if time.Since(lastBroadcast) >= drainRebroadcast {
+			// Gossip may not have reached every load balancer yet: a
+			// round that misses one is common in small clusters.
 			n.cluster.Rebroadcast()
 			lastBroadcast = time.Now()
 		}
