@@ -89,6 +89,10 @@ type Cluster struct {
 	acks    []catalog.Ack
 	members map[string]*member
 	pending map[string]time.Time // requests from members not yet known
+	// regossip are when to gossip the beacon again after a change: one
+	// round of gossip often misses a member in a small cluster, and
+	// push/pull would bring the change only much later.
+	regossip []time.Time
 	// directAcks are acknowledgements load balancers sent this node
 	// directly, by load balancer name.
 	directAcks map[string]catalog.Digest
@@ -269,6 +273,10 @@ func (c *Cluster) UpdateApplications(role catalog.Role, apps []catalog.Applicati
 	if err := c.setApplications(apps); err != nil {
 		return err
 	}
+	now := time.Now()
+	c.mu.Lock()
+	c.regossip = []time.Time{now.Add(regossipFirst), now.Add(regossipSecond)}
+	c.mu.Unlock()
 	if err := c.ml.UpdateNode(timeout); err != nil {
 		c.log.Debug("beacon broadcast not confirmed yet; gossip carries it on", "err", err, "timeout", timeout)
 	}

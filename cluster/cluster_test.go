@@ -491,3 +491,28 @@ func waitGroup(t *testing.T, wg *sync.WaitGroup, what string) {
 		t.Fatalf("timed out waiting for %s", what)
 	}
 }
+
+// TestChangeIsGossipedAgain checks that a changed application set is
+// scheduled for two more rounds of gossip, and that the worker's review
+// takes them in turn once due.
+func TestChangeIsGossipedAgain(t *testing.T) {
+	b := testNode(t, 25, catalog.RoleBackend, app("web", 8080))
+	before := time.Now()
+	if err := b.UpdateApplications(catalog.RoleBackend, []catalog.Application{app("web", 8081)}, time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	b.mu.Lock()
+	got := slices.Clone(b.regossip)
+	b.mu.Unlock()
+	if len(got) != 2 || got[0].Before(before.Add(regossipFirst)) || got[1].Before(before.Add(regossipSecond)) {
+		t.Fatalf("regossip = %v, want two times, %v and %v after the change", got, regossipFirst, regossipSecond)
+	}
+	waitFor(t, "both re-gossips done", 5*time.Second, func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return len(b.regossip) == 0
+	})
+	if since := time.Since(before); since < regossipSecond {
+		t.Errorf("re-gossips done %v after the change, before the second was due", since)
+	}
+}

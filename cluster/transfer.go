@@ -36,6 +36,10 @@ const (
 	// broadcastWait is how long a re-broadcast waits for memberlist's
 	// confirmation, which it does not need (UpdateNode cannot skip it).
 	broadcastWait = 10 * time.Millisecond
+	// regossipFirst and regossipSecond are when a changed beacon is
+	// gossiped again, after the change.
+	regossipFirst  = 300 * time.Millisecond
+	regossipSecond = 1500 * time.Millisecond
 )
 
 type taskKind int
@@ -80,6 +84,7 @@ func (c *Cluster) worker() {
 		case <-tick.C:
 			c.answerPending()
 			c.retryFetches()
+			c.regossipDue()
 		case <-c.known:
 			c.answerPending()
 		}
@@ -168,6 +173,21 @@ func (c *Cluster) answerPending() {
 	c.mu.Unlock()
 	for _, name := range answer {
 		c.do(task{kind: taskAnswer, node: name})
+	}
+}
+
+// regossipDue gossips the beacon again when a re-gossip after a change is
+// due (see Cluster.regossip).
+func (c *Cluster) regossipDue() {
+	now := time.Now()
+	c.mu.Lock()
+	due := len(c.regossip) > 0 && !now.Before(c.regossip[0])
+	if due {
+		c.regossip = c.regossip[1:]
+	}
+	c.mu.Unlock()
+	if due {
+		c.do(task{kind: taskBroadcast})
 	}
 }
 
