@@ -756,7 +756,19 @@ func (r loadResult) first() string {
 	return " (first: " + strings.ReplaceAll(r.failures[0].err, "|", "/") + ")"
 }
 
+// startLoad starts a steady GET load through c's load balancer, each
+// answer checked to come from a demo app.
 func (c *benchCluster) startLoad(clients int, interval time.Duration) *benchLoad {
+	return steadyLoad(clients, interval, func(client *http.Client) error {
+		_, err := c.get(client)
+		return err
+	})
+}
+
+// steadyLoad starts clients goroutines, each calling send with its own
+// keep-alive client once per interval until stop; send's error is a
+// failed request. Nothing is counted until count(true).
+func steadyLoad(clients int, interval time.Duration, send func(*http.Client) error) *benchLoad {
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &benchLoad{cancel: cancel,
 		// Generous: a request slower than this is a failure of the proxy,
@@ -768,7 +780,7 @@ func (c *benchCluster) startLoad(clients int, interval time.Duration) *benchLoad
 			defer tick.Stop()
 			for {
 				on, sentAt := l.counting.Load(), time.Now()
-				_, err := c.get(l.client)
+				err := send(l.client)
 				if on || l.counting.Load() {
 					l.record(sentAt, err)
 				}

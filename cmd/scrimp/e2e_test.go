@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -379,66 +378,35 @@ func TestRollingRestartLosesNoRequest(t *testing.T) {
 	}
 	took := time.Since(start)
 	time.Sleep(200 * time.Millisecond) // requests after the last change count too
-	sent, failures := load.stop()
-	t.Logf("rolling restart of 3 backends took %s; %d requests, %d failed", took.Round(time.Millisecond), sent, len(failures))
-	if len(failures) > 0 {
-		t.Fatalf("%d of %d requests failed during the rolling restart; first: %v", len(failures), sent, failures[0])
+	res := load.stop()
+	t.Logf("rolling restart of 3 backends took %s; %d requests, %d failed", took.Round(time.Millisecond), res.sent, res.failed)
+	if res.failed > 0 {
+		t.Fatalf("%d of %d requests failed during the rolling restart; first: %v", res.failed, res.sent, res.failures[0].err)
 	}
-	if sent < 200 {
-		t.Fatalf("only %d requests were sent; the test proves nothing", sent)
+	if res.sent < 200 {
+		t.Fatalf("only %d requests were sent; the test proves nothing", res.sent)
 	}
 }
 
-// load is four clients sending requests over keep-alive connections
-// until stop.
-type load struct {
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	client   *http.Client
-	mu       sync.Mutex
-	sent     int
-	failures []error
-}
-
-// startLoad starts four clients, each sending newRequest's requests one
-// after another (2 ms apart); an error or a status other than 200 is a
-// failure.
-func startLoad(newRequest func() *http.Request) *load {
-	ctx, cancel := context.WithCancel(context.Background())
-	l := &load{cancel: cancel, client: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 4}}}
-	for range 4 {
-		l.wg.Go(func() {
-			for ctx.Err() == nil {
-				resp, err := l.client.Do(newRequest())
-				if err == nil {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode != http.StatusOK {
-						err = fmt.Errorf("status %d", resp.StatusCode)
-					}
-				}
-				l.mu.Lock()
-				l.sent++
-				if err != nil {
-					l.failures = append(l.failures, err)
-				}
-				l.mu.Unlock()
-				time.Sleep(2 * time.Millisecond)
-			}
-		})
-	}
+// startLoad starts four clients sending newRequest's requests over
+// keep-alive connections, one every 2 ms each, counting from the start; a
+// transport error or a status other than 200 is a failure. It is the
+// bench's steady load.
+func startLoad(newRequest func() *http.Request) *benchLoad {
+	l := steadyLoad(4, 2*time.Millisecond, func(client *http.Client) error {
+		resp, err := client.Do(newRequest())
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	})
+	l.count(true)
 	return l
-}
-
-// stop stops the clients and returns how many requests they sent and
-// which failed.
-func (l *load) stop() (sent int, failures []error) {
-	l.cancel()
-	l.wg.Wait()
-	l.client.CloseIdleConnections()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.sent, slices.Clone(l.failures)
 }
 
 // TestEndToEndThroughHAProxy is the gossip end-to-end path with a managed

@@ -46,11 +46,11 @@ func TestHAProxyRuntimeAPIWithoutReloads(t *testing.T) {
 		}
 	}
 	counts, errs := tc.burst(60)
-	sent, failures := load.stop()
+	res := load.stop()
 
 	after := tc.lb.lb.Stats()
 	t.Logf("%d requests while 3 backends joined and 2 drained: %d failed; reloads %d, runtime updates %d, update failures %d",
-		sent, len(failures), after.Applies-before.Applies, after.Updates-before.Updates, after.UpdateFailures)
+		res.sent, res.failed, after.Applies-before.Applies, after.Updates-before.Updates, after.UpdateFailures)
 	if after.Applies != before.Applies {
 		t.Errorf("HAProxy was reloaded %d times; want none", after.Applies-before.Applies)
 	}
@@ -60,8 +60,8 @@ func TestHAProxyRuntimeAPIWithoutReloads(t *testing.T) {
 	if after.UpdateFailures != 0 {
 		t.Errorf("%d runtime updates failed", after.UpdateFailures)
 	}
-	if len(failures) > 0 {
-		t.Errorf("%d of %d requests failed, first: %v", len(failures), sent, failures[0])
+	if res.failed > 0 {
+		t.Errorf("%d of %d requests failed, first: %v", res.failed, res.sent, res.failures[0].err)
 	}
 	if len(errs) > 0 || counts["backend-1"]+counts["backend-2"] > 0 || counts["backend-3"] == 0 || counts["backend-4"] == 0 || counts["backend-5"] == 0 {
 		t.Errorf("after the changes: answers %v, errors %v; want backends 3-5 only", counts, first(errs))
