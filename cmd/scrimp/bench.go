@@ -479,12 +479,19 @@ func (c *benchCluster) waitServed(start time.Time, timeout time.Duration, names 
 	for _, n := range names {
 		want[n] = true
 	}
+	var last error
 	for len(want) > 0 {
-		if name, err := c.get(benchClient); err == nil {
+		name, err := c.get(benchClient)
+		if err == nil {
 			delete(want, name)
+		} else {
+			last = err
 		}
 		if time.Since(start) > timeout {
-			return 0, fmt.Errorf("%d of %d backends not served after %s", len(want), len(names), timeout)
+			// The evidence: what the client saw, what the load balancer did.
+			st := c.lb.lb.Stats()
+			return 0, fmt.Errorf("%d of %d backends not served after %s (last request: %v; load balancer: %d members, %d renders, %d reloads, %d runtime updates, %d update failures, %d rejected, last error %v)",
+				len(want), len(names), timeout, last, c.lb.cluster.Members(), st.Renders, st.Applies, st.Updates, st.UpdateFailures, st.Rejected, st.LastError)
 		}
 		if len(names) == 1 {
 			time.Sleep(2 * time.Millisecond)
