@@ -93,6 +93,13 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// Retry timing of a configuration the proxy refused: a check that fails
+// fails again, but a reload can fail for a passing reason.
+const (
+	minBackoff = time.Second
+	maxBackoff = 30 * time.Second
+)
+
 // Stats counts what the loop did.
 type Stats struct {
 	// Renders is how many times the generator ran.
@@ -129,10 +136,16 @@ type LB struct {
 	applied  []byte             // the configuration the proxy runs
 	runtime  *generator.Runtime // its slots, nil without
 	rejected [32]byte           // hash of the last refused configuration
-	warnings []string           // warnings of the last render, to log only changes
-	known    map[string]seenApp
-	checks   *checks    // nil when checks are disabled or Run is not running
-	guard    guardState // the mass-loss guard's memory
+	// backoff is how long after a refused configuration the loop tries
+	// it again (doubling, at most maxBackoff); zero after a success.
+	backoff time.Duration
+	// retryRefused lets the next apply hand the proxy the configuration
+	// it refused last, when backoff has passed.
+	retryRefused bool
+	warnings     []string // warnings of the last render, to log only changes
+	known        map[string]seenApp
+	checks       *checks    // nil when checks are disabled or Run is not running
+	guard        guardState // the mass-loss guard's memory
 
 	mu    sync.Mutex
 	stats Stats
@@ -189,9 +202,12 @@ func (l *LB) Run(ctx context.Context) {
 		resyncTicker *time.Ticker
 		checkChanged <-chan struct{}
 		expiry       = time.NewTimer(time.Hour) // the next guard's end
+		retry        = time.NewTimer(time.Hour) // the next try of a failed apply
 	)
 	expiry.Stop()
 	defer expiry.Stop()
+	retry.Stop()
+	defer retry.Stop()
 	if !l.cfg.Checks.Disabled {
 		l.checks = newChecks(ctx, l.cfg.Checks, l.log)
 		checkChanged = l.checks.changed
@@ -217,6 +233,11 @@ func (l *LB) Run(ctx context.Context) {
 		case <-l.kick:
 		case <-checkChanged:
 		case <-expiry.C:
+		case <-retry.C:
+			// A reload can fail for a passing reason (a slow machine, a
+			// port briefly taken), and the membership may not change
+			// again for long: try the same text again.
+			l.retryRefused = true
 		case <-timer.C:
 			if !pending {
 				continue
@@ -229,6 +250,11 @@ func (l *LB) Run(ctx context.Context) {
 			// that follows it by a quiet period.
 			if l.apply(context.WithoutCancel(ctx)) {
 				lastDone = time.Now()
+			}
+			if l.backoff > 0 {
+				retry.Reset(l.backoff)
+			} else {
+				retry.Stop()
 			}
 			if at, ok := l.guard.nextExpiry(); ok {
 				expiry.Reset(time.Until(at))
@@ -309,12 +335,15 @@ func (l *LB) apply(ctx context.Context) (worked bool) {
 		l.warnings = out.Warnings
 	}
 	if bytes.Equal(out.Config, l.applied) {
+		l.backoff = 0 // nothing refused is pending
 		l.notifyApplied(in.Snapshot)
 		return
 	}
 	sum := sha256.Sum256(out.Config)
-	if sum == l.rejected {
-		return // already refused, and nothing changed since: do not re-run the check
+	retrying := l.retryRefused
+	l.retryRefused = false
+	if sum == l.rejected && !retrying {
+		return // already refused, and nothing changed since: not before the backoff
 	}
 	services, _ := in.Snapshot.Services()
 	rp, slotted := l.cfg.Proxy.(RuntimeProxy)
@@ -323,7 +352,7 @@ func (l *LB) apply(ctx context.Context) (worked bool) {
 		err := rp.Update(ctx, out.Config, out.Runtime)
 		if err == nil {
 			l.applied, l.runtime = out.Config, out.Runtime
-			l.rejected = [32]byte{}
+			l.rejected, l.backoff = [32]byte{}, 0
 			l.mu.Lock()
 			l.stats.Updates++
 			l.stats.LastError = nil
@@ -344,11 +373,12 @@ func (l *LB) apply(ctx context.Context) (worked bool) {
 		l.stats.Rejected++
 		l.stats.LastError = err
 		l.mu.Unlock()
-		l.log.Error("configuration rejected; the running configuration stays", "err", err)
+		l.backoff = min(max(2*l.backoff, minBackoff), maxBackoff)
+		l.log.Error("configuration rejected; the running configuration stays", "err", err, "retry-in", l.backoff)
 		return true
 	}
 	l.applied, l.runtime = out.Config, out.Runtime
-	l.rejected = [32]byte{}
+	l.rejected, l.backoff = [32]byte{}, 0
 	if slotted {
 		// The configuration carries the slots' values, so a reloaded
 		// proxy starts from them; this re-asserts them on the proxy

@@ -242,6 +242,32 @@ func TestRejectedConfigIsNotRetriedUntilItChanges(t *testing.T) {
 	}
 }
 
+// TestRefusedConfigIsRetried: a reload that failed for a passing reason
+// is tried again after a backoff, without any membership change.
+func TestRefusedConfigIsRetried(t *testing.T) {
+	m := newMembers()
+	p := &recorder{}
+	l := startLB(t, m, p, Timing{Quiet: 10 * time.Millisecond, MaxWait: 50 * time.Millisecond})
+	waitFor(t, "first render", func() bool { a, _ := p.count(); return a == 1 })
+
+	p.mu.Lock()
+	p.reject = true
+	p.mu.Unlock()
+	m.setBackends(2)
+	waitFor(t, "rejection", func() bool { return l.Stats().Rejected == 1 })
+	rejectedAt := time.Now()
+	p.mu.Lock()
+	p.reject = false // the proxy is fine again; the membership does not change
+	p.mu.Unlock()
+	waitFor(t, "the retry", func() bool { return l.Stats().Applies == 2 })
+	if since := time.Since(rejectedAt); since < minBackoff/2 {
+		t.Errorf("retried %v after the rejection; want a backoff of about %v", since, minBackoff)
+	}
+	if cfg, _ := p.last(); countServers(cfg) != 2 {
+		t.Errorf("the retry applied %d servers, want 2", countServers(cfg))
+	}
+}
+
 func TestUnchangedMembershipDoesNotReload(t *testing.T) {
 	m := newMembers()
 	m.setBackends(3)
