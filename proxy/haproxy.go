@@ -392,6 +392,21 @@ type haproxyProcs struct {
 	reloads, failed int   // the master's reload counters
 	workers         []int // current workers (not old ones finishing)
 	old             []int // old workers, finishing their connections
+	// age is each worker's reload count: how many reloads it has
+	// outlived, 0 for the newest.
+	age map[int]int
+}
+
+// newest returns the current worker that has outlived the fewest reloads:
+// the one running the latest configuration, even if an old one is still
+// listed among the current for a moment. ok is false without workers.
+func (p haproxyProcs) newest() (pid int, ok bool) {
+	for _, w := range p.workers {
+		if !ok || p.age[w] < p.age[pid] {
+			pid, ok = w, true
+		}
+	}
+	return pid, ok
 }
 
 func (h *ManagedHAProxy) showProc(ctx context.Context) (haproxyProcs, error) {
@@ -438,6 +453,14 @@ func parseShowProc(out string) (haproxyProcs, error) {
 				p.workers = append(p.workers, pid)
 			} else {
 				p.old = append(p.old, pid)
+			}
+			if len(f) >= 3 {
+				if n, err := strconv.Atoi(f[2]); err == nil {
+					if p.age == nil {
+						p.age = map[int]int{}
+					}
+					p.age[pid] = n
+				}
 			}
 		}
 	}

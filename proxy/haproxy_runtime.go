@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -68,10 +69,10 @@ func (h *ManagedHAProxy) Update(ctx context.Context, config []byte, rt *generato
 	if err != nil {
 		return fmt.Errorf("proxy: haproxy update: %w", err)
 	}
-	if len(procs.workers) == 0 {
+	worker, ok := procs.newest()
+	if !ok {
 		return errors.New("proxy: haproxy update: no current worker")
 	}
-	worker := procs.workers[len(procs.workers)-1]
 	state, err := h.serverState(ctx, worker)
 	if err != nil {
 		return err
@@ -84,7 +85,7 @@ func (h *ManagedHAProxy) Update(ctx context.Context, config []byte, rt *generato
 		if err := h.runCommands(ctx, worker, cmds); err != nil {
 			return err
 		}
-		for _, old := range procs.old {
+		for _, old := range slices.Concat(procs.old, slices.DeleteFunc(slices.Clone(procs.workers), func(w int) bool { return w == worker })) {
 			if err := h.runCommands(ctx, old, cmds); err != nil {
 				h.log.Debug("old worker did not take the slot changes", "worker", old, "err", err)
 			}

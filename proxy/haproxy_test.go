@@ -563,6 +563,28 @@ func TestNewManagedHAProxy(t *testing.T) {
 	}
 }
 
+func TestHAProxyNewestWorker(t *testing.T) {
+	tests := []struct {
+		name  string
+		procs haproxyProcs
+		want  int
+		ok    bool
+	}{
+		{name: "none"},
+		{name: "one", procs: haproxyProcs{workers: []int{7}, age: map[int]int{7: 0}}, want: 7, ok: true},
+		{name: "an old one still listed first", procs: haproxyProcs{workers: []int{5, 9}, age: map[int]int{5: 1, 9: 0}}, want: 9, ok: true},
+		{name: "an old one still listed last", procs: haproxyProcs{workers: []int{9, 5}, age: map[int]int{5: 1, 9: 0}}, want: 9, ok: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := tt.procs.newest()
+			if got != tt.want || ok != tt.ok {
+				t.Errorf("newest() = %d, %v; want %d, %v", got, ok, tt.want, tt.ok)
+			}
+		})
+	}
+}
+
 func TestHAProxyParseShowProc(t *testing.T) {
 	const header = "#<PID>          <type>          <reloads>       <uptime>        <version>      \n"
 	tests := []struct {
@@ -574,23 +596,23 @@ func TestHAProxyParseShowProc(t *testing.T) {
 		{
 			name: "started",
 			in:   header + "7767            master          0 [failed: 0]   0d00h10m12s     2.6.12-1+deb12u4\n# workers\n7770            worker          0               0d00h10m12s     2.6.12-1+deb12u4\n# programs\n\n",
-			want: haproxyProcs{workers: []int{7770}},
+			want: haproxyProcs{workers: []int{7770}, age: map[int]int{7770: 0}},
 		},
 		{
 			name: "reloaded, old worker finishing",
 			in: header + "7767            master          2 [failed: 0]   0d00h10m13s     2.6.12\n# workers\n19885           worker          0               0d00h00m01s     2.6.12\n" +
 				"# old workers\n7770            worker          1               0d00h10m13s     2.6.12\n# programs\n",
-			want: haproxyProcs{reloads: 2, workers: []int{19885}, old: []int{7770}},
+			want: haproxyProcs{reloads: 2, workers: []int{19885}, old: []int{7770}, age: map[int]int{7770: 1, 19885: 0}},
 		},
 		{
 			name: "failed reload",
 			in:   header + "7767            master          2 [failed: 1]   0d00h10m25s     2.6.12\n# workers\n19885           worker          1               0d00h00m13s     2.6.12\n# programs\n",
-			want: haproxyProcs{reloads: 2, failed: 1, workers: []int{19885}},
+			want: haproxyProcs{reloads: 2, failed: 1, workers: []int{19885}, age: map[int]int{19885: 1}},
 		},
 		{
 			name: "no failed counter (other versions)",
 			in:   header + "1 master 3 0d00h00m01s 2.4\n# workers\n2 worker 0 0d00h00m01s 2.4\n3 worker 0 0d00h00m01s 2.4\n",
-			want: haproxyProcs{reloads: 3, workers: []int{2, 3}},
+			want: haproxyProcs{reloads: 3, workers: []int{2, 3}, age: map[int]int{2: 0, 3: 0}},
 		},
 		{name: "empty (master re-executing)", in: "", wantErr: "no master line"},
 		{name: "garbage", in: "Unknown command.\n", wantErr: "no master line"},
