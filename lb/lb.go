@@ -248,13 +248,17 @@ func (l *LB) Run(ctx context.Context) {
 			// render that changed nothing (a member joined, its
 			// applications not fetched yet) must not delay the change
 			// that follows it by a quiet period.
+			refused := l.Stats().Rejected
 			if l.apply(context.WithoutCancel(ctx)) {
 				lastDone = time.Now()
 			}
-			if l.backoff > 0 {
-				retry.Reset(l.backoff)
-			} else {
+			switch {
+			case l.backoff == 0:
 				retry.Stop()
+			case l.Stats().Rejected != refused:
+				// Refused now: retry after the backoff. A render that
+				// changed nothing leaves a pending retry as it is.
+				retry.Reset(l.backoff)
 			}
 			if at, ok := l.guard.nextExpiry(); ok {
 				expiry.Reset(time.Until(at))
