@@ -70,6 +70,13 @@ type recorder struct {
 	delay   time.Duration
 }
 
+// setReject makes the proxy refuse configurations, or accept them again.
+func (r *recorder) setReject(on bool) {
+	r.mu.Lock()
+	r.reject = on
+	r.mu.Unlock()
+}
+
 func (r *recorder) Apply(_ context.Context, config []byte) error {
 	time.Sleep(r.delay) // a reload takes time; changes keep arriving meanwhile
 	r.mu.Lock()
@@ -216,9 +223,7 @@ func TestRejectedConfigIsNotRetriedUntilItChanges(t *testing.T) {
 	l := startLB(t, m, p, Timing{Quiet: 10 * time.Millisecond, MaxWait: 50 * time.Millisecond})
 	waitFor(t, "first render", func() bool { a, _ := p.count(); return a == 1 })
 
-	p.mu.Lock()
-	p.reject = true
-	p.mu.Unlock()
+	p.setReject(true)
 	m.setBackends(1)
 	waitFor(t, "rejection", func() bool { return l.Stats().Rejected == 1 })
 	if l.Stats().LastError == nil {
@@ -232,9 +237,7 @@ func TestRejectedConfigIsNotRetriedUntilItChanges(t *testing.T) {
 		t.Errorf("proxy checked %d times; want 2 (first render, one rejection)", checks)
 	}
 	// A real change is tried, and once accepted clears the error.
-	p.mu.Lock()
-	p.reject = false
-	p.mu.Unlock()
+	p.setReject(false)
 	m.setBackends(2)
 	waitFor(t, "recovery", func() bool { return l.Stats().Applies == 2 })
 	if err := l.Stats().LastError; err != nil {
@@ -250,15 +253,11 @@ func TestRefusedConfigIsRetried(t *testing.T) {
 	l := startLB(t, m, p, Timing{Quiet: 10 * time.Millisecond, MaxWait: 50 * time.Millisecond})
 	waitFor(t, "first render", func() bool { a, _ := p.count(); return a == 1 })
 
-	p.mu.Lock()
-	p.reject = true
-	p.mu.Unlock()
+	p.setReject(true)
 	m.setBackends(2)
 	waitFor(t, "rejection", func() bool { return l.Stats().Rejected == 1 })
 	rejectedAt := time.Now()
-	p.mu.Lock()
-	p.reject = false // the proxy is fine again; the membership does not change
-	p.mu.Unlock()
+	p.setReject(false) // the proxy is fine again; the membership does not change
 	waitFor(t, "the retry", func() bool { return l.Stats().Applies == 2 })
 	if since := time.Since(rejectedAt); since < minBackoff/2 {
 		t.Errorf("retried %v after the rejection; want a backoff of about %v", since, minBackoff)

@@ -73,13 +73,22 @@ func (h *ManagedHAProxy) Update(ctx context.Context, config []byte, rt *generato
 	if !ok {
 		return errors.New("proxy: haproxy update: no current worker")
 	}
-	state, err := h.serverState(ctx, worker)
+	// needed reads the worker's servers and returns the commands that
+	// would bring them to rt.Slots.
+	needed := func() ([]string, error) {
+		state, err := h.serverState(ctx, worker)
+		if err != nil {
+			return nil, err
+		}
+		cmds, err := slotCommands(rt.Slots, state)
+		if err != nil {
+			return nil, fmt.Errorf("proxy: haproxy update: %w", err)
+		}
+		return cmds, nil
+	}
+	cmds, err := needed()
 	if err != nil {
 		return err
-	}
-	cmds, err := slotCommands(rt.Slots, state)
-	if err != nil {
-		return fmt.Errorf("proxy: haproxy update: %w", err)
 	}
 	if len(cmds) > 0 {
 		if err := h.runCommands(ctx, worker, cmds); err != nil {
@@ -90,13 +99,9 @@ func (h *ManagedHAProxy) Update(ctx context.Context, config []byte, rt *generato
 				h.log.Debug("old worker did not take the slot changes", "worker", old, "err", err)
 			}
 		}
-		state, err = h.serverState(ctx, worker)
+		left, err := needed()
 		if err != nil {
 			return err
-		}
-		left, err := slotCommands(rt.Slots, state)
-		if err != nil {
-			return fmt.Errorf("proxy: haproxy update: %w", err)
 		}
 		if len(left) > 0 {
 			return fmt.Errorf("proxy: haproxy update: %d slot changes did not take, e.g. %q", len(left), left[0])

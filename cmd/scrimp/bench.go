@@ -1629,6 +1629,24 @@ func (b *bencher) idleProcesses(ctx context.Context, c *benchCluster, backendIP,
 	return p, nil
 }
 
+// stopProcess sends cmd SIGTERM (a scrimp node then drains, leaves and
+// stops its proxy; SIGKILL would orphan the proxy) and reaps it, killing
+// it if it has not exited within grace.
+func stopProcess(cmd *exec.Cmd, grace time.Duration) {
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(grace):
+		cmd.Process.Kill()
+		<-done
+	}
+}
+
 // backendProcessConfig is the configuration of a scrimp backend process
 // serving application "web" (listenPort on the load balancer) from
 // appPort on ip.
@@ -1800,17 +1818,7 @@ func (p *idleProcs) stop() {
 		cmd.Process.Signal(syscall.SIGTERM)
 	}
 	for _, cmd := range p.cmds {
-		done := make(chan struct{})
-		go func() {
-			cmd.Wait()
-			close(done)
-		}()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
+		stopProcess(cmd, 15*time.Second)
 	}
 	p.stopApp()
 	p.wg.Wait()

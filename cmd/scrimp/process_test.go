@@ -27,20 +27,7 @@ func startProcess(t *testing.T, bin string, args ...string) (*exec.Cmd, *lockedB
 	}
 	t.Cleanup(func() {
 		if cmd.ProcessState == nil {
-			// SIGTERM first: scrimp then stops its nginx; a SIGKILL
-			// would orphan it.
-			cmd.Process.Signal(syscall.SIGTERM)
-			done := make(chan struct{})
-			go func() {
-				cmd.Wait()
-				close(done)
-			}()
-			select {
-			case <-done:
-			case <-time.After(15 * time.Second):
-				cmd.Process.Kill()
-				<-done
-			}
+			stopProcess(cmd, 15*time.Second)
 		}
 		if t.Failed() {
 			t.Logf("output of %v:\n%s", args, out)
