@@ -1,23 +1,18 @@
 package lb
 
 import (
-	"bufio"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
-	"net/http"
 	"net/netip"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/scrimplb/scrimp/catalog"
+	"github.com/scrimplb/scrimp/check"
 )
 
 // CheckConfig tunes the load balancer's own active checks of every backend
@@ -72,22 +67,21 @@ func DefaultCheckConfig() CheckConfig {
 // withDefaults returns c with every zero field set to its default.
 func (c CheckConfig) withDefaults() CheckConfig {
 	d := DefaultCheckConfig()
-	if c.Interval <= 0 {
-		c.Interval = d.Interval
-	}
-	if c.Timeout <= 0 {
-		c.Timeout = d.Timeout
-	}
-	if c.Fall <= 0 {
-		c.Fall = d.Fall
-	}
-	if c.Rise <= 0 {
-		c.Rise = d.Rise
-	}
-	if c.MaxInFlight <= 0 {
-		c.MaxInFlight = d.MaxInFlight
-	}
+	c.Interval = orDefault(c.Interval, d.Interval)
+	c.Timeout = orDefault(c.Timeout, d.Timeout)
+	c.Fall = orDefault(c.Fall, d.Fall)
+	c.Rise = orDefault(c.Rise, d.Rise)
+	c.MaxInFlight = orDefault(c.MaxInFlight, d.MaxInFlight)
 	return c
+}
+
+// orDefault returns v, or def when v is zero or negative: the rule of every
+// withDefaults in this package, where a zero setting means its default.
+func orDefault[T ~int | ~int64 | ~float64](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
 }
 
 // Validate reports settings that cannot be meant: negative values. Zero
@@ -159,90 +153,20 @@ func probeFor(node catalog.Node, app catalog.Application) (p probe, ok bool) {
 	return p, true
 }
 
-// target is the probe as written in logs.
-func (p probe) target() string {
-	if p.kind == probeTCP {
-		return p.addr
+// check returns the shared probe that runs p: any 2xx or 3xx status
+// passes (a redirect is the application's answer, see CheckConfig).
+func (p probe) check() check.Probe {
+	c := check.Probe{Kind: check.TCP, Addr: p.addr}
+	if p.kind != probeTCP {
+		c.Kind, c.TLS, c.Path, c.Host = check.HTTP, p.kind == probeHTTPS, p.path, p.host
+		c.UserAgent, c.Accept = "scrimp-lb-check", check.Range{From: 200, To: 399}
 	}
-	return p.kind + "://" + p.addr + p.path
+	return c
 }
 
 // run performs one check within timeout and returns why it failed, or nil.
-// Each check opens a new connection and closes it, so it proves that the
-// application still accepts connections, and nothing outlives it: no
-// connection pool, no transport goroutine.
 func (p probe) run(ctx context.Context, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", p.addr)
-	if err != nil {
-		return fmt.Errorf("connect: %w", err)
-	}
-	defer conn.Close()
-	if p.kind == probeTCP {
-		return nil
-	}
-	// Cancelling ctx (timeout, or the load balancer stopping) unblocks a
-	// read or write at once.
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
-	if deadline, ok := ctx.Deadline(); ok {
-		if err := conn.SetDeadline(deadline); err != nil {
-			return fmt.Errorf("set deadline: %w", err)
-		}
-	}
-	scheme := "http"
-	if p.kind == probeHTTPS {
-		scheme = "https"
-		// Not verified: see CheckConfig.
-		tc := tls.Client(conn, &tls.Config{InsecureSkipVerify: true, ServerName: p.host})
-		if err := tc.HandshakeContext(ctx); err != nil {
-			return fmt.Errorf("TLS handshake: %w", err)
-		}
-		conn = tc
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+p.addr+p.path, nil)
-	if err != nil {
-		return fmt.Errorf("health check request: %w", err)
-	}
-	if p.host != "" {
-		req.Host = p.host
-	}
-	req.Close = true
-	req.Header.Set("User-Agent", "scrimp-lb-check")
-	if err := req.Write(conn); err != nil {
-		return fmt.Errorf("send request: %w", err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), req)
-	if err != nil {
-		return fmt.Errorf("read response: %w", err)
-	}
-	// Read a little of the body so the server is not cut off mid-write,
-	// which some servers log as an error.
-	_, _ = io.CopyN(io.Discard, resp.Body, 4096)
-	resp.Body.Close()
-	if resp.StatusCode < 200 || resp.StatusCode > 399 {
-		return statusError(resp.StatusCode)
-	}
-	return nil
-}
-
-// statusError is an HTTP check answered with a status other than 2xx or 3xx.
-type statusError int
-
-func (e statusError) Error() string {
-	return fmt.Sprintf("status %d, expected 2xx or 3xx", int(e))
-}
-
-// refused reports whether a failed check proves that the load balancer
-// reached the backend's host: the host refused the connection, or the
-// application answered with an error status. Such a failure is the
-// backend's, not the network's. Timeouts, unreachable hosts and broken
-// connections prove nothing: they are what a network partition looks like.
-func refused(err error) bool {
-	var status statusError
-	return errors.Is(err, syscall.ECONNREFUSED) || errors.As(err, &status)
+	return p.check().Run(ctx, timeout)
 }
 
 // checker runs the check of one instance in its own goroutine.
@@ -251,14 +175,21 @@ type checker struct {
 	probe  probe
 	cancel context.CancelFunc
 
-	// Guarded by checks.mu. A new instance starts up: it was just
-	// advertised as serving by its own backend, and waiting for a check
-	// would delay every fresh join by an interval. A dead-on-arrival
-	// instance is out after Fall failures, about a second.
-	down          bool
-	fails, passes int  // consecutive, toward Fall (while up) or Rise (while down)
-	refused       bool // the last check failed and refused (see refused)
-	passing       bool // the last check passed
+	// Guarded by checks.mu. A new instance starts up (check.StartUp):
+	// it was just advertised as serving by its own backend, and waiting
+	// for a check would delay every fresh join by an interval. A
+	// dead-on-arrival instance is out after Fall failures, about a
+	// second. A refusal counts as one failure like any other; it is
+	// only remembered, for the mass-loss guard.
+	count   check.Counter
+	refused bool // the last check failed and refused (see check.Refused)
+	passing bool // the last check passed
+}
+
+// newChecker returns the checker of instance k, up until its checks say
+// otherwise.
+func newChecker(k instKey, p probe, cfg CheckConfig, cancel context.CancelFunc) *checker {
+	return &checker{key: k, probe: p, cancel: cancel, count: check.NewCounter(cfg.Rise, cfg.Fall, check.StartUp)}
 }
 
 // health is what the checks say of an instance.
@@ -266,7 +197,8 @@ type health struct {
 	// down: Fall checks in a row failed, and Rise have not passed since.
 	down bool
 	// refused: the last check failed in a way that proves the backend's
-	// host was reached (see refused), so the network is not to blame.
+	// host was reached (see check.Refused), so the network is not to
+	// blame.
 	refused bool
 	// passing: the last check passed and the instance is not down: the
 	// load balancer reaches it, whatever gossip says.
@@ -338,7 +270,7 @@ func (c *checks) sync(snap catalog.Snapshot, extra []instance) {
 			continue
 		}
 		ctx, cancel := context.WithCancel(c.ctx)
-		ch := &checker{key: k, probe: p, cancel: cancel}
+		ch := newChecker(k, p, c.cfg, cancel)
 		c.running[k] = ch
 		c.wg.Go(func() { c.loop(ctx, ch) })
 	}
@@ -351,8 +283,8 @@ func (c *checks) health() map[instKey]health {
 	defer c.mu.Unlock()
 	out := map[instKey]health{}
 	for k, ch := range c.running {
-		if ch.down || ch.refused || ch.passing {
-			out[k] = health{down: ch.down, refused: ch.refused, passing: ch.passing && !ch.down}
+		if down := ch.count.Down(); down || ch.refused || ch.passing {
+			out[k] = health{down: down, refused: ch.refused, passing: ch.passing && !down}
 		}
 	}
 	return out
@@ -370,26 +302,18 @@ func (c *checks) close() {
 }
 
 func (c *checks) loop(ctx context.Context, ch *checker) {
-	log := c.log.With("node", ch.key.node, "application", ch.key.app, "check", ch.probe.kind, "target", ch.probe.target())
+	run := ch.probe.check()
+	log := c.log.With("node", ch.key.node, "application", ch.key.app, "check", ch.probe.kind, "target", run.Target())
 	// The first check waits a random part of an interval, so that
 	// instances found at once (a restart, a large join) are not checked
 	// in lockstep forever after.
-	first := time.NewTimer(rand.N(c.cfg.Interval))
-	select {
-	case <-ctx.Done():
-		first.Stop()
-		return
-	case <-first.C:
-	}
-	ticker := time.NewTicker(c.cfg.Interval)
-	defer ticker.Stop()
-	for {
+	check.Every(ctx, rand.N(c.cfg.Interval), c.cfg.Interval, func(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
 		case c.sem <- struct{}{}:
 		}
-		err := ch.probe.run(ctx, c.cfg.Timeout)
+		err := run.Run(ctx, c.cfg.Timeout)
 		<-c.sem
 		if ctx.Err() != nil {
 			return // stopped: the result says nothing about the backend
@@ -398,11 +322,11 @@ func (c *checks) loop(ctx context.Context, ch *checker) {
 		switch {
 		case flipped && down:
 			log.Warn("backend fails the load balancer's checks: leaving it out of the configuration",
-				"err", err, "fall", c.cfg.Fall, "refused", refused(err))
+				"err", err, "fall", c.cfg.Fall, "refused", check.Refused(err))
 		case flipped:
 			log.Info("backend passes the load balancer's checks again", "rise", c.cfg.Rise)
 		case err != nil:
-			log.Debug("load balancer check failed", "err", err, "refused", refused(err))
+			log.Debug("load balancer check failed", "err", err, "refused", check.Refused(err))
 		}
 		if news {
 			select {
@@ -410,12 +334,7 @@ func (c *checks) loop(ctx context.Context, ch *checker) {
 			default:
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-ticker.C:
-		}
-	}
+	})
 }
 
 // record counts one result (err nil for a pass) with rise/fall
@@ -428,33 +347,16 @@ func (c *checks) record(ch *checker, err error) (flipped, down, news bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	wasRefused := ch.refused
-	flipped, down = ch.record(err, c.cfg.Fall, c.cfg.Rise)
+	flipped, down = ch.record(err)
 	return flipped, down, flipped || ch.refused && !wasRefused
 }
 
 // record counts one result without the lock and reports whether down
 // flipped and whether the instance is down now.
-func (ch *checker) record(err error, fall, rise int) (flipped, down bool) {
+func (ch *checker) record(err error) (flipped, down bool) {
 	pass := err == nil
-	ch.refused = !pass && refused(err)
+	ch.refused = !pass && check.Refused(err)
 	ch.passing = pass
-	switch {
-	case pass && ch.down:
-		ch.passes++
-		if ch.passes >= rise {
-			ch.down, ch.passes = false, 0
-			return true, false
-		}
-	case pass:
-		ch.fails = 0
-	case !ch.down:
-		ch.fails++
-		if ch.fails >= fall {
-			ch.down, ch.fails = true, 0
-			return true, true
-		}
-	default:
-		ch.passes = 0
-	}
-	return false, ch.down
+	flipped, _ = ch.count.Record(pass)
+	return flipped, ch.count.Down()
 }

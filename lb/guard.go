@@ -80,18 +80,10 @@ func DefaultGuardConfig() GuardConfig {
 // withDefaults returns g with every zero field set to its default.
 func (g GuardConfig) withDefaults() GuardConfig {
 	d := DefaultGuardConfig()
-	if g.Share <= 0 {
-		g.Share = d.Share
-	}
-	if g.Min <= 0 {
-		g.Min = d.Min
-	}
-	if g.Window <= 0 {
-		g.Window = d.Window
-	}
-	if g.Grace <= 0 {
-		g.Grace = d.Grace
-	}
+	g.Share = orDefault(g.Share, d.Share)
+	g.Min = orDefault(g.Min, d.Min)
+	g.Window = orDefault(g.Window, d.Window)
+	g.Grace = orDefault(g.Grace, d.Grace)
 	return g
 }
 
