@@ -1,14 +1,8 @@
 package backend
 
 import (
-	"cmp"
 	"context"
-	"crypto/tls"
-	"fmt"
-	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"net/netip"
 	"slices"
 	"strings"
@@ -16,6 +10,7 @@ import (
 	"time"
 
 	"github.com/scrimplb/scrimp/catalog"
+	"github.com/scrimplb/scrimp/check"
 	"github.com/scrimplb/scrimp/config"
 )
 
@@ -23,11 +18,11 @@ import (
 // comparable with slices.Equal for ExpectStatus, so that the backend can
 // tell whether a reloaded application needs a new checker.
 type probe struct {
-	kind string // config.HealthCheckHTTP or config.HealthCheckTCP
-	addr string // host:port to connect to
-	// url, host and tls are for HTTP checks: the request URL, the Host
+	kind check.Kind // check.HTTP or check.TCP
+	addr string     // host:port to connect to
+	// path, host and tls are for HTTP checks: the request path, the Host
 	// header (empty: the address) and whether to speak TLS.
-	url    string
+	path   string
 	host   string
 	tls    bool
 	expect []int
@@ -41,19 +36,16 @@ type probe struct {
 func newProbe(app config.Application, addr netip.Addr) probe {
 	h := app.HealthCheck.Resolve(app.Application)
 	p := probe{
-		kind:     h.Type,
+		kind:     check.TCP,
 		addr:     netip.AddrPortFrom(addr, uint16(app.ApplicationPort)).String(),
 		interval: h.Interval.Duration,
 		timeout:  h.Timeout.Duration,
 		rise:     h.Rise,
 		fall:     h.Fall,
 	}
-	if p.kind == config.HealthCheckHTTP {
-		scheme := "http"
-		if app.Protocol == catalog.ProtocolHTTPS {
-			scheme, p.tls = "https", true
-		}
-		p.url = scheme + "://" + p.addr + h.Path
+	if h.Type == config.HealthCheckHTTP {
+		p.kind, p.path = check.HTTP, h.Path
+		p.tls = app.Protocol == catalog.ProtocolHTTPS
 		p.expect = slices.Clone(h.ExpectStatus)
 		// Applications that route by host name answer their own names,
 		// not 127.0.0.1; the first exact domain is one of them.
@@ -68,60 +60,22 @@ func newProbe(app config.Application, addr netip.Addr) probe {
 }
 
 func (p probe) equal(q probe) bool {
-	return p.kind == q.kind && p.addr == q.addr && p.url == q.url && p.host == q.host && p.tls == q.tls &&
+	return p.kind == q.kind && p.addr == q.addr && p.path == q.path && p.host == q.host && p.tls == q.tls &&
 		slices.Equal(p.expect, q.expect) && p.interval == q.interval && p.timeout == q.timeout &&
 		p.rise == q.rise && p.fall == q.fall
 }
 
-// newClient returns the HTTP client of one checker. Each check opens a new
-// connection (no keep-alive), so a check proves that the application still
-// accepts connections, and no idle connection outlives the checker.
-// Redirects are not followed: a 3xx is the application's answer. TLS is not
-// verified: the check connects to a local address, and the certificate
-// names the public domains, not that address.
-func (p probe) newClient() *http.Client {
-	return &http.Client{
-		Transport: &http.Transport{
-			Proxy:             nil, // never send a local check through HTTP_PROXY
-			DisableKeepAlives: true,
-			TLSClientConfig:   &tls.Config{InsecureSkipVerify: true, ServerName: p.host},
-		},
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+// check returns the shared probe that runs p: only the listed statuses
+// pass, so a redirect fails unless it is listed. TLS is not verified: the
+// check connects to a local address, and the certificate names the public
+// domains, not that address.
+func (p probe) check() check.Probe {
+	c := check.Probe{Kind: p.kind, Addr: p.addr}
+	if p.kind == check.HTTP {
+		c.TLS, c.Path, c.Host = p.tls, p.path, p.host
+		c.UserAgent, c.Accept = "scrimp-health-check", check.Codes(p.expect)
 	}
-}
-
-// run performs one check and returns why it failed, or nil.
-func (p probe) run(ctx context.Context, client *http.Client) error {
-	ctx, cancel := context.WithTimeout(ctx, p.timeout)
-	defer cancel()
-	if p.kind == config.HealthCheckTCP {
-		var d net.Dialer
-		conn, err := d.DialContext(ctx, "tcp", p.addr)
-		if err != nil {
-			return err
-		}
-		return conn.Close()
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.url, nil)
-	if err != nil {
-		return fmt.Errorf("health check request: %w", err)
-	}
-	if p.host != "" {
-		req.Host = p.host
-	}
-	req.Header.Set("User-Agent", "scrimp-health-check")
-	resp, err := client.Do(req)
-	if err != nil {
-		return err
-	}
-	// Read a little of the body so the server is not cut off mid-write,
-	// which some servers log as an error.
-	_, _ = io.CopyN(io.Discard, resp.Body, 4096)
-	resp.Body.Close()
-	if !slices.Contains(p.expect, resp.StatusCode) {
-		return fmt.Errorf("status %d, expected %v", resp.StatusCode, p.expect)
-	}
-	return nil
+	return c
 }
 
 // checker runs one application's health check and keeps its state with
@@ -131,12 +85,14 @@ type checker struct {
 	probe  probe
 	cancel context.CancelFunc
 
-	mu      sync.Mutex
-	state   catalog.State // StateDown until the first check passes
-	known   bool          // a check has completed
+	mu sync.Mutex
+	// count is down until the first check passes; the first result
+	// decides the state at once (check.FirstDecides): a new instance
+	// takes traffic after its first passing check rather than after rise
+	// of them, because there is no history to smooth yet, and a failing
+	// start is down already.
+	count   check.Counter
 	started time.Time
-	passes  int // consecutive passes while down
-	fails   int // consecutive failures while up
 }
 
 // startChecker starts running p for application app in a goroutine
@@ -147,84 +103,54 @@ func startChecker(ctx context.Context, wg *sync.WaitGroup, app string, p probe, 
 	c := &checker{
 		probe:   p,
 		cancel:  cancel,
-		state:   catalog.StateDown,
+		count:   check.NewCounter(p.rise, p.fall, check.FirstDecides),
 		started: time.Now(),
 	}
-	log = log.With("application", app, "check", p.kind, "target", cmp.Or(p.url, p.addr))
-	wg.Go(func() { c.loop(ctx, log, notify) })
+	run := p.check()
+	log = log.With("application", app, "check", string(p.kind), "target", run.Target())
+	wg.Go(func() { check.Every(ctx, 0, p.interval, func(ctx context.Context) { c.run(ctx, run, log, notify) }) })
 	return c
 }
 
 func (c *checker) stop() { c.cancel() }
 
-func (c *checker) loop(ctx context.Context, log *slog.Logger, notify func()) {
-	client := c.probe.newClient()
-	defer client.CloseIdleConnections()
-	ticker := time.NewTicker(c.probe.interval)
-	defer ticker.Stop()
-	for {
-		err := c.probe.run(ctx, client)
-		if ctx.Err() != nil {
-			return
+// run performs one check and records its result.
+func (c *checker) run(ctx context.Context, run check.Probe, log *slog.Logger, notify func()) {
+	err := run.Run(ctx, c.probe.timeout)
+	if ctx.Err() != nil {
+		return
+	}
+	if err != nil {
+		log.Debug("health check failed", "error", err)
+	}
+	if changed, state, first := c.record(err == nil); changed {
+		switch {
+		case state == catalog.StateUp:
+			log.Info("application is up: health check passed")
+		case first:
+			log.Warn("application is down: first health check failed", "error", err)
+		default:
+			log.Warn("application is down: health check failed", "error", err, "fall", c.probe.fall)
 		}
-		if err != nil {
-			log.Debug("health check failed", "error", err)
-		}
-		if changed, state, first := c.record(err == nil); changed {
-			switch {
-			case state == catalog.StateUp:
-				log.Info("application is up: health check passed")
-			case first:
-				log.Warn("application is down: first health check failed", "error", err)
-			default:
-				log.Warn("application is down: health check failed", "error", err, "fall", c.probe.fall)
-			}
-			notify()
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-ticker.C:
-		}
+		notify()
 	}
 }
 
 // record counts one result and reports whether the backend must look again
 // (the state flipped, or this was the first result) and the state now.
-//
-// The first result decides the state at once: a new instance takes traffic
-// after its first passing check rather than after rise of them, because
-// there is no history to smooth yet; a failing start is down already.
-// After that, state flips only after rise passes or fall failures in a row.
 func (c *checker) record(pass bool) (changed bool, state catalog.State, first bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.known {
-		c.known = true
-		if pass {
-			c.state = catalog.StateUp
-		}
-		return true, c.state, true
+	flipped, first := c.count.Record(pass)
+	return flipped || first, c.stateLocked(), first
+}
+
+// stateLocked is the state to advertise; c.mu must be held.
+func (c *checker) stateLocked() catalog.State {
+	if c.count.Down() {
+		return catalog.StateDown
 	}
-	switch {
-	case pass && c.state == catalog.StateDown:
-		c.passes++
-		if c.passes >= c.probe.rise {
-			c.state, c.passes = catalog.StateUp, 0
-			return true, c.state, false
-		}
-	case pass:
-		c.fails = 0
-	case c.state == catalog.StateUp:
-		c.fails++
-		if c.fails >= c.probe.fall {
-			c.state, c.fails = catalog.StateDown, 0
-			return true, c.state, false
-		}
-	default:
-		c.passes = 0
-	}
-	return false, c.state, false
+	return catalog.StateUp
 }
 
 // status returns the state to advertise and, while no check has completed,
@@ -232,5 +158,5 @@ func (c *checker) record(pass bool) (changed bool, state catalog.State, first bo
 func (c *checker) status() (state catalog.State, known bool, started time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.state, c.known, c.started
+	return c.stateLocked(), c.count.Known(), c.started
 }

@@ -176,6 +176,12 @@ func TestHealthHTTP(t *testing.T) {
 			want:    catalog.StateUp,
 		},
 		{
+			name:    "the check says who it is",
+			handler: only(func(r *http.Request) bool { return r.UserAgent() == "scrimp-health-check" }),
+			extra:   func(int) string { return fastCheck("") },
+			want:    catalog.StateUp,
+		},
+		{
 			name:    "timeout is a failure",
 			handler: func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() },
 			extra:   func(int) string { return fastCheck("") },
@@ -322,44 +328,6 @@ func describeCalls(calls []call) string {
 	return b.String()
 }
 
-// TestCheckerRecord checks the rise/fall hysteresis on sequences of
-// results: P passes, F fails; states U up, D down; '*' marks a result
-// after which the backend must look again.
-func TestCheckerRecord(t *testing.T) {
-	tests := []struct {
-		name       string
-		rise, fall int
-		results    string
-		want       string
-	}{
-		{"first pass is up at once", 2, 3, "P", "U*"},
-		{"first failure is down", 2, 3, "F", "D*"},
-		{"fall failures in a row go down", 2, 3, "PFFF", "U*UUD*"},
-		{"flapping never reaches fall", 2, 3, "PFFPFFPFFP", "U*UUUUUUUUU"},
-		{"rise passes in a row come up", 2, 3, "FPP", "D*DU*"},
-		{"flapping never reaches rise", 2, 3, "FPFPFPF", "D*DDDDDD"},
-		{"a failure resets the rise count", 3, 3, "FPPFPPP", "D*DDDDDU*"},
-		{"a pass resets the fall count", 2, 2, "PFPFF", "U*UUUD*"},
-		{"rise and fall 1 follow every result", 1, 1, "PFPF", "U*D*U*D*"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			c := &checker{probe: probe{rise: tt.rise, fall: tt.fall}, state: catalog.StateDown}
-			var got strings.Builder
-			for _, r := range tt.results {
-				changed, state, _ := c.record(r == 'P')
-				got.WriteString(map[catalog.State]string{catalog.StateUp: "U", catalog.StateDown: "D"}[state])
-				if changed {
-					got.WriteString("*")
-				}
-			}
-			if got.String() != tt.want {
-				t.Errorf("%s → %s, want %s", tt.results, got.String(), tt.want)
-			}
-		})
-	}
-}
-
 func TestNewProbe(t *testing.T) {
 	app := func(proto catalog.Protocol, hc config.HealthCheck, mod func(*catalog.Application)) config.Application {
 		a := config.Application{Application: catalog.Application{Name: "web", ListenPort: 80, ApplicationPort: 8080, Protocol: proto}, HealthCheck: &hc}
@@ -376,11 +344,11 @@ func TestNewProbe(t *testing.T) {
 		want probe
 	}{
 		{"http defaults", app(catalog.ProtocolHTTP, def, nil), "127.0.0.1",
-			probe{kind: "http", addr: "127.0.0.1:8080", url: "http://127.0.0.1:8080/", expect: []int{200}, interval: 2 * time.Second, timeout: time.Second, rise: 2, fall: 3}},
+			probe{kind: "http", addr: "127.0.0.1:8080", path: "/", expect: []int{200}, interval: 2 * time.Second, timeout: time.Second, rise: 2, fall: 3}},
 		{"https with domains and health path", app(catalog.ProtocolHTTPS, def, func(a *catalog.Application) {
 			a.Domains, a.HealthPath = []string{"*.example.org", "example.com"}, "/ready"
 		}), "127.0.0.1",
-			probe{kind: "http", addr: "127.0.0.1:8080", url: "https://127.0.0.1:8080/ready", host: "example.com", tls: true, expect: []int{200}, interval: 2 * time.Second, timeout: time.Second, rise: 2, fall: 3}},
+			probe{kind: "http", addr: "127.0.0.1:8080", path: "/ready", host: "example.com", tls: true, expect: []int{200}, interval: 2 * time.Second, timeout: time.Second, rise: 2, fall: 3}},
 		{"tcp for grpc on an IPv6 address", app(catalog.ProtocolGRPC, def, nil), "::1",
 			probe{kind: "tcp", addr: "[::1]:8080", interval: 2 * time.Second, timeout: time.Second, rise: 2, fall: 3}},
 	}

@@ -91,8 +91,10 @@ func (p Probe) Run(ctx context.Context, timeout time.Duration) error {
 		return nil
 	}
 	// Cancelling ctx (timeout, or the caller stopping) unblocks a read or
-	// write at once.
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	// write at once. It closes the TCP connection, which the TLS one
+	// (assigned to conn below) wraps: the closure must not read conn.
+	raw := conn
+	stop := context.AfterFunc(ctx, func() { raw.Close() })
 	defer stop()
 	if deadline, ok := ctx.Deadline(); ok {
 		if err := conn.SetDeadline(deadline); err != nil {

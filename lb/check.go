@@ -87,23 +87,22 @@ func orDefault[T ~int | ~int64 | ~float64](v, def T) T {
 // Validate reports settings that cannot be meant: negative values. Zero
 // values are valid and mean the defaults.
 func (c CheckConfig) Validate() error {
-	var errs []error
-	if c.Interval < 0 {
-		errs = append(errs, fmt.Errorf("interval: %v is negative", c.Interval))
+	return errors.Join(
+		negative("interval", c.Interval),
+		negative("timeout", c.Timeout),
+		negative("fall", c.Fall),
+		negative("rise", c.Rise),
+		negative("max-in-flight", c.MaxInFlight),
+	)
+}
+
+// negative returns an error naming the setting when v is negative: the
+// rule of every Validate in this package, where zero means the default.
+func negative[T ~int | ~int64 | ~float64](name string, v T) error {
+	if v < 0 {
+		return fmt.Errorf("%s: %v is negative", name, v)
 	}
-	if c.Timeout < 0 {
-		errs = append(errs, fmt.Errorf("timeout: %v is negative", c.Timeout))
-	}
-	if c.Fall < 0 {
-		errs = append(errs, fmt.Errorf("fall: %d is negative", c.Fall))
-	}
-	if c.Rise < 0 {
-		errs = append(errs, fmt.Errorf("rise: %d is negative", c.Rise))
-	}
-	if c.MaxInFlight < 0 {
-		errs = append(errs, fmt.Errorf("max-in-flight: %d is negative", c.MaxInFlight))
-	}
-	return errors.Join(errs...)
+	return nil
 }
 
 // instKey names one application instance: an application on a backend node.

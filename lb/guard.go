@@ -90,20 +90,16 @@ func (g GuardConfig) withDefaults() GuardConfig {
 // Validate reports settings that cannot be meant. Zero values are valid and
 // mean the defaults.
 func (g GuardConfig) Validate() error {
-	var errs []error
+	var share error
 	if g.Share < 0 || g.Share >= 1 {
-		errs = append(errs, fmt.Errorf("share: %v is not in [0, 1)", g.Share))
+		share = fmt.Errorf("share: %v is not in [0, 1)", g.Share)
 	}
-	if g.Min < 0 {
-		errs = append(errs, fmt.Errorf("min: %d is negative", g.Min))
-	}
-	if g.Window < 0 {
-		errs = append(errs, fmt.Errorf("window: %v is negative", g.Window))
-	}
-	if g.Grace < 0 {
-		errs = append(errs, fmt.Errorf("grace: %v is negative", g.Grace))
-	}
-	return errors.Join(errs...)
+	return errors.Join(
+		share,
+		negative("min", g.Min),
+		negative("window", g.Window),
+		negative("grace", g.Grace),
+	)
 }
 
 // instance is one application instance as it was rendered.
