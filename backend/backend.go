@@ -284,7 +284,7 @@ func (b *Backend) Run(ctx context.Context, adv Advertiser) error {
 			graceC = time.After(wait)
 		case err != nil:
 			b.log.Error("advertising applications failed: the previous advertisement stays; retrying on the next change",
-				"error", err, "retry-in", backoff)
+				"err", err, "retry-in", backoff)
 			retryC = time.After(backoff)
 			backoff = min(2*backoff, b.retryMax)
 		default:
@@ -380,7 +380,7 @@ func (b *Backend) step(ctx context.Context, adv Advertiser, force bool) (wait ti
 func (b *Backend) applyReload(ctx context.Context, sec *config.Backend) {
 	dir, err := b.setConfig(sec)
 	if err != nil {
-		b.log.Error("reload: keeping the application directory", "error", err)
+		b.log.Error("reload: keeping the application directory", "err", err)
 		return
 	}
 	b.log.Info("reloaded the backend configuration", "static-applications", len(b.static))
