@@ -4,6 +4,8 @@ GO       ?= go
 GOBIN    := $(shell $(GO) env GOPATH)/bin
 export PATH := $(PATH):$(GOBIN):/usr/sbin
 VERSITYGW_VERSION := v1.8.0
+# staticcheck 2026.2.2 (module v0.8.2): the newest on the Go module proxy; knows Go 1.26.
+STATICCHECK_VERSION := v0.8.2
 # Packages the tests drive for real: nginx (with the stream module) and HAProxy.
 APT_PACKAGES := nginx libnginx-mod-stream haproxy
 
@@ -22,9 +24,10 @@ demo: deps-nginx
 test: deps vet
 	$(GO) test -race -count=1 -timeout 20m ./...
 
-vet:
+vet: deps-go
 	@out=$$(gofmt -l . | grep -v '^vendor/'); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	staticcheck ./...
 
 # bench: one table of measured figures beside their targets (real nginx,
 # HAProxy and gossip on loopback; a few minutes), then the generator and
@@ -59,10 +62,13 @@ deps-apt:
 		echo "missing packages:$$missing — install them with: sudo apt-get install -y$$missing"; exit 1; \
 	fi
 
-# deps-go: versitygw, a real S3-protocol server for the seed integration test.
+# deps-go: versitygw, a real S3-protocol server for the seed integration
+# test, and staticcheck for vet (reinstalled when not the pinned version).
 deps-go:
 	@command -v versitygw >/dev/null 2>&1 || { echo "installing versitygw $(VERSITYGW_VERSION)"; \
 		$(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION); }
+	@staticcheck -version 2>/dev/null | grep -qF '($(STATICCHECK_VERSION:v%=%))' || { echo "installing staticcheck $(STATICCHECK_VERSION)"; \
+		$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION); }
 
 clean:
 	rm -rf bin

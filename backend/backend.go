@@ -157,7 +157,7 @@ func New(sec *config.Backend, opts Options) (*Backend, error) {
 		}
 		scanDir(b.dir, b.files, b.log)
 	}
-	b.reconcile(nil)
+	b.mergeSources()
 	b.current, _ = b.desired()
 	return b, nil
 }
@@ -284,7 +284,7 @@ func (b *Backend) Run(ctx context.Context, adv Advertiser) error {
 			graceC = time.After(wait)
 		case err != nil:
 			b.log.Error("advertising applications failed: the previous advertisement stays; retrying on the next change",
-				"error", err, "retry-in", backoff)
+				"err", err, "retry-in", backoff)
 			retryC = time.After(backoff)
 			backoff = min(2*backoff, b.retryMax)
 		default:
@@ -365,7 +365,8 @@ func (b *Backend) step(ctx context.Context, adv Advertiser, force bool) (wait ti
 	if rescan && b.dir != "" {
 		scanDir(b.dir, b.files, b.log)
 	}
-	b.reconcile(ctx)
+	b.mergeSources()
+	b.syncCheckers(ctx)
 	apps, deadline := b.desired()
 	if !force && !deadline.IsZero() {
 		if wait := time.Until(deadline); wait > 0 {
@@ -379,7 +380,7 @@ func (b *Backend) step(ctx context.Context, adv Advertiser, force bool) (wait ti
 func (b *Backend) applyReload(ctx context.Context, sec *config.Backend) {
 	dir, err := b.setConfig(sec)
 	if err != nil {
-		b.log.Error("reload: keeping the application directory", "error", err)
+		b.log.Error("reload: keeping the application directory", "err", err)
 		return
 	}
 	b.log.Info("reloaded the backend configuration", "static-applications", len(b.static))
@@ -394,9 +395,10 @@ func (b *Backend) applyReload(ctx context.Context, sec *config.Backend) {
 	b.startWatcher(ctx)
 }
 
-// reconcile merges the applications and, when ctx is not nil (Run is
-// running), starts, restarts and stops health checkers to match them.
-func (b *Backend) reconcile(ctx context.Context) {
+// mergeSources merges the static and directory applications into
+// b.sources and logs conflicts not logged before. It starts nothing, so New
+// can call it before Run.
+func (b *Backend) mergeSources() {
 	good := map[string]*config.Application{}
 	for name, st := range b.files {
 		if st.good != nil {
@@ -414,11 +416,14 @@ func (b *Backend) reconcile(ctx context.Context) {
 		}
 	}
 	b.conflicts = seen
-	if ctx == nil {
-		return
-	}
+}
+
+// syncCheckers starts, restarts and stops health checkers to match
+// b.sources. Only the Run loop calls it; the checkers live until ctx is
+// done or stopAll.
+func (b *Backend) syncCheckers(ctx context.Context) {
 	want := map[string]bool{}
-	for _, s := range srcs {
+	for _, s := range b.sources {
 		if s.app.HealthCheck == nil {
 			continue
 		}

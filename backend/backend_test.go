@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/scrimplb/scrimp/catalog"
@@ -486,4 +487,53 @@ func TestSummary(t *testing.T) {
 	if got := summary(apps); got != "a=up b=down" {
 		t.Errorf("summary = %q", got)
 	}
+}
+
+// TestAdvertiseRetryBackoff runs the loop on synctest's fake clock (static
+// applications only: no directory to watch, no health checks, nothing
+// outside the bubble): a refused advertisement is tried again on its own,
+// the delay doubling from retryMin up to retryMax; a success ends the
+// retries, and a change after it starts again from retryMin.
+func TestAdvertiseRetryBackoff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b, logs := newBackend(t, &config.Backend{Applications: []config.Application{staticApp("base", 7000)}})
+		// newBackend's retry bounds, which the expected times follow.
+		if b.retryMin != 20*time.Millisecond || b.retryMax != 100*time.Millisecond {
+			t.Fatalf("retry bounds %v..%v; the test expects 20ms..100ms", b.retryMin, b.retryMax)
+		}
+		ms := time.Millisecond
+		adv := &fakeAdv{fail: errTooLarge}
+		start := time.Now()
+		run(t, b, adv)
+		settle(350 * ms)
+		want := []time.Duration{0, 20 * ms, 60 * ms, 140 * ms, 240 * ms, 340 * ms}
+		if got := adv.triedAt(start); !slices.Equal(got, want) {
+			t.Fatalf("attempts at %v, want %v", got, want)
+		}
+		logs.waitLog(t, "advertising applications failed", errTooLarge.Error())
+
+		adv.setFail(nil)
+		settle(100 * ms) // the next retry, at 440ms, succeeds
+		if got := adv.count(); got != 1 {
+			t.Fatalf("%d advertisements after the refusals ended, want 1", got)
+		}
+		if at := adv.since(0)[0].at.Sub(start); at != 440*ms {
+			t.Errorf("advertised at %v, want at the retry at 440ms", at)
+		}
+		settle(time.Second)
+		if n := len(adv.triedAt(start)); n != 7 {
+			t.Errorf("%d attempts a second after a success, want 7: nothing to retry", n)
+		}
+
+		// Refused again on a change: the backoff starts from retryMin.
+		adv.setFail(errTooLarge)
+		changed := time.Now()
+		if err := b.Reload(&config.Backend{Applications: []config.Application{staticApp("base", 7000), staticApp("more", 7001)}}); err != nil {
+			t.Fatal(err)
+		}
+		settle(30 * ms)
+		if got := adv.triedAt(changed)[7:]; !slices.Equal(got, []time.Duration{0, 20 * ms}) {
+			t.Errorf("attempts after the change at %v, want [0s 20ms]", got)
+		}
+	})
 }

@@ -110,7 +110,7 @@ func scanDir(dir string, files map[string]*fileState, log *slog.Logger) (changed
 		}
 		// Unreadable for now (permissions, I/O): withdrawing everything on
 		// a transient error would flap the cluster, so keep what we have.
-		log.Error("cannot read application directory: keeping the applications read before", "dir", dir, "error", err)
+		log.Error("cannot read application directory: keeping the applications read before", "dir", dir, "err", err)
 		return false
 	}
 	seen := map[string]bool{}
@@ -129,7 +129,7 @@ func scanDir(dir string, files map[string]*fileState, log *slog.Logger) (changed
 		if err != nil {
 			if st.readErr != err.Error() {
 				st.readErr, st.data, st.broken = err.Error(), nil, true
-				logBroken(log, path, st, []any{"error", err})
+				logBroken(log, path, st, []any{"err", err})
 			}
 			continue
 		}

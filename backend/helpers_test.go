@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/scrimplb/scrimp/catalog"
@@ -35,6 +36,7 @@ type fakeAdv struct {
 	mu       sync.Mutex
 	calls    []call
 	attempts int
+	tried    []time.Time // when each attempt was made
 	fail     error
 }
 
@@ -42,6 +44,7 @@ func (f *fakeAdv) UpdateApplications(role catalog.Role, apps []catalog.Applicati
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.attempts++
+	f.tried = append(f.tried, time.Now())
 	if role != catalog.RoleBackend {
 		return fmt.Errorf("role %v, want backend", role)
 	}
@@ -68,6 +71,17 @@ func (f *fakeAdv) attemptCount() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.attempts
+}
+
+// triedAt returns when each attempt was made, as offsets from start.
+func (f *fakeAdv) triedAt(start time.Time) []time.Duration {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]time.Duration, len(f.tried))
+	for i, at := range f.tried {
+		out[i] = at.Sub(start)
+	}
+	return out
 }
 
 func (f *fakeAdv) since(from int) []call {
@@ -98,30 +112,45 @@ func describe(apps []catalog.Application) string {
 // describe as want, and returns it with its index.
 func waitCall(t *testing.T, adv *fakeAdv, from int, want string) (int, call) {
 	t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for {
-		for i, c := range adv.since(from) {
-			if describe(c.apps) == want {
-				return from + i, c
+	var (
+		found int
+		c     call
+	)
+	waitUntil(t, fmt.Sprintf("advertisement %q after call %d", want, from), func() bool {
+		for i, got := range adv.since(from) {
+			if describe(got.apps) == want {
+				found, c = from+i, got
+				return true
 			}
 		}
+		return false
+	}, func() string { return "calls:\n" + adv.dump() })
+	return found, c
+}
+
+// waitUntil polls cond until it holds, for tests on the real clock
+// (inotify, sockets); on failure it adds what each of detail returns.
+func waitUntil(t *testing.T, what string, cond func() bool, detail ...func() string) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("no advertisement %q after call %d within %v; calls:\n%s", want, from, waitLimit, adv.dump())
+			var b strings.Builder
+			for _, d := range detail {
+				b.WriteString("; " + d())
+			}
+			t.Fatalf("%s: not within %v%s", what, waitLimit, b.String())
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
 }
 
-// waitUntil polls cond until it holds.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, waitLimit)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+// settle runs the fake clock of the test's synctest bubble on by d, then
+// waits until every other goroutine of the bubble is blocked. Only inside
+// synctest.Test.
+func settle(d time.Duration) {
+	time.Sleep(d)
+	synctest.Wait()
 }
 
 // logBuffer collects a backend's logs; they are printed if the test fails.

@@ -48,7 +48,7 @@ type watcher struct {
 func (w *watcher) start(ctx context.Context, done chan<- struct{}) {
 	fsw, err := fsnotify.NewWatcher()
 	if err != nil {
-		w.log.Warn("cannot watch the application directory: polling it instead", "dir", w.dir, "interval", w.poll, "error", err)
+		w.log.Warn("cannot watch the application directory: polling it instead", "dir", w.dir, "interval", w.poll, "err", err)
 		go func() {
 			defer close(done)
 			w.pollLoop(ctx)
@@ -94,7 +94,7 @@ func (l *watchLoop) arm() {
 	switch {
 	case err != nil && l.poll == nil:
 		l.log.Warn("cannot watch the application directory: polling it until watching works", "dir", l.dir,
-			"interval", l.watcher.poll, "error", err)
+			"interval", l.watcher.poll, "err", err)
 		l.poll = time.NewTicker(l.watcher.poll)
 		l.pollC = l.poll.C
 	case err == nil && l.poll != nil:
@@ -144,7 +144,7 @@ func (l *watchLoop) run(ctx context.Context) {
 			}
 			// Most likely the kernel's event queue overflowed: events
 			// were lost, so look at everything again.
-			l.log.Warn("application directory watcher error: rescanning", "dir", l.dir, "error", err)
+			l.log.Warn("application directory watcher error: rescanning", "dir", l.dir, "err", err)
 			l.arm()
 			schedule()
 		case <-l.pollC:

@@ -222,8 +222,10 @@ func (l *LB) Run(ctx context.Context) {
 		resync = resyncTicker.C
 	}
 	defer timer.Stop()
-	pending := true // the first render happens at once
-	first, last = time.Now(), time.Now()
+	// The first render happens at once (timer is at 0); last is set by
+	// the first change that comes before it.
+	pending := true
+	first = time.Now()
 	for {
 		select {
 		case <-ctx.Done():

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/scrimplb/scrimp/catalog"
@@ -149,6 +150,16 @@ func runLB(t *testing.T, cfg Config) (l *LB, stop func()) {
 	}
 }
 
+// settle runs the fake clock of the test's synctest bubble on by d, then
+// waits until every other goroutine of the bubble is blocked: whatever the
+// load balancer does up to then is done. Only inside synctest.Test.
+func settle(d time.Duration) {
+	time.Sleep(d)
+	synctest.Wait()
+}
+
+// waitFor polls cond for tests on real clocks (real checks, real
+// sockets); tests of the loop's timing run in a synctest bubble instead.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	waitForWithin(t, 5*time.Second, what, cond)
@@ -165,46 +176,71 @@ func waitForWithin(t *testing.T, limit time.Duration, what string, cond func() b
 	}
 }
 
+// The tests below drive the loop's timers on synctest's fake clock: the
+// proxy is a recorder and checks are off, so nothing leaves the bubble and
+// every duration is exact.
+
 func TestFirstRenderAppliesAtOnce(t *testing.T) {
-	m := newMembers()
-	p := &recorder{}
-	l := startLB(t, m, p, Timing{Quiet: time.Hour, MaxWait: time.Hour})
-	// With an hour of quiet period and max wait, only the immediate path
-	// can apply. (Timing.Next is tested for the idle-change case.)
-	waitFor(t, "first render", func() bool { a, _ := p.count(); return a == 1 })
-	if got := l.Stats().Applies; got != 1 {
-		t.Fatalf("Applies = %d", got)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		m := newMembers()
+		p := &recorder{}
+		start := time.Now()
+		// With an hour of quiet period and max wait, only the immediate
+		// path can apply. (Timing.Next is tested for the idle-change case.)
+		l := startLB(t, m, p, Timing{Quiet: time.Hour, MaxWait: time.Hour})
+		synctest.Wait()
+		if a, _ := p.count(); a != 1 {
+			t.Fatalf("%d applies, want the first at once", a)
+		}
+		if _, at := p.last(); !at.Equal(start) {
+			t.Errorf("first render applied %v after start, want at once", at.Sub(start))
+		}
+		if got := l.Stats().Applies; got != 1 {
+			t.Fatalf("Applies = %d", got)
+		}
+	})
 }
 
 func TestBurstIsCoalesced(t *testing.T) {
-	m := newMembers()
-	p := &recorder{delay: 5 * time.Millisecond}
-	startLB(t, m, p, Timing{Quiet: 100 * time.Millisecond, MaxWait: 400 * time.Millisecond})
-	waitFor(t, "first render", func() bool { a, _ := p.count(); return a == 1 })
-	time.Sleep(150 * time.Millisecond) // idle again
+	synctest.Test(t, func(t *testing.T) {
+		m := newMembers()
+		p := &recorder{delay: 5 * time.Millisecond}
+		timing := Timing{Quiet: 100 * time.Millisecond, MaxWait: 400 * time.Millisecond}
+		startLB(t, m, p, timing)
+		settle(p.delay)
+		if a, _ := p.count(); a != 1 {
+			t.Fatalf("%d applies after the first render, want 1", a)
+		}
+		settle(150 * time.Millisecond) // idle again
 
-	// 50 joins over about half a second.
-	for i := 1; i <= 50; i++ {
-		m.setBackends(i)
-		time.Sleep(10 * time.Millisecond)
-	}
-	last := time.Now()
-	waitFor(t, "all 50 routed", func() bool {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		return len(p.applied) > 0 && countServers(p.applied[len(p.applied)-1]) == 50
+		// 50 joins over half a second.
+		for i := 1; i <= 50; i++ {
+			m.setBackends(i)
+			settle(10 * time.Millisecond)
+		}
+		last := time.Now().Add(-10 * time.Millisecond)
+		settle(timing.MaxWait) // pending changes wait no longer than this
+		config, at := p.last()
+		if n := countServers(config); n != 50 {
+			t.Fatalf("%d servers routed %v after the last join, want 50", n, timing.MaxWait)
+		}
+		routedAfter := at.Sub(last)
+		applies, _ := p.count()
+		reloads := applies - 1
+		t.Logf("50 joins: %d reloads, all routed %s after the last join", reloads, routedAfter)
+		if reloads > 4 {
+			t.Errorf("50 joins caused %d reloads; want them coalesced into at most 4", reloads)
+		}
+		if reloads < 2 {
+			t.Errorf("50 joins caused %d reloads; the first should apply at once and the rest later", reloads)
+		}
+		// Once joins stop, the quiet period ends the wait (plus the
+		// reload's own time).
+		if routedAfter > timing.Quiet+p.delay {
+			t.Errorf("all routed %v after the last join, want at most the quiet period %v plus the reload's %v",
+				routedAfter, timing.Quiet, p.delay)
+		}
 	})
-	routedAfter := time.Since(last)
-	applies, _ := p.count()
-	reloads := applies - 1
-	t.Logf("50 joins: %d reloads, all routed %s after the last join", reloads, routedAfter)
-	if reloads > 4 {
-		t.Errorf("50 joins caused %d reloads; want them coalesced into at most 4", reloads)
-	}
-	if reloads < 2 {
-		t.Errorf("50 joins caused %d reloads; the first should apply at once and the rest later", reloads)
-	}
 }
 
 func countServers(config []byte) int {
@@ -218,67 +254,97 @@ func countServers(config []byte) int {
 }
 
 func TestRejectedConfigIsNotRetriedUntilItChanges(t *testing.T) {
-	m := newMembers()
-	p := &recorder{}
-	l := startLB(t, m, p, Timing{Quiet: 10 * time.Millisecond, MaxWait: 50 * time.Millisecond})
-	waitFor(t, "first render", func() bool { a, _ := p.count(); return a == 1 })
+	synctest.Test(t, func(t *testing.T) {
+		m := newMembers()
+		p := &recorder{}
+		timing := Timing{Quiet: 10 * time.Millisecond, MaxWait: 50 * time.Millisecond}
+		l := startLB(t, m, p, timing)
+		synctest.Wait()
+		if a, _ := p.count(); a != 1 {
+			t.Fatalf("%d applies after the first render, want 1", a)
+		}
 
-	p.setReject(true)
-	m.setBackends(1)
-	waitFor(t, "rejection", func() bool { return l.Stats().Rejected == 1 })
-	if l.Stats().LastError == nil {
-		t.Error("LastError not set after a rejection")
-	}
-	// The same membership again (a resync, a duplicate event) renders the
-	// same refused bytes: the proxy is not asked again.
-	m.setBackends(1)
-	time.Sleep(100 * time.Millisecond)
-	if _, checks := p.count(); checks != 2 {
-		t.Errorf("proxy checked %d times; want 2 (first render, one rejection)", checks)
-	}
-	// A real change is tried, and once accepted clears the error.
-	p.setReject(false)
-	m.setBackends(2)
-	waitFor(t, "recovery", func() bool { return l.Stats().Applies == 2 })
-	if err := l.Stats().LastError; err != nil {
-		t.Errorf("LastError = %v after success", err)
-	}
+		p.setReject(true)
+		m.setBackends(1)
+		settle(timing.MaxWait)
+		if got := l.Stats().Rejected; got != 1 {
+			t.Fatalf("Rejected = %d %v after a change, want 1", got, timing.MaxWait)
+		}
+		if l.Stats().LastError == nil {
+			t.Error("LastError not set after a rejection")
+		}
+		// The same membership again (a resync, a duplicate event) renders
+		// the same refused bytes: the proxy is not asked again (before the
+		// retry backoff, see TestRefusedConfigIsRetried).
+		m.setBackends(1)
+		settle(100 * time.Millisecond)
+		if _, checks := p.count(); checks != 2 {
+			t.Errorf("proxy checked %d times; want 2 (first render, one rejection)", checks)
+		}
+		// A real change is tried, and once accepted clears the error.
+		p.setReject(false)
+		m.setBackends(2)
+		settle(timing.MaxWait)
+		if got := l.Stats().Applies; got != 2 {
+			t.Fatalf("Applies = %d after an accepted change, want 2", got)
+		}
+		if err := l.Stats().LastError; err != nil {
+			t.Errorf("LastError = %v after success", err)
+		}
+	})
 }
 
 // TestRefusedConfigIsRetried: a reload that failed for a passing reason
 // is tried again after a backoff, without any membership change.
 func TestRefusedConfigIsRetried(t *testing.T) {
-	m := newMembers()
-	p := &recorder{}
-	l := startLB(t, m, p, Timing{Quiet: 10 * time.Millisecond, MaxWait: 50 * time.Millisecond})
-	waitFor(t, "first render", func() bool { a, _ := p.count(); return a == 1 })
+	synctest.Test(t, func(t *testing.T) {
+		m := newMembers()
+		p := &recorder{}
+		timing := Timing{Quiet: 10 * time.Millisecond, MaxWait: 50 * time.Millisecond}
+		l := startLB(t, m, p, timing)
+		synctest.Wait()
 
-	p.setReject(true)
-	m.setBackends(2)
-	waitFor(t, "rejection", func() bool { return l.Stats().Rejected == 1 })
-	rejectedAt := time.Now()
-	p.setReject(false) // the proxy is fine again; the membership does not change
-	waitFor(t, "the retry", func() bool { return l.Stats().Applies == 2 })
-	if since := time.Since(rejectedAt); since < minBackoff/2 {
-		t.Errorf("retried %v after the rejection; want a backoff of about %v", since, minBackoff)
-	}
-	if cfg, _ := p.last(); countServers(cfg) != 2 {
-		t.Errorf("the retry applied %d servers, want 2", countServers(cfg))
-	}
+		p.setReject(true)
+		m.setBackends(2)
+		// The rejection comes within MaxWait of the change, so at most
+		// MaxWait before this settle returns.
+		settle(timing.MaxWait)
+		if got := l.Stats().Rejected; got != 1 {
+			t.Fatalf("Rejected = %d, want 1", got)
+		}
+		p.setReject(false) // the proxy is fine again; the membership does not change
+		settle(minBackoff - timing.MaxWait - time.Millisecond)
+		if got := l.Stats().Applies; got != 1 {
+			t.Fatalf("Applies = %d before the %v backoff had passed, want 1 (no retry yet)", got, minBackoff)
+		}
+		settle(timing.MaxWait + time.Millisecond)
+		if got := l.Stats().Applies; got != 2 {
+			t.Fatalf("Applies = %d once the %v backoff had passed, want 2 (the retry)", got, minBackoff)
+		}
+		if cfg, _ := p.last(); countServers(cfg) != 2 {
+			t.Errorf("the retry applied %d servers, want 2", countServers(cfg))
+		}
+	})
 }
 
 func TestUnchangedMembershipDoesNotReload(t *testing.T) {
-	m := newMembers()
-	m.setBackends(3)
-	p := &recorder{}
-	l := startLB(t, m, p, Timing{Quiet: 5 * time.Millisecond, MaxWait: 20 * time.Millisecond})
-	waitFor(t, "first render", func() bool { a, _ := p.count(); return a == 1 })
-	for range 5 {
+	synctest.Test(t, func(t *testing.T) {
+		m := newMembers()
 		m.setBackends(3)
-		time.Sleep(20 * time.Millisecond)
-	}
-	waitFor(t, "renders", func() bool { return l.Stats().Renders >= 3 })
-	if a, _ := p.count(); a != 1 {
-		t.Errorf("%d applies for an unchanged membership, want 1", a)
-	}
+		p := &recorder{}
+		timing := Timing{Quiet: 5 * time.Millisecond, MaxWait: 20 * time.Millisecond}
+		l := startLB(t, m, p, timing)
+		synctest.Wait()
+		for range 5 {
+			m.setBackends(3)
+			settle(20 * time.Millisecond)
+		}
+		settle(timing.MaxWait)
+		if got := l.Stats().Renders; got < 3 {
+			t.Errorf("%d renders for 5 membership events, want at least 3", got)
+		}
+		if a, _ := p.count(); a != 1 {
+			t.Errorf("%d applies for an unchanged membership, want 1", a)
+		}
+	})
 }

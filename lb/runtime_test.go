@@ -3,8 +3,10 @@ package lb
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/scrimplb/scrimp/generator"
@@ -45,67 +47,79 @@ var _ RuntimeProxy = (*slotRecorder)(nil)
 // a reload; and every reload is followed by an update that re-asserts the
 // slots.
 func TestSlotChangesNeedNoReload(t *testing.T) {
-	gen, err := generator.New("haproxy", []byte(`{"runtime-api": true, "server-slots": 8}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := newMembers()
-	m.setBackends(2)
-	p := &slotRecorder{}
-	l := startLBWith(t, Config{
-		Members: m, Proxy: p, Generator: gen, Checks: CheckConfig{Disabled: true},
-		Input:  generator.Input{ListenAddr: "127.0.0.1", Standalone: true, StateDir: "/var/lib/scrimp"},
-		Timing: Timing{Quiet: 5 * time.Millisecond, MaxWait: 20 * time.Millisecond},
+	synctest.Test(t, func(t *testing.T) {
+		gen, err := generator.New("haproxy", []byte(`{"runtime-api": true, "server-slots": 8}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := newMembers()
+		m.setBackends(2)
+		p := &slotRecorder{}
+		timing := Timing{Quiet: 5 * time.Millisecond, MaxWait: 20 * time.Millisecond}
+		l := startLBWith(t, Config{
+			Members: m, Proxy: p, Generator: gen, Checks: CheckConfig{Disabled: true},
+			Input:  generator.Input{ListenAddr: "127.0.0.1", Standalone: true, StateDir: "/var/lib/scrimp"},
+			Timing: timing,
+		})
+		// want checks the counters once a change has had MaxWait (on the
+		// bubble's fake clock) to be applied.
+		want := func(what string, applies, updates, updateCount int) {
+			t.Helper()
+			settle(timing.MaxWait)
+			s := l.Stats()
+			if s.Applies != applies || s.Updates != updates || p.updateCount() != updateCount {
+				t.Fatalf("%s: %d applies, %d updates, %d recorded; want %d, %d, %d",
+					what, s.Applies, s.Updates, p.updateCount(), applies, updates, updateCount)
+			}
+		}
+		// The first apply is followed by an update re-asserting the slots.
+		want("first apply", 1, 0, 1)
+
+		for n := 3; n <= 8; n++ {
+			m.setBackends(n)
+			want(fmt.Sprintf("%d backends within 8 slots", n), 1, n-2, n-1)
+		}
+		cfg, _ := p.last()
+		if got := countSlots(cfg); got != 8 {
+			t.Errorf("the running configuration has %d server lines, want 8 slots", got)
+		}
+
+		// A ninth backend needs more slots: one reload, then a re-assert.
+		m.setBackends(9)
+		want("a ninth backend", 2, 6, 8)
+		p.mu.Lock()
+		slots := len(p.updates[len(p.updates)-1].Slots)
+		p.mu.Unlock()
+		if slots != 16 {
+			t.Errorf("%d slots after growing, want 16", slots)
+		}
+
+		// An update that fails falls back to a reload of the same text.
+		// (Not more than half the backends at once: the mass-loss guard
+		// would keep them.)
+		p.mu.Lock()
+		p.failUpdate = true
+		p.mu.Unlock()
+		m.setBackends(7)
+		settle(timing.MaxWait)
+		if s := l.Stats(); s.Applies != 3 || s.UpdateFailures < 1 {
+			t.Fatalf("after a failed update: %d applies, %d update failures; want 3 and at least 1", s.Applies, s.UpdateFailures)
+		}
+		cfg, _ = p.last()
+		if got := countSlots(cfg); got != 16 {
+			t.Errorf("fallback applied %d server lines, want 16 slots", got)
+		}
+
+		// Back to a working runtime API: updates again, no reload.
+		p.mu.Lock()
+		p.failUpdate = false
+		p.mu.Unlock()
+		m.setBackends(6)
+		settle(timing.MaxWait)
+		if s := l.Stats(); s.Applies != 3 || s.Updates != 7 {
+			t.Errorf("after recovery: %d applies, %d updates; want 3, 7", s.Applies, s.Updates)
+		}
 	})
-	stats := func() (applies, updates, failures int) {
-		s := l.Stats()
-		return s.Applies, s.Updates, s.UpdateFailures
-	}
-	waitFor(t, "first apply", func() bool { a, _, _ := stats(); return a == 1 })
-	waitFor(t, "slots re-asserted after the first apply", func() bool { return p.updateCount() == 1 })
-
-	for n := 3; n <= 8; n++ {
-		m.setBackends(n)
-		waitFor(t, "update", func() bool { _, u, _ := stats(); return u == n-2 })
-	}
-	if a, _, _ := stats(); a != 1 {
-		t.Errorf("%d reloads while backends joined within the slots, want 1 (the first)", a)
-	}
-	cfg, _ := p.last()
-	if got := countSlots(cfg); got != 8 {
-		t.Errorf("the running configuration has %d server lines, want 8 slots", got)
-	}
-
-	// A ninth backend needs more slots: one reload, then a re-assert.
-	m.setBackends(9)
-	waitFor(t, "reload for more slots", func() bool { a, _, _ := stats(); return a == 2 })
-	waitFor(t, "slots re-asserted", func() bool { return p.updateCount() == 8 })
-	if got := len(p.updates[len(p.updates)-1].Slots); got != 16 {
-		t.Errorf("%d slots after growing, want 16", got)
-	}
-
-	// An update that fails falls back to a reload of the same text. (Not
-	// more than half the backends at once: the mass-loss guard would keep
-	// them.)
-	p.mu.Lock()
-	p.failUpdate = true
-	p.mu.Unlock()
-	m.setBackends(7)
-	waitFor(t, "fallback reload", func() bool { a, _, f := stats(); return a == 3 && f >= 1 })
-	cfg, _ = p.last()
-	if got := countSlots(cfg); got != 16 {
-		t.Errorf("fallback applied %d server lines, want 16 slots", got)
-	}
-
-	// Back to a working runtime API: updates again, no reload.
-	p.mu.Lock()
-	p.failUpdate = false
-	p.mu.Unlock()
-	m.setBackends(6)
-	waitFor(t, "update after recovery", func() bool { _, u, _ := stats(); return u == 7 })
-	if a, _, _ := stats(); a != 3 {
-		t.Errorf("%d reloads, want 3", a)
-	}
 }
 
 func countSlots(config []byte) int { return strings.Count(string(config), "\n    server s") }

@@ -163,7 +163,7 @@ func (d *dnsSeeds) Seeds(ctx context.Context) ([]string, error) {
 		if len(addrs) == 0 {
 			return nil, fmt.Errorf("seed dns: %w", errors.Join(errs...))
 		}
-		d.log.Warn("seed dns: some names did not resolve", "error", errors.Join(errs...))
+		d.log.Warn("seed dns: some names did not resolve", "err", errors.Join(errs...))
 	}
 	slices.Sort(addrs)
 	return slices.Compact(addrs), nil
@@ -323,7 +323,7 @@ func (q *dnsQuery) srv(ctx context.Context, name string) ([]string, error) {
 		if len(ips) == 0 {
 			ips, err = q.ips(ctx, srv.Target)
 			if err != nil {
-				q.log.Warn("seed dns: skipping SRV target", "name", name, "target", srv.Target, "error", err)
+				q.log.Warn("seed dns: skipping SRV target", "name", name, "target", srv.Target, "err", err)
 				continue
 			}
 		}

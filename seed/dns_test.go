@@ -2,7 +2,9 @@ package seed
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"slices"
@@ -420,8 +422,8 @@ func TestDNSResolvConf(t *testing.T) {
 	p := newTestProvider(t, "dns", map[string]any{"names": []string{"scrimp"}}, env).(*dnsSeeds)
 
 	resolvConf = t.TempDir() + "/resolv.conf"
-	if _, err := seedsErr(p); err == nil || !strings.Contains(err.Error(), "no server configured") {
-		t.Fatalf("missing resolv.conf: error %v, want one saying no server is configured", err)
+	if _, err := seedsErr(p); !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), "no server configured") {
+		t.Fatalf("missing resolv.conf: error %v, want fs.ErrNotExist, saying no server is configured", err)
 	}
 
 	conf := "nameserver 127.0.0.1\nnameserver ::1\nsearch default.svc.cluster.local svc.cluster.local\noptions ndots:5\n"

@@ -148,6 +148,10 @@ func (p *execPublisher) Withdraw(ctx context.Context, self string) error {
 	return err
 }
 
+// errTimedOut marks a command killed at the provider's own timeout, as
+// opposed to the caller's context ending; both wrap the context's error.
+var errTimedOut = errors.New("timed out")
+
 // run executes argv in its own process group and returns its stdout. On
 // timeout or cancellation the whole group is killed, so that a hung script
 // does not leave its children behind.
@@ -171,7 +175,7 @@ func (e *execSeeds) run(parent context.Context, argv []string) ([]byte, error) {
 	case parent.Err() != nil:
 		return nil, fmt.Errorf("seed exec: %s: %w", name, parent.Err())
 	case ctx.Err() != nil:
-		return nil, fmt.Errorf("seed exec: %s: timed out after %s, killed its process group: %w", name, e.timeout, ctx.Err())
+		return nil, fmt.Errorf("seed exec: %s: %w after %s, killed its process group: %w", name, errTimedOut, e.timeout, ctx.Err())
 	case err != nil:
 		if msg := firstBytes(stderr.Bytes(), execStderrShown); msg != "" {
 			return nil, fmt.Errorf("seed exec: %s: %w; stderr: %q", name, err, msg)

@@ -112,7 +112,7 @@ func alive(pid int) bool {
 	}
 	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return !errors.Is(err, os.ErrNotExist) && !strings.Contains(err.Error(), "no such process")
+		return !errors.Is(err, os.ErrNotExist) && !errors.Is(err, syscall.ESRCH)
 	}
 	// The state follows the parenthesised command name.
 	if i := strings.LastIndexByte(string(stat), ')'); i >= 0 && i+2 < len(stat) {
@@ -132,8 +132,8 @@ func TestExecTimeoutKillsProcessGroup(t *testing.T) {
 	start := time.Now()
 	_, err := seedsErr(p)
 	wantErr(t, err, "timed out after 300ms")
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("error %v does not wrap context.DeadlineExceeded", err)
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, errTimedOut) {
+		t.Errorf("error %v does not wrap context.DeadlineExceeded and errTimedOut", err)
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("Seeds took %s with a 300ms timeout", d)
@@ -163,7 +163,7 @@ func TestExecHonoursContext(t *testing.T) {
 	defer cancel()
 	start := time.Now()
 	_, err := p.Seeds(ctx)
-	if !errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "timed out after") {
+	if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, errTimedOut) {
 		t.Errorf("error %v, want the caller's context error, not the provider's timeout", err)
 	}
 	if d := time.Since(start); d > 5*time.Second {

@@ -81,7 +81,7 @@ func newFile(raw json.RawMessage, env Env) (Provider, error) {
 		// Not fatal: Seeds still reads the file on every call; only the
 		// early notification is lost.
 		f.log.Warn("seed file: cannot watch for changes; they will be seen at the next join attempt",
-			"path", f.path, "error", err)
+			"path", f.path, "err", err)
 	}
 	return f, nil
 }
@@ -109,7 +109,7 @@ func (f *fileSeeds) watch() error {
 				// symlinked directory, not the file. Comparing content
 				// filters out the noise of unrelated files.
 				if changed, err := f.reload(); err != nil {
-					f.log.Debug("seed file: re-read after change failed", "path", f.path, "error", err)
+					f.log.Debug("seed file: re-read after change failed", "path", f.path, "err", err)
 				} else if changed {
 					select {
 					case f.changed <- struct{}{}:
@@ -120,7 +120,7 @@ func (f *fileSeeds) watch() error {
 				if !ok {
 					return
 				}
-				f.log.Warn("seed file: watcher error", "path", f.path, "error", err)
+				f.log.Warn("seed file: watcher error", "path", f.path, "err", err)
 			}
 		}
 	})

@@ -46,7 +46,7 @@ func parseAddressList(data []byte, source string, defaultPort int, log *slog.Log
 				return
 			}
 		}
-		log.Warn("seed: skipping invalid address", "source", source, "line", line, "error", err)
+		log.Warn("seed: skipping invalid address", "source", source, "line", line, "err", err)
 	}
 	if isJSONList(data) {
 		if err := parseJSONList(data, add); err != nil {

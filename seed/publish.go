@@ -79,7 +79,7 @@ func RunPublisher(ctx context.Context, p Publisher, self func() string, period, 
 			case err != nil:
 				failures++
 				wait := min(firstRetry<<min(failures-1, 16), period)
-				logger.Warn("seed: publish failed", "address", addr, "retry-in", wait, "error", err)
+				logger.Warn("seed: publish failed", "address", addr, "retry-in", wait, "err", err)
 				due = time.Now().Add(wait)
 			default:
 				if failures > 0 {
@@ -112,7 +112,7 @@ func withdraw(ctx context.Context, p Publisher, addr string, logger *slog.Logger
 	ctx, cancel := context.WithTimeout(ctx, withdrawTimeout)
 	defer cancel()
 	if err := p.Withdraw(ctx, addr); err != nil {
-		logger.Warn("seed: withdraw failed; the record will age out", "address", addr, "error", err)
+		logger.Warn("seed: withdraw failed; the record will age out", "address", addr, "err", err)
 		return
 	}
 	logger.Info("seed: withdrawn", "address", addr)

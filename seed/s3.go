@@ -282,7 +282,7 @@ func (s *s3Seeds) Seeds(ctx context.Context) ([]string, error) {
 		if len(addrs) == 0 {
 			return nil, fmt.Errorf("seed s3: %w", errors.Join(getErrs...))
 		}
-		s.log.Warn("seed s3: some records could not be read", "error", errors.Join(getErrs...))
+		s.log.Warn("seed s3: some records could not be read", "err", errors.Join(getErrs...))
 	}
 	slices.Sort(addrs)
 	return slices.Compact(addrs), nil

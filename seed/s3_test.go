@@ -22,6 +22,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
 )
@@ -625,9 +626,10 @@ func TestS3Versitygw(t *testing.T) {
 			lb1, lb2, backend := newS3Test(t, section, env), newS3Test(t, section, env), newS3Test(t, section, env)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			if _, err := backend.client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(testBucket)}); err != nil &&
-				!strings.Contains(err.Error(), "BucketAlreadyOwnedByYou") {
-				t.Fatalf("create bucket: %v", err)
+			if _, err := backend.client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(testBucket)}); err != nil {
+				if _, owned := errors.AsType[*types.BucketAlreadyOwnedByYou](err); !owned {
+					t.Fatalf("create bucket: %v", err)
+				}
 			}
 
 			if got := seedsNow(t, backend); len(got) != 0 {

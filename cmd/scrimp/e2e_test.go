@@ -49,7 +49,6 @@ type testBackend struct {
 	node   *node
 	cancel context.CancelFunc
 	done   chan struct{}
-	srv    *http.Server
 }
 
 func newTestCluster(t testing.TB, net, profile string) *testCluster {
