@@ -197,8 +197,11 @@ func appendName(b []byte, s string) []byte {
 // catalog.MaxNodeNameLen, then a name catalog.CheckNodeName accepts.
 func readName(b []byte) (string, []byte, error) {
 	n, k := binary.Uvarint(b)
-	if k <= 0 {
+	if k == 0 {
 		return "", nil, errors.New("truncated sender name")
+	}
+	if k < 0 {
+		return "", nil, errors.New("sender name length overflows 64 bits")
 	}
 	if k != uvarintLen(n) {
 		return "", nil, errors.New("sender name length not minimally encoded")
