@@ -66,10 +66,12 @@ type member struct {
 	addr   netip.Addr
 	port   uint16
 	beacon catalog.Beacon
-	apps   []catalog.Application // the set whose digest is have
-	have   catalog.Digest
-	valid  bool      // apps holds the set beacon.Digest names
-	asked  time.Time // last fetch request, zero if none pending
+	// apps is the last verified set, whose digest is have; nil until one
+	// is. The snapshot shows it until a newer one is verified, so a change
+	// never makes a backend vanish from routing for the length of a fetch.
+	apps  []catalog.Application
+	have  catalog.Digest
+	fetch fetchState // about the set beacon.Digest names
 }
 
 // Cluster is one running member. Its methods are safe for concurrent use.
@@ -98,6 +100,9 @@ type Cluster struct {
 	directAcks map[string]catalog.Digest
 	ackSent    map[string]sentAck // last direct acknowledgement per backend
 	snap       atomic.Pointer[catalog.Snapshot]
+
+	stats      counters
+	dropLogged atomic.Int64 // when a dropped task was last logged, Unix ns
 
 	changes chan struct{}
 	known   chan struct{} // signalled when a member joins, for pending answers
@@ -329,7 +334,7 @@ func (c *Cluster) Acknowledge(snap catalog.Snapshot) {
 	}
 	c.mu.Unlock()
 	for i, name := range names {
-		c.enqueue(task{kind: taskAck, node: name, msg: slices.Clone(direct[i].Digest[:])})
+		c.enqueue(task{kind: taskAck, node: name, digest: direct[i].Digest})
 	}
 	if !changed {
 		return
@@ -375,6 +380,36 @@ func (c *Cluster) Unacknowledged() []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// Stats are counters of what this member's transfer side has dropped or
+// refused since New. Each only grows.
+type Stats struct {
+	// DroppedTasks counts work never done because a queue was full: the
+	// worker's, or the table of requests from members not known yet.
+	// Fetches are retried; the other tasks are repeated by their sender.
+	DroppedTasks uint64
+	// MalformedMessages counts messages from peers that did not decode.
+	MalformedMessages uint64
+	// RejectedSets counts application sets that hashed to their member's
+	// gossiped digest but failed validation.
+	RejectedSets uint64
+}
+
+// counters back Stats.
+type counters struct {
+	droppedTasks      atomic.Uint64
+	malformedMessages atomic.Uint64
+	rejectedSets      atomic.Uint64
+}
+
+// Stats returns the member's counters. It never blocks.
+func (c *Cluster) Stats() Stats {
+	return Stats{
+		DroppedTasks:      c.stats.droppedTasks.Load(),
+		MalformedMessages: c.stats.malformedMessages.Load(),
+		RejectedSets:      c.stats.rejectedSets.Load(),
+	}
 }
 
 // Close tells the cluster this node is leaving, waiting up to timeout for
@@ -437,17 +472,7 @@ func (c *Cluster) upsert(n *memberlist.Node, joined bool) {
 		c.members[n.Name] = m
 	}
 	m.addr, m.port, m.beacon = addr.Unmap(), n.Port, beacon
-	// valid: the set we hold is the one the member gossips. Until a new
-	// one arrives, the snapshot keeps the last verified set, so a change
-	// never makes a backend vanish from routing for the length of a fetch.
-	m.valid = m.have == beacon.Digest && m.apps != nil
-	if beacon.Role == catalog.RoleLB {
-		m.apps, m.have, m.valid = []catalog.Application{}, beacon.Digest, true
-	}
-	fetch := !m.valid && c.role == catalog.RoleLB && n.Name != c.self
-	if fetch {
-		m.asked = time.Now()
-	}
+	fetch := m.track(c.role == catalog.RoleLB && n.Name != c.self, time.Now())
 	c.publishLocked()
 	c.mu.Unlock()
 

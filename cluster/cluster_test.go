@@ -434,7 +434,7 @@ func TestHostileApplicationSets(t *testing.T) {
 	var once1, once2 sync.Once
 	d.mu.Lock()
 	d.onMsg = func(b []byte) {
-		if len(b) == 0 || b[0] != msgRequest {
+		if len(b) == 0 || msgType(b[0]) != msgRequest {
 			return
 		}
 		to := lbNode(ml, "lb-71")
@@ -442,13 +442,11 @@ func TestHostileApplicationSets(t *testing.T) {
 			return
 		}
 		// Answer with our own (invalid) set...
-		msg := appendString([]byte{msgState}, "hostile")
 		d := catalog.DigestOf(bad)
-		ml.SendReliable(to, append(append(msg, d[:]...), bad...))
+		ml.SendReliable(to, encodeMessage(stateMsg{From: "hostile", Digest: d, Set: bad}))
 		once1.Do(answered.Done)
 		// ...and pretend to be the honest backend with it.
-		msg = appendString([]byte{msgState}, "backend-72")
-		ml.SendReliable(to, append(append(msg, d[:]...), bad...))
+		ml.SendReliable(to, encodeMessage(stateMsg{From: "backend-72", Digest: d, Set: bad}))
 		once2.Do(forged.Done)
 	}
 	d.mu.Unlock()

@@ -27,8 +27,9 @@ func (d delegate) NodeMeta(limit int) []byte {
 	return m
 }
 
-// NotifyMsg receives application-set requests and transfers; it parses and
-// queues them for the worker, never blocking memberlist.
+// NotifyMsg receives application-set requests and transfers and drain
+// acknowledgements (messages.go); it decodes and queues them for the
+// worker, never blocking memberlist.
 func (d delegate) NotifyMsg(b []byte)                       { d.c.handleMsg(b) }
 func (delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 func (delegate) LocalState(join bool) []byte                { return nil }

@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -10,21 +9,6 @@ import (
 	"github.com/hashicorp/memberlist"
 
 	"github.com/scrimplb/scrimp/catalog"
-)
-
-// Message types sent with memberlist's reliable (TCP) user messages.
-const (
-	// msgRequest asks a node for its application set:
-	// type | string requester name.
-	msgRequest byte = 1
-	// msgState carries an application set:
-	// type | string sender name | 8-byte digest | encoded catalog.Meta.
-	msgState byte = 2
-	// msgAck tells a draining backend that a load balancer runs a
-	// configuration without it: type | string sender name | 8-byte digest.
-	// It backs up the acknowledgement in the load balancer's beacon, which
-	// gossip may take a push/pull interval to deliver to every member.
-	msgAck byte = 3
 )
 
 // Retry timing for application-set fetches.
@@ -40,7 +24,89 @@ const (
 	// gossiped again, after the change.
 	regossipFirst  = 300 * time.Millisecond
 	regossipSecond = 1500 * time.Millisecond
+	// dropLogEvery is the least time between two log lines about dropped
+	// tasks; Stats counts every one.
+	dropLogEvery = time.Second
 )
+
+// fetchKind is where this node stands in getting the application set a
+// member gossips the digest of.
+type fetchKind uint8
+
+const (
+	// fetchUnknown: the set is neither held nor asked for. Only a load
+	// balancer fetches sets, so on a backend every backend peer stays here
+	// (and so does this node's own entry, whose set is Cluster.apps).
+	fetchUnknown fetchKind = iota
+	// fetchFetching: a request went out at fetchState.since and no valid
+	// answer has come; the worker asks again every fetchRetry.
+	fetchFetching
+	// fetchValid: member.apps is the set the member gossips.
+	fetchValid
+	// fetchRejected: the set named fetchState.digest hashed to it but failed
+	// validation. It is not asked for again until the member gossips
+	// another digest; the snapshot keeps the last valid set meanwhile.
+	fetchRejected
+)
+
+func (k fetchKind) String() string {
+	switch k {
+	case fetchUnknown:
+		return "unknown"
+	case fetchFetching:
+		return "fetching"
+	case fetchValid:
+		return "valid"
+	case fetchRejected:
+		return "rejected"
+	}
+	return fmt.Sprintf("fetchKind(%d)", uint8(k))
+}
+
+// fetchState is a member's fetchKind and the digest it is about, which is
+// always the digest of the member's current beacon.
+type fetchState struct {
+	kind   fetchKind
+	digest catalog.Digest
+	since  time.Time // fetchFetching: when the last request went out
+}
+
+func (f fetchState) String() string {
+	switch f.kind {
+	case fetchFetching:
+		return fmt.Sprintf("fetching %s since %s", f.digest, f.since.Format(time.RFC3339Nano))
+	case fetchValid, fetchRejected:
+		return fmt.Sprintf("%s %s", f.kind, f.digest)
+	}
+	return f.kind.String()
+}
+
+// track brings m's fetch state in line with its beacon, just updated, and
+// reports whether to ask m for its set now. fetches says whether this node
+// fetches m's set at all (a load balancer fetching a peer's).
+func (m *member) track(fetches bool, now time.Time) bool {
+	d := m.beacon.Digest
+	switch {
+	case m.beacon.Role == catalog.RoleLB:
+		// A load balancer's set is empty by definition: nothing to fetch.
+		m.apps, m.have = []catalog.Application{}, d
+		m.fetch = fetchState{kind: fetchValid, digest: d}
+	case m.apps != nil && m.have == d:
+		// Back to (or still at) the set we hold.
+		m.fetch = fetchState{kind: fetchValid, digest: d}
+	case m.fetch.kind == fetchRejected && m.fetch.digest == d:
+		// Same bad set: asking again would bring the same bytes.
+	case !fetches:
+		m.fetch = fetchState{kind: fetchUnknown, digest: d}
+	case m.fetch.kind == fetchFetching && m.fetch.digest == d && now.Sub(m.fetch.since) < fetchRetry:
+		// A request for this very set is out; the worker repeats it if
+		// no answer comes.
+	default:
+		m.fetch = fetchState{kind: fetchFetching, digest: d, since: now}
+		return true
+	}
+	return false
+}
 
 type taskKind int
 
@@ -49,26 +115,69 @@ const (
 	taskAnswer                    // send our set to node
 	taskState                     // a set arrived: verify and store
 	taskBroadcast                 // re-broadcast our beacon
-	taskAck                       // tell node we acknowledge its digest
-	taskAcked                     // an acknowledgement arrived
+	taskAck                       // tell node we acknowledge digest
+	taskAcked                     // node acknowledged digest
 )
+
+func (k taskKind) String() string {
+	switch k {
+	case taskFetch:
+		return "fetch"
+	case taskAnswer:
+		return "answer"
+	case taskState:
+		return "state"
+	case taskBroadcast:
+		return "broadcast"
+	case taskAck:
+		return "ack"
+	case taskAcked:
+		return "acked"
+	}
+	return fmt.Sprintf("taskKind(%d)", int(k))
+}
 
 // task is work handed from memberlist's callbacks, which must not block,
 // to the worker goroutine, which may.
 type task struct {
-	kind taskKind
-	node string
-	msg  []byte
+	kind   taskKind
+	node   string         // the member to send to, or that sent
+	digest catalog.Digest // taskAck, taskAcked
+	state  stateMsg       // taskState
 }
 
+// Why a task is dropped.
+var (
+	errQueueFull   = errors.New("cluster work queue full")
+	errPendingFull = fmt.Errorf("%d requests from members not known yet are waiting already", maxPending)
+)
+
 // enqueue hands t to the worker without blocking. A dropped fetch is
-// retried by the worker's review; a dropped answer by the requester.
+// retried by the worker's review; a dropped answer by the requester; a
+// dropped acknowledgement is sent again by the next Acknowledge.
 func (c *Cluster) enqueue(t task) {
+	select {
+	case <-c.stop:
+		return // closed: nothing is dropped, there is no work any more
+	default:
+	}
 	select {
 	case c.work <- t:
 	default:
-		c.log.Debug("cluster work queue full; dropping a task", "kind", t.kind, "node", t.node)
+		c.dropped(t, errQueueFull)
 	}
+}
+
+// dropped counts a task that will not be done and logs it, at most once
+// per dropLogEvery so that a flood does not flood the log too.
+func (c *Cluster) dropped(t task, err error) {
+	n := c.stats.droppedTasks.Add(1)
+	now := time.Now().UnixNano()
+	last := c.dropLogged.Load()
+	if last != 0 && now-last < int64(dropLogEvery) || !c.dropLogged.CompareAndSwap(last, now) {
+		return
+	}
+	c.log.Warn("cluster dropped a task", "kind", t.kind.String(), "member", sanitize(t.node), "dropped", n, "err", err)
 }
 
 // worker runs the network side of application-set transfer until Close.
@@ -95,40 +204,36 @@ func (c *Cluster) do(t task) {
 	switch t.kind {
 	case taskFetch:
 		c.log.Debug("asking member for its applications", "member", t.node)
-		c.sendTo(t.node, appendString([]byte{msgRequest}, c.self))
+		c.sendTo(t.node, requestMsg{From: c.self})
 	case taskAnswer:
 		c.mu.Lock()
-		msg := appendString([]byte{msgState}, c.self)
-		msg = append(msg, c.digest[:]...)
-		msg = append(msg, c.state...)
+		msg := stateMsg{From: c.self, Digest: c.digest, Set: c.state}
 		_, known := c.members[t.node]
 		if !known {
 			// A load balancer that just learnt of us during our join
 			// asks before we have merged its state: answer once we know
 			// where it is, rather than at any address a message names.
-			if len(c.pending) < maxPending {
+			_, waiting := c.pending[t.node]
+			full := !waiting && len(c.pending) >= maxPending
+			if !full {
 				c.pending[t.node] = time.Now().Add(answerWait)
 			}
 			c.mu.Unlock()
+			if full {
+				c.dropped(t, errPendingFull)
+			}
 			return
 		}
 		c.mu.Unlock()
 		c.sendTo(t.node, msg)
 	case taskState:
-		c.receiveState(t.msg)
+		c.receiveState(t.state)
 	case taskAck:
-		msg := appendString([]byte{msgAck}, c.self)
-		c.sendTo(t.node, append(msg, t.msg...))
+		c.sendTo(t.node, ackMsg{From: c.self, Digest: t.digest})
 	case taskAcked:
-		name, rest, err := readString(t.msg)
-		if err != nil || len(rest) != 8 {
-			return
-		}
-		var d catalog.Digest
-		copy(d[:], rest)
 		c.mu.Lock()
-		if m, ok := c.members[name]; ok && m.beacon.Role == catalog.RoleLB && d == c.digest {
-			c.directAcks[name] = d
+		if m, ok := c.members[t.node]; ok && m.beacon.Role == catalog.RoleLB && t.digest == c.digest {
+			c.directAcks[t.node] = t.digest
 		}
 		c.mu.Unlock()
 	case taskBroadcast:
@@ -138,8 +243,9 @@ func (c *Cluster) do(t task) {
 	}
 }
 
-// sendTo sends msg to the named member over TCP.
-func (c *Cluster) sendTo(name string, msg []byte) {
+// sendTo sends msg to the named member over TCP, at the address gossip
+// gives for it.
+func (c *Cluster) sendTo(name string, msg message) {
 	c.mu.Lock()
 	m, ok := c.members[name]
 	var to *memberlist.Node
@@ -150,8 +256,8 @@ func (c *Cluster) sendTo(name string, msg []byte) {
 	if !ok {
 		return
 	}
-	if err := c.ml.SendReliable(to, msg); err != nil {
-		c.log.Debug("cannot reach member", "member", name, "err", err)
+	if err := c.ml.SendReliable(to, encodeMessage(msg)); err != nil {
+		c.log.Debug("cannot reach member", "member", name, "message", msg.msgType().String(), "err", err)
 	}
 }
 
@@ -191,7 +297,9 @@ func (c *Cluster) regossipDue() {
 	}
 }
 
-// retryFetches asks again for sets that have not arrived.
+// retryFetches asks again for sets that have not arrived: a member being
+// fetched for fetchRetry already, or one whose set is not even asked for.
+// A rejected set is not asked for again.
 func (c *Cluster) retryFetches() {
 	if c.role != catalog.RoleLB {
 		return
@@ -200,8 +308,12 @@ func (c *Cluster) retryFetches() {
 	var ask []string
 	c.mu.Lock()
 	for name, m := range c.members {
-		if name != c.self && !m.valid && now.Sub(m.asked) >= fetchRetry {
-			m.asked = now
+		if name == c.self {
+			continue
+		}
+		f := m.fetch
+		if f.kind == fetchUnknown || f.kind == fetchFetching && now.Sub(f.since) >= fetchRetry {
+			m.fetch = fetchState{kind: fetchFetching, digest: m.beacon.Digest, since: now}
 			ask = append(ask, name)
 		}
 	}
@@ -211,87 +323,66 @@ func (c *Cluster) retryFetches() {
 	}
 }
 
-// handleMsg sorts a user message from memberlist. It runs on memberlist's
-// packet path, so it only parses and hands work on.
+// handleMsg decodes a user message from memberlist. It runs on
+// memberlist's packet path, so it only decodes and hands work on.
 func (c *Cluster) handleMsg(b []byte) {
-	if len(b) == 0 {
+	msg, err := decodeMessage(b)
+	if err != nil {
+		c.stats.malformedMessages.Add(1)
+		c.log.Debug("dropping malformed cluster message", "err", err)
 		return
 	}
-	switch b[0] {
-	case msgRequest:
-		name, _, err := readString(b[1:])
-		if err != nil || catalog.CheckNodeName(name) != nil {
-			c.log.Debug("malformed application-set request")
-			return
+	switch m := msg.(type) {
+	case requestMsg:
+		c.enqueue(task{kind: taskAnswer, node: m.From})
+	case ackMsg:
+		if c.role == catalog.RoleBackend {
+			c.enqueue(task{kind: taskAcked, node: m.From, digest: m.Digest})
 		}
-		c.enqueue(task{kind: taskAnswer, node: name})
-	case msgAck:
-		if c.role == catalog.RoleBackend && len(b) < 256 {
-			c.enqueue(task{kind: taskAcked, msg: append([]byte(nil), b[1:]...)})
+	case stateMsg:
+		if c.role == catalog.RoleLB {
+			c.enqueue(task{kind: taskState, node: m.From, state: m})
 		}
-	case msgState:
-		if c.role != catalog.RoleLB || len(b) > MaxStateSize+256 {
-			return
-		}
-		c.enqueue(task{kind: taskState, msg: append([]byte(nil), b[1:]...)})
 	}
 }
 
 // receiveState accepts an application set only if it is the one the sender
 // gossips (same digest, and the bytes hash to it) and it passes strict
 // validation, so a member can neither forge another's set nor inject
-// anything a generator would not expect.
-func (c *Cluster) receiveState(b []byte) {
-	name, rest, err := readString(b)
-	if err == nil && len(rest) < 8 {
-		err = errors.New("truncated")
-	}
-	if err != nil {
-		c.log.Debug("malformed application set message", "err", err)
+// anything a generator would not expect. A set that hashes to the gossiped
+// digest but fails validation leaves the member rejected for that digest.
+func (c *Cluster) receiveState(msg stateMsg) {
+	if catalog.DigestOf(msg.Set) != msg.Digest {
+		c.log.Warn("dropping application set that does not match its digest", "member", sanitize(msg.From))
 		return
 	}
-	var digest catalog.Digest
-	copy(digest[:], rest[:8])
-	payload := rest[8:]
-	if catalog.DigestOf(payload) != digest {
-		c.log.Warn("dropping application set that does not match its digest", "member", sanitize(name))
-		return
-	}
-	meta, decodeErr := catalog.DecodeMeta(payload)
+	meta, decodeErr := catalog.DecodeMeta(msg.Set)
 	c.mu.Lock()
-	m, ok := c.members[name]
-	if !ok || m.beacon.Digest != digest {
+	m, ok := c.members[msg.From]
+	if !ok || m.beacon.Digest != msg.Digest {
 		c.mu.Unlock()
 		return // stale: the member left or has changed its set since
+	}
+	if m.fetch.kind != fetchFetching && m.fetch.kind != fetchUnknown {
+		c.mu.Unlock()
+		return // a repeated answer: this set is decided already
 	}
 	if decodeErr == nil && meta.Role != m.beacon.Role {
 		decodeErr = fmt.Errorf("role %s in the set, %s in gossip", meta.Role, m.beacon.Role)
 	}
 	if decodeErr != nil {
-		// Keep it invalid; do not ask again for the same bad digest.
-		m.asked = time.Now().Add(time.Hour)
+		m.fetch = fetchState{kind: fetchRejected, digest: msg.Digest}
 		c.mu.Unlock()
-		c.log.Warn("dropping member's invalid application set", "member", sanitize(name), "err", decodeErr)
+		c.stats.rejectedSets.Add(1)
+		c.log.Warn("dropping member's invalid application set", "member", sanitize(msg.From), "digest", msg.Digest, "err", decodeErr)
 		return
 	}
-	m.apps, m.have, m.valid = meta.Applications, digest, true
+	m.apps, m.have = meta.Applications, msg.Digest
 	if m.apps == nil {
 		m.apps = []catalog.Application{}
 	}
+	m.fetch = fetchState{kind: fetchValid, digest: msg.Digest}
 	c.publishLocked()
 	c.mu.Unlock()
-	c.log.Info("member applications", "member", name, "apps", len(meta.Applications), "digest", digest)
-}
-
-func appendString(b []byte, s string) []byte {
-	b = binary.AppendUvarint(b, uint64(len(s)))
-	return append(b, s...)
-}
-
-func readString(b []byte) (string, []byte, error) {
-	n, k := binary.Uvarint(b)
-	if k <= 0 || n > uint64(len(b)-k) || n > catalog.MaxNodeNameLen {
-		return "", nil, errors.New("bad string")
-	}
-	return string(b[k : k+int(n)]), b[k+int(n):], nil
+	c.log.Info("member applications", "member", msg.From, "apps", len(meta.Applications), "digest", msg.Digest)
 }

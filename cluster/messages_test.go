@@ -1,0 +1,172 @@
+package cluster
+
+import (
+	"bytes"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/scrimplb/scrimp/catalog"
+)
+
+// validMessages are messages a node may send, from the smallest to the
+// largest of each kind.
+func validMessages() map[string]message {
+	set := catalog.EncodeMeta(catalog.Meta{Role: catalog.RoleBackend, Applications: []catalog.Application{app("web", 8080)}})
+	longName := strings.Repeat("n", catalog.MaxNodeNameLen)
+	return map[string]message{
+		"request":                     requestMsg{From: "lb-1"},
+		"request from a long name":    requestMsg{From: longName},
+		"state":                       stateMsg{From: "backend-1", Digest: catalog.DigestOf(set), Set: set},
+		"state of a load balancer":    stateMsg{From: "lb.a_b-1", Digest: catalog.Digest{1}, Set: catalog.EncodeMeta(catalog.Meta{Role: catalog.RoleLB})},
+		"state of the largest set":    stateMsg{From: longName, Digest: catalog.Digest{0xff}, Set: bytes.Repeat([]byte{7}, MaxStateSize)},
+		"state whose digest is wrong": stateMsg{From: "b", Digest: catalog.Digest{}, Set: []byte{1}},
+		"ack":                         ackMsg{From: "lb-1", Digest: catalog.Digest{1, 2, 3, 4, 5, 6, 7, 8}},
+		"ack from a long name":        ackMsg{From: longName},
+	}
+}
+
+func TestMessageRoundTrip(t *testing.T) {
+	for name, m := range validMessages() {
+		t.Run(name, func(t *testing.T) {
+			b := encodeMessage(m)
+			if msgType(b[0]) != m.msgType() {
+				t.Fatalf("type byte %d, want %d", b[0], m.msgType())
+			}
+			if len(b) > maxMessageSize {
+				t.Fatalf("%d bytes, over maxMessageSize %d", len(b), maxMessageSize)
+			}
+			got, err := decodeMessage(b)
+			if err != nil {
+				t.Fatalf("decode: %v", err)
+			}
+			if !reflect.DeepEqual(got, m) {
+				t.Fatalf("round trip: got %+v, want %+v", got, m)
+			}
+			// The decoded message owns its memory: memberlist may reuse
+			// the buffer once NotifyMsg returns.
+			clear(b)
+			if !reflect.DeepEqual(got, m) {
+				t.Fatal("decoded message shares memory with the input")
+			}
+		})
+	}
+}
+
+func TestDecodeMessageRejects(t *testing.T) {
+	set := []byte{1, 2, 0}
+	state := func(from string, digest int, set []byte) []byte {
+		b := appendName([]byte{byte(msgState)}, from)
+		return append(append(b, make([]byte, digest)...), set...)
+	}
+	tests := []struct {
+		name string
+		b    []byte
+		want string // in the error
+	}{
+		{"empty", nil, "empty message"},
+		{"unknown type", []byte{9, 1, 'a'}, "unknown message type 9"},
+		{"type zero", []byte{0}, "unknown message type 0"},
+		{"request without name", []byte{byte(msgRequest)}, "truncated sender name"},
+		{"request with empty name", []byte{byte(msgRequest), 0}, "must not be empty"},
+		{"request with truncated name", []byte{byte(msgRequest), 5, 'a', 'b'}, "truncated sender name"},
+		{"request with trailing bytes", []byte{byte(msgRequest), 1, 'a', 0}, "1 trailing bytes"},
+		{"request with non-minimal length", []byte{byte(msgRequest), 0x81, 0x00, 'a'}, "not minimally encoded"},
+		{"request with overlong varint", append([]byte{byte(msgRequest)}, bytes.Repeat([]byte{0xff}, 11)...), "overflows"},
+		{"name over the limit", appendName([]byte{byte(msgRequest)}, strings.Repeat("n", catalog.MaxNodeNameLen+1)), "at most 128 allowed"},
+		{"name with a metacharacter", appendName([]byte{byte(msgRequest)}, "a;b"), "only letters"},
+		{"name with a newline", appendName([]byte{byte(msgAck)}, "a\nb"), "only letters"},
+		{"state with short digest", state("b", 7, nil), "truncated digest"},
+		{"state without set", state("b", 8, nil), "no application set"},
+		{"state set over the limit", state("b", 8, make([]byte, MaxStateSize+1)), "at most 1048576 allowed"},
+		{"message over the limit", state(strings.Repeat("n", catalog.MaxNodeNameLen), 8, make([]byte, MaxStateSize+1)), "bytes, at most"},
+		{"ack with short digest", append(appendName([]byte{byte(msgAck)}, "lb"), 1, 2, 3), "3 bytes of digest"},
+		{"ack with long digest", append(appendName([]byte{byte(msgAck)}, "lb"), make([]byte, 9)...), "9 bytes of digest"},
+		{"valid state for contrast", state("b", 8, set), ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m, err := decodeMessage(tc.b)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("rejected: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want one containing %q", err, tc.want)
+			}
+			if m != nil {
+				t.Fatalf("error came with message %+v", m)
+			}
+		})
+	}
+}
+
+// FuzzDecodeMessage feeds decodeMessage arbitrary bytes. It must never
+// panic; what it accepts must be within every bound, name a valid sender,
+// and be the canonical encoding of what it decodes to, so that
+// decode(encode(m)) == m.
+func FuzzDecodeMessage(f *testing.F) {
+	for _, m := range validMessages() {
+		if b := encodeMessage(m); len(b) < 4096 {
+			f.Add(b)
+		}
+	}
+	for _, b := range [][]byte{
+		nil,
+		{0},
+		{byte(msgRequest)},
+		{byte(msgRequest), 0},
+		{byte(msgRequest), 0x81, 0x00, 'a'},
+		{byte(msgState), 1, 'b', 1, 2, 3, 4, 5, 6, 7},
+		{byte(msgAck), 1, 'b', 1, 2, 3, 4, 5, 6, 7, 8, 9},
+		{byte(msgAck), 0x80, 0x01, 'x'},
+		{4, 1, 'a'},
+		bytes.Repeat([]byte{0xff}, 32),
+	} {
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		in := bytes.Clone(b)
+		m, err := decodeMessage(in)
+		if err != nil {
+			if m != nil {
+				t.Fatalf("error %v came with message %+v", err, m)
+			}
+			return
+		}
+		if len(b) > maxMessageSize {
+			t.Fatalf("accepted %d bytes, over %d", len(b), maxMessageSize)
+		}
+		var from string
+		switch m := m.(type) {
+		case requestMsg:
+			from = m.From
+		case ackMsg:
+			from = m.From
+		case stateMsg:
+			from = m.From
+			if len(m.Set) == 0 || len(m.Set) > MaxStateSize {
+				t.Fatalf("accepted a set of %d bytes", len(m.Set))
+			}
+		default:
+			t.Fatalf("decoded to %T", m)
+		}
+		if err := catalog.CheckNodeName(from); err != nil {
+			t.Fatalf("accepted sender %q: %v", from, err)
+		}
+		clear(in) // the message must not share the input's memory
+		enc := encodeMessage(m)
+		if !bytes.Equal(enc, b) {
+			t.Fatalf("accepted input is not the canonical encoding:\n got %x\nwant %x", enc, b)
+		}
+		again, err := decodeMessage(enc)
+		if err != nil {
+			t.Fatalf("re-encoding rejected: %v", err)
+		}
+		if !reflect.DeepEqual(again, m) {
+			t.Fatalf("round trip changed the message: got %+v, want %+v", again, m)
+		}
+	})
+}
