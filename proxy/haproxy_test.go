@@ -133,14 +133,7 @@ func newManagedHAProxy(t *testing.T) (*ManagedHAProxy, *lockedBuffer) {
 }
 
 // hapMasterPid returns the running master's pid, 0 if none is running.
-func hapMasterPid(h *ManagedHAProxy) int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.cmd == nil {
-		return 0
-	}
-	return h.cmd.Process.Pid
-}
+func hapMasterPid(h *ManagedHAProxy) int { return h.sup.pid() }
 
 // hapConfig renders a realistic standalone configuration with the
 // haproxy generator: application "web" on each listen port, served by

@@ -654,14 +654,7 @@ func newManaged(t *testing.T) *ManagedNginx {
 }
 
 // masterPid returns the running master's pid, 0 if none is running.
-func masterPid(n *ManagedNginx) int {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.cmd == nil {
-		return 0
-	}
-	return n.cmd.Process.Pid
-}
+func masterPid(n *ManagedNginx) int { return n.sup.pid() }
 
 // managedConfig renders a realistic standalone configuration with the
 // nginx generator: one application "web" on listen port, served by the
