@@ -33,6 +33,9 @@ const haproxyMaxSocketPath = 97
 // new workers on the new configuration while the old ones finish their
 // connections, and Apply waits until a new worker is up.
 //
+// The supervisor starts, restarts and stops the master; ManagedHAProxy
+// checks, writes, reloads and updates the configuration.
+//
 // Apply is not safe for concurrent use (the load balancer loop is its only
 // caller); Close may be called from any goroutine, more than once.
 type ManagedHAProxy struct {
@@ -44,17 +47,12 @@ type ManagedHAProxy struct {
 	timeout time.Duration
 	log     *slog.Logger
 	out     *haproxyOutput
+	sup     *supervisor
 
 	mu      sync.Mutex
-	cmd     *exec.Cmd     // running master, nil before the first Apply
-	exited  chan struct{} // closed when cmd exits
-	closed  bool
-	stop    chan struct{} // closed by Close
-	current []byte        // what haproxy.cfg holds
-
+	current []byte // what haproxy.cfg holds
 	reloads int
 	updates int // successful Updates
-	wg      sync.WaitGroup
 }
 
 // NewManagedHAProxy prepares dir (creating it) for an HAProxy run by
@@ -82,12 +80,27 @@ func NewManagedHAProxy(binary, dir string, timeout time.Duration, logger *slog.L
 		return nil, fmt.Errorf("proxy: state dir: %w", err)
 	}
 	log := logger.With("component", "haproxy")
-	return &ManagedHAProxy{
+	h := &ManagedHAProxy{
 		binary: binary, dir: abs, conf: filepath.Join(abs, "haproxy.cfg"),
 		sock: sock, pidFile: filepath.Join(abs, "haproxy.pid"),
 		timeout: timeout, log: log, out: &haproxyOutput{log: log},
-		stop: make(chan struct{}),
-	}, nil
+	}
+	h.sup = newSupervisor(procSpec{
+		name: "haproxy", binary: binary,
+		args: []string{"-W", "-db", "-S", h.sock + ",mode,600", "-f", h.conf, "-p", h.pidFile},
+		dir:  abs, pidFile: h.pidFile,
+		// A soft stop: workers finish their connections, bounded by
+		// hard-stop-after.
+		stopSignal: syscall.SIGUSR1,
+		timeout:    timeout,
+		// One writer for both streams and every master: it keeps the
+		// alerts that errors quote.
+		output: func() io.Writer { return h.out },
+		ready:  h.waitStarted,
+		attrs:  []any{"conf", h.conf, "master-socket", h.sock},
+		log:    log,
+	})
+	return h, nil
 }
 
 // Dir returns the absolute state directory, for generators that write
@@ -110,13 +123,13 @@ func (h *ManagedHAProxy) Reloads() int {
 // gets the previous configuration back, so a restart starts from a good
 // one. The first Apply starts HAProxy and waits for its first worker.
 func (h *ManagedHAProxy) Apply(ctx context.Context, config []byte) error {
-	h.mu.Lock()
-	closed, running, same := h.closed, h.cmd != nil, h.current != nil && bytes.Equal(h.current, config)
-	h.mu.Unlock()
-	if closed {
-		return errors.New("proxy: haproxy is closed")
+	if h.sup.isClosed() {
+		return h.sup.errClosed()
 	}
-	if running && same {
+	h.mu.Lock()
+	same := h.current != nil && bytes.Equal(h.current, config)
+	h.mu.Unlock()
+	if same && h.sup.current() != nil {
 		return nil
 	}
 	next := h.conf + ".next"
@@ -132,25 +145,14 @@ func (h *ManagedHAProxy) Apply(ctx context.Context, config []byte) error {
 	}
 
 	h.mu.Lock()
-	if h.closed {
-		h.mu.Unlock()
-		return errors.New("proxy: haproxy is closed")
-	}
 	prev := h.current
 	h.current = config
-	if h.cmd == nil {
-		err := h.startLocked()
-		cmd, exited := h.cmd, h.exited
-		h.mu.Unlock()
-		if err != nil {
-			return err
-		}
-		return h.waitStarted(ctx, cmd, exited)
-	}
-	cmd, exited := h.cmd, h.exited
 	h.mu.Unlock()
-
-	if err := h.reload(ctx, cmd, exited); err != nil {
+	p, fresh, err := h.sup.start(ctx)
+	if err != nil || fresh {
+		return err
+	}
+	if err := h.reload(ctx, p); err != nil {
 		// The old workers still serve prev; put it back in haproxy.cfg so
 		// a restart does not try the configuration that failed.
 		h.mu.Lock()
@@ -199,97 +201,29 @@ func haproxyAlerts(out []byte) string {
 	return strings.Join(alerts, " | ")
 }
 
-// startLocked starts the HAProxy master and a goroutine that restarts it
-// with backoff, from the last good haproxy.cfg, if it dies. h.mu is held.
-func (h *ManagedHAProxy) startLocked() error {
-	cmd := exec.Command(h.binary, "-W", "-db", "-S", h.sock+",mode,600", "-f", h.conf, "-p", h.pidFile)
-	// One writer for both streams: exec then calls it from one goroutine.
-	cmd.Stdout = h.out
-	cmd.Stderr = h.out
-	// Its own process group: a Ctrl-C on scrimp's terminal reaches scrimp,
-	// which then stops HAProxy gracefully; and the supervisor can kill
-	// the workers of a master that died with one signal.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	// Workers orphaned by a master that died hold its output pipes open;
-	// without a WaitDelay, Wait would not return until they exit.
-	cmd.WaitDelay = time.Second
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("proxy: start haproxy: %w", err)
-	}
-	h.log.Info("haproxy started", "pid", cmd.Process.Pid, "conf", h.conf, "master-socket", h.sock)
-	h.cmd = cmd
-	exited := make(chan struct{})
-	h.exited = exited
-	h.wg.Add(1)
-	go h.supervise(cmd, exited)
-	return nil
-}
-
-func (h *ManagedHAProxy) supervise(cmd *exec.Cmd, exited chan struct{}) {
-	defer h.wg.Done()
-	err := cmd.Wait()
-	// A master that died without stopping its workers (SIGKILL, a crash)
-	// may leave them serving and holding the listening sockets, so no new
-	// master could bind. Kill whatever is left of its process group; after
-	// a graceful exit the group is already empty.
-	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	close(exited)
-	h.mu.Lock()
-	if h.closed {
-		h.mu.Unlock()
-		return
-	}
-	h.log.Error("haproxy exited unexpectedly; restarting with the last good configuration", "err", err)
-	h.cmd = nil
-	h.mu.Unlock()
-
-	backoff := 500 * time.Millisecond
-	for {
-		select {
-		case <-time.After(backoff):
-		case <-h.stop:
-			return
-		}
-		h.mu.Lock()
-		// An Apply during the backoff may have started HAProxy already;
-		// starting a second master would lose track of that one.
-		if h.closed || h.cmd != nil {
-			h.mu.Unlock()
-			return
-		}
-		err := h.startLocked()
-		h.mu.Unlock()
-		if err == nil {
-			return
-		}
-		h.log.Error("restarting haproxy failed", "err", err, "retry-in", backoff)
-		backoff = min(backoff*2, 30*time.Second)
-	}
-}
-
-// waitStarted waits until the master started by Apply reports a worker:
-// only then does HAProxy listen. An error means it exited first (a port
-// in use, say) or took longer than the timeout.
-func (h *ManagedHAProxy) waitStarted(ctx context.Context, cmd *exec.Cmd, exited <-chan struct{}) error {
+// waitStarted is the supervisor's readiness check: it waits until master
+// p reports a worker, for only then does HAProxy listen. An error means it
+// exited first (a port in use, say) or took longer than the timeout.
+func (h *ManagedHAProxy) waitStarted(ctx context.Context, p *proxyProc) error {
 	mark := h.out.mark()
 	var last error
-	err := h.poll(ctx, exited, func() (bool, error) {
+	err := h.poll(ctx, p.exited, func() (bool, error) {
 		info, err := h.showProc(ctx)
 		last = err
 		return err == nil && len(info.workers) > 0, nil
 	})
 	if err != nil {
-		return fmt.Errorf("proxy: haproxy (pid %d) did not start: %w%s (last master CLI error: %v)", cmd.Process.Pid, err, h.out.alertsSince(mark), last)
+		return fmt.Errorf("proxy: haproxy (pid %d) did not start: %w%s (last master CLI error: %v)", p.Pid, err, h.out.alertsSince(mark), last)
 	}
-	h.log.Info("haproxy is serving", "pid", cmd.Process.Pid)
+	h.log.Info("haproxy is serving", "pid", p.Pid)
 	return nil
 }
 
-// reload asks the master to reload and waits until a new worker runs.
-func (h *ManagedHAProxy) reload(ctx context.Context, cmd *exec.Cmd, exited <-chan struct{}) error {
+// reload asks master p to reload and waits until a new worker runs.
+func (h *ManagedHAProxy) reload(ctx context.Context, p *proxyProc) error {
 	start := time.Now()
 	mark := h.out.mark()
-	pid := cmd.Process.Pid
+	pid, exited := p.Pid, p.exited
 	before, beforeErr := h.showProc(ctx)
 	// A master the supervisor has just restarted may not listen on its CLI
 	// yet, and would lose a signal too: give it a moment.
@@ -311,7 +245,7 @@ func (h *ManagedHAProxy) reload(ctx context.Context, cmd *exec.Cmd, exited <-cha
 		// or send lands here.
 		h.log.Warn("the master CLI did not take the reload; sending SIGUSR2 instead", "err", err, "socket", h.sock)
 		method = "SIGUSR2"
-		if err := cmd.Process.Signal(syscall.SIGUSR2); err != nil {
+		if err := p.Signal(syscall.SIGUSR2); err != nil {
 			return fmt.Errorf("proxy: reload haproxy: SIGUSR2 to pid %d: %w", pid, err)
 		}
 	}
@@ -377,7 +311,7 @@ func (h *ManagedHAProxy) poll(ctx context.Context, exited <-chan struct{}, cond 
 		case <-tick.C:
 		case <-exited:
 			return errors.New("haproxy exited")
-		case <-h.stop:
+		case <-h.sup.stopped():
 			return errors.New("haproxy is closed")
 		case <-ctx.Done():
 			return ctx.Err()
@@ -533,40 +467,7 @@ func haproxyChildren(pid int) []int {
 // exited within the timeout, and waits for the supervisor to finish. It is
 // safe to call more than once.
 func (h *ManagedHAProxy) Close() error {
-	h.mu.Lock()
-	if h.closed {
-		h.mu.Unlock()
-		h.wg.Wait()
-		return nil
-	}
-	h.closed = true
-	close(h.stop) // a supervisor waiting to restart HAProxy gives up at once
-	cmd, exited := h.cmd, h.exited
-	h.mu.Unlock()
-	if cmd != nil {
-		deadline := time.NewTimer(h.timeout)
-		defer deadline.Stop()
-		resend := time.NewTicker(time.Second)
-		defer resend.Stop()
-		cmd.Process.Signal(syscall.SIGUSR1)
-	wait:
-		for {
-			select {
-			case <-exited:
-				break wait
-			case <-resend.C:
-				// A master that is still starting up, or re-executing for a
-				// reload, loses signals; a second soft stop does no harm.
-				cmd.Process.Signal(syscall.SIGUSR1)
-			case <-deadline.C:
-				h.log.Warn("haproxy did not stop in time; killing it")
-				syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-				<-exited
-				break wait
-			}
-		}
-	}
-	h.wg.Wait()
+	h.sup.close()
 	return nil
 }
 

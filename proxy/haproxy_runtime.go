@@ -53,13 +53,10 @@ const hapCLILine = 8 << 10
 // one's (same sections and slots); a slot the running HAProxy does not
 // have is an error. Like Apply it is not safe for concurrent use.
 func (h *ManagedHAProxy) Update(ctx context.Context, config []byte, rt *generator.Runtime) error {
-	h.mu.Lock()
-	closed, running := h.closed, h.cmd != nil
-	h.mu.Unlock()
 	switch {
-	case closed:
-		return errors.New("proxy: haproxy is closed")
-	case !running:
+	case h.sup.isClosed():
+		return h.sup.errClosed()
+	case h.sup.current() == nil:
 		return errors.New("proxy: haproxy update: haproxy is not running")
 	case rt == nil:
 		return errors.New("proxy: haproxy update: the configuration has no slots")
@@ -107,11 +104,11 @@ func (h *ManagedHAProxy) Update(ctx context.Context, config []byte, rt *generato
 			return fmt.Errorf("proxy: haproxy update: %d slot changes did not take, e.g. %q", len(left), left[0])
 		}
 	}
+	if h.sup.isClosed() {
+		return h.sup.errClosed()
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.closed {
-		return errors.New("proxy: haproxy is closed")
-	}
 	if !bytes.Equal(h.current, config) {
 		if err := WriteAtomic(h.conf, config, 0o644); err != nil {
 			return fmt.Errorf("proxy: haproxy update: slots changed but haproxy.cfg was not written: %w", err)

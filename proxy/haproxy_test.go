@@ -106,6 +106,7 @@ func closeHAProxyBounded(t *testing.T, h *ManagedHAProxy) {
 // returned buffer collects its log.
 func newManagedHAProxy(t *testing.T) (*ManagedHAProxy, *lockedBuffer) {
 	t.Helper()
+	noLeak(t)
 	bin := haproxyBinary(t)
 	logs := &lockedBuffer{}
 	// Registered first so it runs last, after Close has joined the
@@ -133,14 +134,7 @@ func newManagedHAProxy(t *testing.T) (*ManagedHAProxy, *lockedBuffer) {
 }
 
 // hapMasterPid returns the running master's pid, 0 if none is running.
-func hapMasterPid(h *ManagedHAProxy) int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.cmd == nil {
-		return 0
-	}
-	return h.cmd.Process.Pid
-}
+func hapMasterPid(h *ManagedHAProxy) int { return h.sup.pid() }
 
 // hapConfig renders a realistic standalone configuration with the
 // haproxy generator: application "web" on each listen port, served by
@@ -411,6 +405,41 @@ func TestManagedHAProxyRestartsAfterKill(t *testing.T) {
 	// The restarted master is the one Apply reloads.
 	applyHAProxy(t, h, hapConfig(t, h, upstream(t, "after restart"), port))
 	waitBody(t, port, "after restart")
+}
+
+// TestManagedHAProxyRestartsWithLastGoodConfig: after a reload that
+// failed (a listen port taken), a crash restarts HAProxy with the
+// configuration its old workers kept serving, not the one it could not
+// load.
+func TestManagedHAProxyRestartsWithLastGoodConfig(t *testing.T) {
+	h, _ := newManagedHAProxy(t)
+	port := freePort(t)
+	good := hapConfig(t, h, upstream(t, "good"), port)
+	applyHAProxy(t, h, good)
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	busy := taken.Addr().(*net.TCPAddr).Port
+	if err := h.Apply(context.Background(), hapConfig(t, h, upstream(t, "bad"), port, busy)); err == nil {
+		t.Fatal("Apply succeeded although a listen port is taken")
+	}
+	old := hapMasterPid(h)
+	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "a new master is running", func() string {
+		if pid := hapMasterPid(h); pid == 0 || pid == old {
+			return fmt.Sprintf("master pid %d", pid)
+		}
+		return ""
+	})
+	groupGone(t, old, "the killed master's workers are gone")
+	waitBody(t, port, "good")
+	if got := readOr(t, filepath.Join(h.Dir(), "haproxy.cfg"), ""); got != string(good) {
+		t.Errorf("haproxy.cfg is not the last good configuration:\n%s", got)
+	}
 }
 
 // TestManagedHAProxyReloadFallback removes the master CLI socket: the

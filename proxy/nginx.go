@@ -3,8 +3,8 @@ package proxy
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -18,7 +18,9 @@ import (
 
 // ManagedNginx owns a whole nginx instance: a complete nginx.conf in Dir,
 // and `nginx -p Dir -c Dir/nginx.conf -g 'daemon off;'` as a supervised
-// child. It needs only the nginx binary: no root, no system config.
+// child. It needs only the nginx binary: no root, no system config. The
+// supervisor starts, restarts and stops the master; ManagedNginx checks,
+// writes and reloads the configuration.
 //
 // Apply is not safe for concurrent use (the load balancer loop is its only
 // caller); Close may be called from any goroutine, more than once.
@@ -28,16 +30,11 @@ type ManagedNginx struct {
 	conf    string
 	timeout time.Duration
 	log     *slog.Logger
+	sup     *supervisor
 
 	mu      sync.Mutex
-	cmd     *exec.Cmd     // running master, nil before the first Apply
-	exited  chan struct{} // closed when cmd exits
-	closed  bool
-	stop    chan struct{} // closed by Close
-	current []byte        // what nginx.conf holds
-
+	current []byte // what nginx.conf holds
 	reloads int
-	wg      sync.WaitGroup
 }
 
 // NewManagedNginx prepares dir (creating it) for an nginx run by binary.
@@ -58,11 +55,24 @@ func NewManagedNginx(binary, dir string, timeout time.Duration, logger *slog.Log
 			return nil, fmt.Errorf("proxy: state dir: %w", err)
 		}
 	}
-	return &ManagedNginx{
+	n := &ManagedNginx{
 		binary: binary, dir: abs, conf: filepath.Join(abs, "nginx.conf"),
 		timeout: timeout, log: logger.With("component", "nginx"),
-		stop: make(chan struct{}),
-	}, nil
+	}
+	n.sup = newSupervisor(procSpec{
+		name: "nginx", binary: binary,
+		args: []string{"-p", abs + "/", "-c", n.conf, "-e", "stderr", "-g", "daemon off;"},
+		dir:  abs,
+		// Where the generator's "pid" directive puts it.
+		pidFile:    filepath.Join(abs, "nginx.pid"),
+		stopSignal: syscall.SIGQUIT, // workers finish in-flight requests
+		timeout:    timeout,
+		output:     func() io.Writer { return &lineLogger{log: n.log} },
+		ready:      n.waitStarted,
+		attrs:      []any{"conf", n.conf},
+		log:        n.log,
+	})
+	return n, nil
 }
 
 // Dir returns the absolute state directory, for generators that write
@@ -81,15 +91,15 @@ func (n *ManagedNginx) Reloads() int {
 // and reloads nginx (SIGHUP: old workers finish their requests, new ones
 // take new connections). A configuration nginx rejects never replaces the
 // running one; the error carries nginx's own message. The first Apply
-// starts nginx.
+// starts nginx and waits until it runs workers.
 func (n *ManagedNginx) Apply(ctx context.Context, config []byte) error {
-	n.mu.Lock()
-	closed, running, same := n.closed, n.cmd != nil, bytes.Equal(n.current, config)
-	n.mu.Unlock()
-	if closed {
-		return errors.New("proxy: nginx is closed")
+	if n.sup.isClosed() {
+		return n.sup.errClosed()
 	}
-	if running && same {
+	n.mu.Lock()
+	same := bytes.Equal(n.current, config)
+	n.mu.Unlock()
+	if same && n.sup.current() != nil {
 		return nil
 	}
 	next := n.conf + ".next"
@@ -104,50 +114,81 @@ func (n *ManagedNginx) Apply(ctx context.Context, config []byte) error {
 		return fmt.Errorf("proxy: %w", err)
 	}
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	prev := n.current
 	n.current = config
-	if n.closed {
-		return errors.New("proxy: nginx is closed")
+	n.mu.Unlock()
+	p, fresh, err := n.sup.start(ctx)
+	if err != nil || fresh {
+		return err
 	}
-	if n.cmd == nil {
-		return n.startLocked()
-	}
-	pid := n.cmd.Process.Pid
-	before, verifiable := workers(pid)
-	if err := n.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	before, verifiable := workers(p.Pid)
+	if err := p.Signal(syscall.SIGHUP); err != nil {
 		return fmt.Errorf("proxy: reload nginx: %w", err)
 	}
+	n.mu.Lock()
 	n.reloads++
+	n.mu.Unlock()
 	if !verifiable {
 		return nil // no /proc children list: nothing to verify with
 	}
-	n.mu.Unlock()
-	err := n.verifyReload(ctx, pid, before)
-	n.mu.Lock() // for the deferred Unlock
-	if err != nil && prev != nil {
+	if err := n.verifyReload(ctx, p, before); err != nil {
 		// nginx kept the previous configuration: put it back on disk too,
 		// so a restart of nginx starts what actually ran.
-		if werr := WriteAtomic(n.conf, prev, 0o644); werr == nil {
-			n.current = prev
+		if prev != nil {
+			if werr := WriteAtomic(n.conf, prev, 0o644); werr == nil {
+				n.mu.Lock()
+				n.current = prev
+				n.mu.Unlock()
+			}
 		}
+		return err
 	}
-	return err
+	return nil
 }
 
-// verifyReload waits until the master pid has started a worker that was
-// not there before the reload: nginx starts new workers only once it has
-// read the new configuration and opened its listeners, so a reload that
-// failed inside nginx (a port taken since the check, say) leaves the old
-// workers alone. It signals once more before giving up.
-func (n *ManagedNginx) verifyReload(ctx context.Context, pid int, before map[int]bool) error {
+// waitStarted is the supervisor's readiness check: nginx forks its first
+// workers only once it has read its configuration and bound its
+// listeners. Without a /proc children list it cannot tell, and takes the
+// master's start for readiness.
+func (n *ManagedNginx) waitStarted(ctx context.Context, p *proxyProc) error {
+	deadline := time.NewTimer(n.timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-p.exited:
+			return fmt.Errorf("proxy: nginx (pid %d) did not start: %w: %v (see its log above)", p.Pid, errExited, p.err)
+		default:
+		}
+		w, ok := workers(p.Pid)
+		if ok && len(w) > 0 || !ok && processAlive(p.Pid) {
+			return nil
+		}
+		select {
+		case <-tick.C:
+		case <-p.exited:
+		case <-ctx.Done():
+			return fmt.Errorf("proxy: nginx (pid %d) did not start: %w", p.Pid, ctx.Err())
+		case <-deadline.C:
+			return fmt.Errorf("proxy: nginx (pid %d) started no workers within %s", p.Pid, n.timeout)
+		}
+	}
+}
+
+// verifyReload waits until master p has started a worker that was not
+// there before the reload: nginx starts new workers only once it has read
+// the new configuration and opened its listeners, so a reload that failed
+// inside nginx (a port taken since the check, say) leaves the old workers
+// alone. It signals once more before giving up.
+func (n *ManagedNginx) verifyReload(ctx context.Context, p *proxyProc, before map[int]bool) error {
 	wait := min(n.timeout, 5*time.Second)
 	for attempt := 0; attempt < 2; attempt++ {
 		deadline := time.Now().Add(wait)
 		for time.Now().Before(deadline) && ctx.Err() == nil {
-			now, ok := workers(pid)
+			now, ok := workers(p.Pid)
 			if !ok {
-				return fmt.Errorf("proxy: nginx (pid %d) exited during a reload; it is restarted with the last good configuration", pid)
+				return fmt.Errorf("proxy: nginx (pid %d) exited during a reload; it is restarted with the last good configuration", p.Pid)
 			}
 			for w := range now {
 				if !before[w] {
@@ -157,8 +198,8 @@ func (n *ManagedNginx) verifyReload(ctx context.Context, pid int, before map[int
 			time.Sleep(10 * time.Millisecond)
 		}
 		if attempt == 0 {
-			n.log.Warn("nginx started no new workers after a reload; signalling again", "pid", pid, "waited", wait)
-			syscall.Kill(pid, syscall.SIGHUP)
+			n.log.Warn("nginx started no new workers after a reload; signalling again", "pid", p.Pid, "waited", wait)
+			p.Signal(syscall.SIGHUP)
 		}
 	}
 	return fmt.Errorf("proxy: nginx started no new workers within %s of a reload: it still runs the previous configuration (see its error log above)", 2*wait)
@@ -180,128 +221,11 @@ func workers(pid int) (map[int]bool, bool) {
 	return out, true
 }
 
-// startLocked starts the nginx master and a goroutine that restarts it
-// with backoff, from the last good nginx.conf, if it dies. n.mu is held.
-func (n *ManagedNginx) startLocked() error {
-	n.stopStale()
-	cmd := exec.Command(n.binary, "-p", n.dir+"/", "-c", n.conf, "-e", "stderr", "-g", "daemon off;")
-	cmd.Stdout = &lineLogger{log: n.log}
-	cmd.Stderr = &lineLogger{log: n.log}
-	// Its own process group: a Ctrl-C on scrimp's terminal reaches scrimp,
-	// which then stops nginx gracefully instead of nginx dying mid-request.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	// Workers orphaned by a master that died hold its output pipes open;
-	// without a WaitDelay, Wait would not return until they exit, and they
-	// never do on their own.
-	cmd.WaitDelay = time.Second
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("proxy: start nginx: %w", err)
-	}
-	n.log.Info("nginx started", "pid", cmd.Process.Pid, "conf", n.conf)
-	n.cmd = cmd
-	exited := make(chan struct{})
-	n.exited = exited
-	n.wg.Add(1)
-	go n.supervise(cmd, exited)
-	return nil
-}
-
-// stopStale stops an nginx left running from this state directory by a
-// scrimp that was killed (nginx runs in its own process group, so it
-// survives its parent): it would hold the listen ports and the new master
-// could not bind them. Only a process that is nginx is signalled.
-func (n *ManagedNginx) stopStale() {
-	b, err := os.ReadFile(filepath.Join(n.dir, "nginx.pid"))
-	if err != nil {
-		return
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 1 || (n.cmd != nil && n.cmd.Process.Pid == pid) {
-		return
-	}
-	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil || !strings.Contains(string(comm), "nginx") {
-		return
-	}
-	n.log.Warn("stopping an nginx left running from this state directory", "pid", pid)
-	syscall.Kill(pid, syscall.SIGQUIT)
-	deadline := time.Now().Add(n.timeout)
-	for syscall.Kill(pid, 0) == nil && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
-	if syscall.Kill(pid, 0) == nil {
-		syscall.Kill(-pid, syscall.SIGKILL)
-		syscall.Kill(pid, syscall.SIGKILL)
-	}
-}
-
-func (n *ManagedNginx) supervise(cmd *exec.Cmd, exited chan struct{}) {
-	defer n.wg.Done()
-	err := cmd.Wait()
-	// A master that died without stopping its workers (SIGKILL, a crash)
-	// leaves them serving the old configuration and holding the listening
-	// sockets, so no new master could bind. Kill whatever is left of its
-	// process group; after a graceful exit the group is already empty.
-	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	close(exited)
-	n.mu.Lock()
-	if n.closed {
-		n.mu.Unlock()
-		return
-	}
-	n.log.Error("nginx exited unexpectedly; restarting with the last good configuration", "err", err)
-	n.cmd = nil
-	n.mu.Unlock()
-
-	backoff := 500 * time.Millisecond
-	for {
-		select {
-		case <-time.After(backoff):
-		case <-n.stop:
-			return
-		}
-		n.mu.Lock()
-		// An Apply during the backoff may have started nginx already;
-		// starting a second master would lose track of that one.
-		if n.closed || n.cmd != nil {
-			n.mu.Unlock()
-			return
-		}
-		err := n.startLocked()
-		n.mu.Unlock()
-		if err == nil {
-			return
-		}
-		n.log.Error("restarting nginx failed", "err", err, "retry-in", backoff)
-		backoff = min(backoff*2, 30*time.Second)
-	}
-}
-
 // Close stops nginx gracefully (SIGQUIT: workers finish in-flight
 // requests), killing it if it has not exited within the timeout, and waits
 // for the supervisor to finish. It is safe to call more than once.
 func (n *ManagedNginx) Close() error {
-	n.mu.Lock()
-	if n.closed {
-		n.mu.Unlock()
-		n.wg.Wait()
-		return nil
-	}
-	n.closed = true
-	close(n.stop) // a supervisor waiting to restart nginx gives up at once
-	cmd, exited := n.cmd, n.exited
-	n.mu.Unlock()
-	if cmd != nil {
-		cmd.Process.Signal(syscall.SIGQUIT)
-		select {
-		case <-exited:
-		case <-time.After(n.timeout):
-			n.log.Warn("nginx did not stop in time; killing it")
-			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-exited
-		}
-	}
-	n.wg.Wait()
+	n.sup.close()
 	return nil
 }
 

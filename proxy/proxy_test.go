@@ -625,6 +625,7 @@ func (l *lockedBuffer) String() string {
 // checked to leave no process behind, when the test ends.
 func newManaged(t *testing.T) *ManagedNginx {
 	t.Helper()
+	noLeak(t)
 	bin := nginxBinary(t)
 	logs := &lockedBuffer{}
 	// Registered first so it runs last, after Close has joined the
@@ -654,14 +655,7 @@ func newManaged(t *testing.T) *ManagedNginx {
 }
 
 // masterPid returns the running master's pid, 0 if none is running.
-func masterPid(n *ManagedNginx) int {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.cmd == nil {
-		return 0
-	}
-	return n.cmd.Process.Pid
-}
+func masterPid(n *ManagedNginx) int { return n.sup.pid() }
 
 // managedConfig renders a realistic standalone configuration with the
 // nginx generator: one application "web" on listen port, served by the
@@ -1073,43 +1067,6 @@ func TestFirstLines(t *testing.T) {
 	}
 }
 
-// TestManagedNginxStopsStaleNginx: a scrimp that was killed leaves its
-// nginx running (nginx has its own process group). The next ManagedNginx
-// on that state directory stops it instead of failing to bind its ports.
-func TestManagedNginxStopsStaleNginx(t *testing.T) {
-	n := newManaged(t)
-	port := freePort(t)
-	conf := managedConfig(t, n, port, upstream(t, "new"))
-	// The stale nginx: started by hand from the same directory and
-	// configuration, as the killed scrimp had.
-	if err := WriteAtomic(filepath.Join(n.Dir(), "nginx.conf"), managedConfig(t, n, port, upstream(t, "stale")), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	stale := exec.Command(nginxBinary(t), "-p", n.Dir()+"/", "-c", filepath.Join(n.Dir(), "nginx.conf"), "-e", "stderr", "-g", "daemon off;")
-	stale.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := stale.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() {
-		stale.Wait() // reap it, as init would once its parent is gone
-		close(exited)
-	}()
-	t.Cleanup(func() {
-		syscall.Kill(-stale.Process.Pid, syscall.SIGKILL)
-		<-exited
-	})
-	waitBody(t, port, "stale")
-
-	apply(t, n, conf)
-	select {
-	case <-exited:
-	case <-time.After(2 * waitTimeout):
-		t.Fatal("the stale nginx was not stopped")
-	}
-	waitBody(t, port, "new")
-}
-
 // TestManagedNginxReloadIsVerified: nginx checks a configuration without
 // binding its ports, so a reload can still fail inside nginx (here: a
 // port another process holds). Apply notices that no new workers started
@@ -1144,4 +1101,19 @@ func TestManagedNginxReloadIsVerified(t *testing.T) {
 	if strings.Contains(readOr(t, filepath.Join(n.Dir(), "nginx.conf"), ""), strconv.Itoa(busy)) {
 		t.Error("nginx.conf still holds the configuration nginx could not load")
 	}
+
+	// A crash now restarts nginx with the configuration that ran, not the
+	// one it could not load.
+	old := masterPid(n)
+	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "a new master is running", func() string {
+		if pid := masterPid(n); pid == 0 || pid == old {
+			return fmt.Sprintf("master pid %d", pid)
+		}
+		return ""
+	})
+	groupGone(t, old, "the killed master's workers are gone")
+	waitBody(t, port, "old")
 }
