@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"reflect"
 	"slices"
@@ -111,30 +110,14 @@ func (s Seed) MarshalJSON() ([]byte, error) {
 	return json.Marshal(m)
 }
 
-// DecodeOptions decodes a plugin's raw JSON options (a seed provider's
-// section, lb.generator-options) into v, rejecting unknown fields. Absent
-// options leave v as it is: the plugin's defaults.
-func DecodeOptions(raw json.RawMessage, v any) error {
-	if len(raw) == 0 {
-		return nil
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return errors.New("unexpected data after the options object")
-	}
-	return nil
-}
-
 // Section returns the raw options of the chosen provider, or nil.
 func (s Seed) Section() json.RawMessage { return s.Sections[s.Provider] }
 
 // LB configures a load balancer node.
 type LB struct {
-	// Generator names the registered configuration generator, e.g. "nginx".
+	// Generator names the proxy kind, and with it the registered
+	// configuration generator: "nginx", "haproxy" or "template". The kind
+	// decides the defaults below that depend on the proxy.
 	Generator string `json:"generator"`
 	// GeneratorOptions are the generator's own options, decoded and
 	// validated by the generator.
@@ -148,15 +131,20 @@ type LB struct {
 	// StateDir holds the managed proxy's configuration, pid and temp files.
 	StateDir string `json:"state-dir"`
 	// ProxyBinary is the proxy executable for managed mode; empty means
-	// the generator's proxy found in PATH ("nginx" or "haproxy").
+	// the kind's proxy found in PATH ("nginx" or "haproxy").
 	ProxyBinary string `json:"proxy-binary"`
-	// GeneratorTarget is the file external mode writes.
+	// GeneratorTarget is the file external mode writes; empty means the
+	// kind's default (nginx: /etc/nginx/conf.d/scrimp.conf, haproxy:
+	// /etc/haproxy/haproxy.cfg; template has none).
 	GeneratorTarget string `json:"generator-target"`
 	// CheckCommand validates the proxy configuration in external mode;
-	// argv form, no shell.
+	// argv form, no shell. Empty means the kind's default (nginx:
+	// nginx -t, haproxy: haproxy -c -f TARGET; template has none).
 	CheckCommand []string `json:"check-command"`
 	// ReloadCommand makes the proxy load the new configuration in external
-	// mode; argv form, no shell.
+	// mode; argv form, no shell. Empty means the kind's default (nginx:
+	// nginx -s reload, haproxy: systemctl reload haproxy; template has
+	// none).
 	ReloadCommand []string `json:"reload-command"`
 	// CommandTimeout bounds each check and reload.
 	CommandTimeout Duration `json:"command-timeout"`
@@ -295,14 +283,16 @@ func DefaultCluster() Cluster {
 // section is present.
 func DefaultLB() LB {
 	return LB{
-		Generator:       "nginx",
-		Mode:            "managed",
-		ListenAddr:      "0.0.0.0",
-		StateDir:        "/var/lib/scrimp",
+		Generator:  "nginx",
+		Mode:       "managed",
+		ListenAddr: "0.0.0.0",
+		StateDir:   "/var/lib/scrimp",
+		// The proxy binary, generator target, check and reload commands
+		// depend on the proxy kind: empty takes the kind's (see LB).
 		ProxyBinary:     "",
-		GeneratorTarget: "/etc/nginx/conf.d/scrimp.conf",
-		CheckCommand:    []string{"nginx", "-t"},
-		ReloadCommand:   []string{"nginx", "-s", "reload"},
+		GeneratorTarget: "",
+		CheckCommand:    []string{},
+		ReloadCommand:   []string{},
 		CommandTimeout:  D(30 * time.Second),
 		QuietPeriod:     D(200 * time.Millisecond),
 		MaxWait:         D(1 * time.Second),

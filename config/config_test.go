@@ -251,19 +251,19 @@ func TestConfigParseProblems(t *testing.T) {
 			},
 		},
 		{
-			name: "external mode without target and commands",
-			doc:  `{` + lbHead + `, "lb": {"mode": "external", "generator-target": "", "check-command": [], "reload-command": null}}`,
+			// Empty target and commands take the proxy kind's defaults
+			// (proxy.Resolve); an empty program is wrong for every kind.
+			name: "external mode with empty programs",
+			doc:  `{` + lbHead + `, "lb": {"mode": "external", "generator-target": "", "check-command": [""], "reload-command": ["", "reload"]}}`,
 			want: []want{
-				{"lb.check-command", "required in external mode"},
-				{"lb.generator-target", "required in external mode"},
-				{"lb.reload-command", "required in external mode"},
+				{"lb.check-command[0]", "the program to run must not be empty"},
+				{"lb.reload-command[0]", "the program to run must not be empty"},
 			},
 		},
 		{
-			name: "managed mode without state dir and binary",
-			doc:  `{` + lbHead + `, "lb": {"state-dir": "", "generator": "template"}}`,
+			name: "managed mode without state dir",
+			doc:  `{` + lbHead + `, "lb": {"state-dir": "", "generator": "haproxy"}}`,
 			want: []want{
-				{"lb.mode", "managed mode runs nginx or haproxy"},
 				{"lb.state-dir", "required in managed mode"},
 			},
 		},
@@ -935,41 +935,6 @@ func TestConfigBackendValidate(t *testing.T) {
 			got := tt.b.Validate("main.json")
 			if got := got.Error(); got != tt.want {
 				t.Errorf("Validate =\n%s\nwant\n%s", got, tt.want)
-			}
-		})
-	}
-}
-
-func TestDecodeOptions(t *testing.T) {
-	type opts struct {
-		A int `json:"a"`
-	}
-	tests := []struct {
-		name    string
-		raw     string
-		want    int
-		wantErr string
-	}{
-		{name: "absent keeps defaults", raw: "", want: 7},
-		{name: "set", raw: `{"a": 3}`, want: 3},
-		{name: "unknown field", raw: `{"b": 3}`, wantErr: "unknown field"},
-		{name: "trailing object", raw: `{"a": 3} {"a": 4}`, wantErr: "unexpected data"},
-		{name: "trailing garbage", raw: `{"a": 3} x`, wantErr: "unexpected data"},
-		{name: "not an object", raw: `[1]`, wantErr: "cannot unmarshal"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			o := opts{A: 7}
-			err := config.DecodeOptions(json.RawMessage(tt.raw), &o)
-			switch {
-			case tt.wantErr != "":
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("error %v, want one containing %q", err, tt.wantErr)
-				}
-			case err != nil:
-				t.Fatal(err)
-			case o.A != tt.want:
-				t.Errorf("a = %d, want %d", o.A, tt.want)
 			}
 		})
 	}

@@ -16,7 +16,9 @@ var Profiles = []string{"local", "lan", "wan"}
 
 // Validate checks every field and returns every problem, each with its JSON
 // path. It checks what the config package can know; plugin sections (a seed
-// provider's, a generator's) are checked by the plugin when it is built.
+// provider's, a generator's) are checked by the plugin when it is built, and
+// the proxy kind lb.generator names (whether it exists, runs in lb.mode,
+// has defaults for what is left empty) by proxy.Resolve.
 func (c *Config) Validate() Problems {
 	v := validator{file: c.File}
 	role, err := catalog.ParseRole(c.Role)
@@ -111,18 +113,15 @@ func (l *LB) validate(v *validator) {
 			// The path is written into the proxy's configuration.
 			v.add("lb.state-dir", fmt.Sprintf("%q: must not contain white space or any of ;{}#\"'\\$", l.StateDir))
 		}
-		if l.Generator != "nginx" && l.Generator != "haproxy" && l.Generator != "" {
-			v.add("lb.mode", fmt.Sprintf("managed mode runs nginx or haproxy; generator %q needs mode \"external\"", l.Generator))
-		}
 	case "external":
-		if l.GeneratorTarget == "" {
-			v.add("lb.generator-target", "required in external mode")
+		// Empty target and commands take the proxy kind's defaults; a
+		// kind without them (template) is reported where the kinds are
+		// known (proxy.Resolve), not here.
+		if len(l.CheckCommand) > 0 && l.CheckCommand[0] == "" {
+			v.add("lb.check-command[0]", "the program to run must not be empty")
 		}
-		if len(l.CheckCommand) == 0 || l.CheckCommand[0] == "" {
-			v.add("lb.check-command", "required in external mode")
-		}
-		if len(l.ReloadCommand) == 0 || l.ReloadCommand[0] == "" {
-			v.add("lb.reload-command", "required in external mode")
+		if len(l.ReloadCommand) > 0 && l.ReloadCommand[0] == "" {
+			v.add("lb.reload-command[0]", "the program to run must not be empty")
 		}
 	default:
 		v.add("lb.mode", fmt.Sprintf("%q is not one of managed, external", l.Mode))

@@ -8,11 +8,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"slices"
 	"strings"
-	"sync"
 
 	"github.com/scrimplb/scrimp/catalog"
+	"github.com/scrimplb/scrimp/plugin"
 )
 
 // Input is everything a generator renders from.
@@ -138,39 +137,19 @@ type Generator interface {
 // It must reject unknown fields.
 type Factory func(raw json.RawMessage) (Generator, error)
 
-var (
-	mu        sync.RWMutex
-	factories = map[string]Factory{}
-)
+// generators holds every registered generator's factory.
+var generators = plugin.NewRegistry[Factory]("generator")
 
 // Register makes a generator available under name; it panics on a duplicate
 // name, a programming error.
-func Register(name string, f Factory) {
-	mu.Lock()
-	defer mu.Unlock()
-	if _, dup := factories[name]; dup {
-		panic("generator: Register called twice for " + name)
-	}
-	factories[name] = f
-}
+func Register(name string, f Factory) { generators.Register(name, f) }
 
 // Names returns the registered generator names, sorted.
-func Names() []string {
-	mu.RLock()
-	defer mu.RUnlock()
-	names := make([]string, 0, len(factories))
-	for n := range factories {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	return names
-}
+func Names() []string { return generators.Names() }
 
 // New builds the generator registered as name.
 func New(name string, raw json.RawMessage) (Generator, error) {
-	mu.RLock()
-	f, ok := factories[name]
-	mu.RUnlock()
+	f, ok := generators.Lookup(name)
 	if !ok {
 		return nil, fmt.Errorf("lb.generator: unknown generator %q (known: %v)", name, Names())
 	}

@@ -13,7 +13,7 @@ import (
 	"strings"
 
 	"github.com/scrimplb/scrimp/catalog"
-	"github.com/scrimplb/scrimp/config"
+	"github.com/scrimplb/scrimp/plugin"
 )
 
 func init() { Register("haproxy", newHAProxy) }
@@ -107,7 +107,7 @@ type haproxy struct{ o HAProxyOptions }
 
 func newHAProxy(raw json.RawMessage) (Generator, error) {
 	o := DefaultHAProxyOptions()
-	if err := config.DecodeOptions(raw, &o); err != nil {
+	if err := plugin.DecodeOptions(raw, &o); err != nil {
 		return nil, err
 	}
 	switch {

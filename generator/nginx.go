@@ -10,7 +10,7 @@ import (
 	"strings"
 
 	"github.com/scrimplb/scrimp/catalog"
-	"github.com/scrimplb/scrimp/config"
+	"github.com/scrimplb/scrimp/plugin"
 )
 
 func init() { Register("nginx", newNginx) }
@@ -78,7 +78,7 @@ type nginx struct{ o NginxOptions }
 
 func newNginx(raw json.RawMessage) (Generator, error) {
 	o := DefaultNginxOptions()
-	if err := config.DecodeOptions(raw, &o); err != nil {
+	if err := plugin.DecodeOptions(raw, &o); err != nil {
 		return nil, err
 	}
 	switch {

@@ -14,7 +14,7 @@ import (
 	"text/template"
 
 	"github.com/scrimplb/scrimp/catalog"
-	"github.com/scrimplb/scrimp/config"
+	"github.com/scrimplb/scrimp/plugin"
 )
 
 func init() { Register("template", newTemplate) }
@@ -183,7 +183,7 @@ type templateGenerator struct {
 // up later as a failed render.
 func newTemplate(raw json.RawMessage) (Generator, error) {
 	var o TemplateOptions
-	if err := config.DecodeOptions(raw, &o); err != nil {
+	if err := plugin.DecodeOptions(raw, &o); err != nil {
 		return nil, err
 	}
 	if o.Path == "" {

@@ -25,6 +25,7 @@ import (
 
 	"github.com/scrimplb/scrimp/catalog"
 	"github.com/scrimplb/scrimp/config"
+	"github.com/scrimplb/scrimp/plugin"
 )
 
 // The example templates shipped for users; the tests render them, so an
@@ -713,7 +714,7 @@ func TestTemplateDocsConfig(t *testing.T) {
 	// The documented path is on a load balancer, not here: build the
 	// generator from the shipped example of the same name instead.
 	var o TemplateOptions
-	if err := config.DecodeOptions(cfg.LB.GeneratorOptions, &o); err != nil || o.Path == "" {
+	if err := plugin.DecodeOptions(cfg.LB.GeneratorOptions, &o); err != nil || o.Path == "" {
 		t.Fatalf("generator-options %s: %v", cfg.LB.GeneratorOptions, err)
 	}
 	newTmplGen(t, filepath.Join("../examples/templates", filepath.Base(o.Path)))

@@ -13,11 +13,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"slices"
 	"strconv"
-	"sync"
 
 	"github.com/scrimplb/scrimp/config"
+	"github.com/scrimplb/scrimp/plugin"
 )
 
 // Provider returns the gossip addresses of nodes to join.
@@ -59,39 +58,19 @@ type Env struct {
 // that name the field.
 type Factory func(raw json.RawMessage, env Env) (Provider, error)
 
-var (
-	mu        sync.RWMutex
-	factories = map[string]Factory{}
-)
+// providers holds every registered provider's factory.
+var providers = plugin.NewRegistry[Factory]("seed provider")
 
 // Register makes a provider available under name. It panics if name is
 // registered twice, like database/sql.Register: that is a programming error.
-func Register(name string, f Factory) {
-	mu.Lock()
-	defer mu.Unlock()
-	if _, dup := factories[name]; dup {
-		panic("seed: Register called twice for provider " + name)
-	}
-	factories[name] = f
-}
+func Register(name string, f Factory) { providers.Register(name, f) }
 
 // Providers returns the registered provider names, sorted.
-func Providers() []string {
-	mu.RLock()
-	defer mu.RUnlock()
-	names := make([]string, 0, len(factories))
-	for n := range factories {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	return names
-}
+func Providers() []string { return providers.Names() }
 
 // New builds the provider c names from its section of the configuration.
 func New(c config.Seed, env Env) (Provider, error) {
-	mu.RLock()
-	f, ok := factories[c.Provider]
-	mu.RUnlock()
+	f, ok := providers.Lookup(c.Provider)
 	if !ok {
 		return nil, fmt.Errorf("seed.provider: unknown provider %q (known: %v)", c.Provider, Providers())
 	}
@@ -107,7 +86,7 @@ func New(c config.Seed, env Env) (Provider, error) {
 
 // DecodeStrict decodes a provider's JSON section into v, rejecting unknown
 // fields. A nil section leaves v as it is (the provider's defaults).
-func DecodeStrict(raw json.RawMessage, v any) error { return config.DecodeOptions(raw, v) }
+func DecodeStrict(raw json.RawMessage, v any) error { return plugin.DecodeOptions(raw, v) }
 
 // CheckAddress validates a seed address: host:port with a port in 1-65535,
 // or a bare host given defaultPort. It returns the address in host:port form.

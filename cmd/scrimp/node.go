@@ -51,7 +51,8 @@ func checkConfig(cfg *config.Config) error {
 	return errors.Join(errs...)
 }
 
-// checkPlugins builds the plugins cfg names and reports their problems.
+// checkPlugins builds the plugins cfg names and reports their problems:
+// the seed provider, the proxy kind (proxy.Resolve) and its generator.
 func checkPlugins(cfg *config.Config) []error {
 	var errs []error
 	if cfg.Seed.Provider != "" {
@@ -63,8 +64,15 @@ func checkPlugins(cfg *config.Config) []error {
 		}
 	}
 	if cfg.LB != nil && cfg.LB.Generator != "" {
-		if _, err := generator.New(cfg.LB.Generator, cfg.LB.GeneratorOptions); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", cfg.File, err))
+		setup, ps := proxy.Resolve(cfg)
+		if len(ps) > 0 {
+			errs = append(errs, ps)
+		}
+		// An unknown kind has no generator to build.
+		if setup.Kind.Generator != "" {
+			if _, err := generator.New(setup.Kind.Generator, cfg.LB.GeneratorOptions); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", cfg.File, err))
+			}
 		}
 	}
 	return errs
@@ -130,9 +138,15 @@ func startNode(cfg *config.Config, logger *slog.Logger) (*node, error) {
 // balancer finds that out by asserting the interface.
 var _ lb.RuntimeProxy = (*proxy.ManagedHAProxy)(nil)
 
+// buildLB builds the load balancer's generator and proxy runner from the
+// proxy kind lb.generator names; checkConfig has resolved it already.
 func (n *node) buildLB() error {
 	c := n.cfg.LB
-	gen, err := generator.New(c.Generator, c.GeneratorOptions)
+	setup, ps := proxy.Resolve(n.cfg)
+	if len(ps) > 0 {
+		return ps
+	}
+	gen, err := generator.New(setup.Kind.Generator, c.GeneratorOptions)
 	if err != nil {
 		return err
 	}
@@ -143,29 +157,14 @@ func (n *node) buildLB() error {
 	var p lb.Proxy
 	switch c.Mode {
 	case "managed":
-		binary := c.ProxyBinary
-		if binary == "" {
-			binary = c.Generator
-		}
-		var m interface {
-			lb.Proxy
-			io.Closer
-			Dir() string
-		}
-		var err error
-		switch c.Generator {
-		case "haproxy":
-			m, err = proxy.NewManagedHAProxy(binary, c.StateDir, c.CommandTimeout.Duration, n.log)
-		default:
-			m, err = proxy.NewManagedNginx(binary, c.StateDir, c.CommandTimeout.Duration, n.log)
-		}
+		m, err := setup.Kind.NewManaged(setup.Binary, c.StateDir, c.CommandTimeout.Duration, n.log)
 		if err != nil {
 			return err
 		}
 		in.Standalone, in.StateDir = true, m.Dir()
 		p, n.proxy = m, m
 	default:
-		e := &proxy.External{Target: c.GeneratorTarget, Check: c.CheckCommand, Reload: c.ReloadCommand,
+		e := &proxy.External{Target: setup.Target, Check: setup.Check, Reload: setup.Reload,
 			Timeout: c.CommandTimeout.Duration, Logger: n.log}
 		p, n.proxy = e, e
 	}

@@ -6,8 +6,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/scrimplb/scrimp/config"
+	"github.com/scrimplb/scrimp/proxy"
 )
 
 // goodConfigs are the shipped example configurations, with the role
@@ -20,6 +24,7 @@ var goodConfigs = []struct {
 	{"../../examples/backend.json", "backend"},
 	{"../../examples/lb-external.json", "lb"},
 	{"../../examples/lb-haproxy.json", "lb"},
+	{"../../examples/lb-haproxy-external.json", "lb"},
 }
 
 // badConfigs are the files in testdata/bad, each with every line
@@ -81,13 +86,21 @@ var badConfigs = []struct {
 	{"seed-options.json", []string{
 		`seed.addresses: expected an object of options for seed provider "addresses", got a list (did you mean "seed.static.addresses"?)`,
 	}},
-	// The seed provider and the generator are checked by building them.
+	// The seed provider and the generator are checked by building them,
+	// the proxy kind by proxy.Resolve.
 	{"seed-provider.json", []string{
 		`seed.provider: unknown provider "dnsx"`,
 	}},
 	{"generator.json", []string{
-		`lb.mode: managed mode runs nginx or haproxy; generator "envoy" needs mode "external"`,
-		`lb.generator: unknown generator "envoy"`,
+		`lb.generator: unknown generator "envoy" (known: haproxy, nginx, template`,
+	}},
+	{"template-managed.json", []string{
+		`lb.mode: managed mode runs haproxy or nginx; generator "template" needs mode "external"`,
+	}},
+	{"template-external.json", []string{
+		`lb.generator-target: required in external mode: generator "template" has no default`,
+		`lb.check-command: required in external mode: generator "template" has no default`,
+		`lb.reload-command: required in external mode: generator "template" has no default`,
 	}},
 	{"many.json", []string{
 		`backend: only allowed when role is "backend", and role is "lb"`,
@@ -290,5 +303,41 @@ func TestValidateExitCode(t *testing.T) {
 				t.Errorf("stderr = %q, want it to contain %q", &stderr, tt.wantStderr)
 			}
 		})
+	}
+}
+
+// TestValidateExternalHAProxyDefaults: an external-mode HAProxy load
+// balancer that leaves target and commands empty is valid and gets
+// HAProxy's defaults, never nginx's (which once made scrimp write HAProxy
+// text into /etc/nginx/conf.d and run nginx -t on it).
+func TestValidateExternalHAProxyDefaults(t *testing.T) {
+	const file = "../../examples/lb-haproxy-external.json"
+	cfg, err := config.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := checkConfig(cfg); err != nil {
+		t.Fatalf("checkConfig: %v", err)
+	}
+	setup, ps := proxy.Resolve(cfg)
+	if len(ps) > 0 {
+		t.Fatalf("Resolve: %v", ps)
+	}
+	want := proxy.Setup{
+		Target: "/etc/haproxy/haproxy.cfg",
+		Check:  []string{"haproxy", "-c", "-f", "/etc/haproxy/haproxy.cfg"},
+		Reload: []string{"systemctl", "reload", "haproxy"},
+	}
+	if setup.Kind.Name != "haproxy" || setup.Kind.Generator != "haproxy" {
+		t.Errorf("kind %q with generator %q, want haproxy", setup.Kind.Name, setup.Kind.Generator)
+	}
+	if setup.Target != want.Target || !slices.Equal(setup.Check, want.Check) || !slices.Equal(setup.Reload, want.Reload) {
+		t.Errorf("external mode: target %q, check %q, reload %q\nwant target %q, check %q, reload %q",
+			setup.Target, setup.Check, setup.Reload, want.Target, want.Check, want.Reload)
+	}
+	for _, arg := range slices.Concat([]string{setup.Target}, setup.Check, setup.Reload) {
+		if strings.Contains(arg, "nginx") {
+			t.Errorf("HAProxy setup %+v mentions nginx", setup)
+		}
 	}
 }
