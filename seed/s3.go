@@ -78,8 +78,8 @@ type s3Seeds struct {
 	maxAge         time.Duration
 	timeout        time.Duration
 	log            *slog.Logger
-	signer         *signer // nil: records are unsigned (no keyring)
-	name           string  // this node's name, written into its record
+	signer         *signer          // nil: records are unsigned (no keyring)
+	name           string           // this node's name, written into its record
 	now            func() time.Time // replaced in tests to age records
 	pageSize       int32            // objects per LIST; 0 means the store's default (1000)
 
