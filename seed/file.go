@@ -31,8 +31,9 @@ type Notifier interface {
 
 // fileOptions is the "seed.file" section.
 type fileOptions struct {
-	// Path is the seed list: one address per line (blank lines and #
-	// comments ignored) or a JSON array of strings. Required.
+	// Path is the seed list: one address or seed record per line (blank
+	// lines and # comments ignored) or a JSON array of addresses and
+	// records. With a keyring only signed records count. Required.
 	Path string `json:"path"`
 }
 
