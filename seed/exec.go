@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -28,8 +29,10 @@ type execOptions struct {
 	// Timeout bounds each run of any of the commands.
 	Timeout string `json:"timeout"`
 	// PublishCommand advertises a load balancer; its address is appended
-	// as the last argument. Optional: without it load balancers do not
-	// publish through this provider.
+	// as the last argument, and its seed record (signed when a keyring is
+	// configured) is in the environment variable SCRIMP_SEED_RECORD.
+	// Optional: without it load balancers do not publish through this
+	// provider.
 	PublishCommand []string `json:"publish-command"`
 	// WithdrawCommand removes a load balancer's advertisement; its address
 	// is appended as the last argument. Optional, needs PublishCommand.
@@ -53,7 +56,10 @@ type execSeeds struct {
 	command     []string
 	timeout     time.Duration
 	defaultPort int
+	signer      *signer // nil: entries need no signature (no keyring)
+	name        string  // this node's name, for the records it publishes
 	log         *slog.Logger
+	now         func() time.Time
 
 	mu      sync.Mutex
 	lastOut []byte // stdout of the previous successful run
@@ -97,23 +103,31 @@ func newExec(raw json.RawMessage, env Env) (Provider, error) {
 	if err != nil {
 		errs = append(errs, err)
 	}
+	signer, err := newSigner(env.Keys)
+	if err != nil {
+		errs = append(errs, err)
+	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	e := &execSeeds{command: o.Command, timeout: timeout, defaultPort: env.DefaultPort, log: env.Logger}
+	e := &execSeeds{
+		command: o.Command, timeout: timeout, defaultPort: env.DefaultPort,
+		signer: signer, name: env.NodeName, log: env.Logger, now: time.Now,
+	}
 	if len(o.PublishCommand) == 0 {
 		return e, nil
 	}
 	return &execPublisher{execSeeds: e, publish: o.PublishCommand, withdraw: o.WithdrawCommand}, nil
 }
 
-// Seeds runs command and parses its stdout: a JSON array of strings, or one
-// address per line with blank lines and # comments ignored. Invalid
+// Seeds runs command and parses its stdout: a JSON array of addresses and
+// seed records, or one address or record per line with blank lines and #
+// comments ignored. With a keyring only signed records count. Invalid
 // entries are skipped with a warning (once per distinct output). A non-zero
 // exit, a timeout or a malformed JSON array is an error. It blocks for at
 // most the timeout, or until ctx ends.
 func (e *execSeeds) Seeds(ctx context.Context) ([]string, error) {
-	out, err := e.run(ctx, e.command)
+	out, err := e.run(ctx, e.command, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -124,17 +138,29 @@ func (e *execSeeds) Seeds(ctx context.Context) ([]string, error) {
 	}
 	e.lastOut = out
 	e.mu.Unlock()
-	addrs, err := parseAddressList(out, fmt.Sprintf("output of %s", e.command[0]), e.defaultPort, log)
+	addrs, err := parseAddressList(out, fmt.Sprintf("output of %s", e.command[0]), e.defaultPort, e.signer, log)
 	if err != nil {
 		return nil, fmt.Errorf("seed exec: %w", err)
 	}
 	return addrs, nil
 }
 
-// Publish runs publish-command with self appended. It blocks for at most
-// the timeout and may run concurrently with Seeds.
+// Publish runs publish-command with self appended and self's seed record
+// in SCRIMP_SEED_RECORD, for a program that stores records rather than
+// addresses (with a keyring, Seeds accepts nothing else). It blocks for
+// at most the timeout and may run concurrently with Seeds.
 func (p *execPublisher) Publish(ctx context.Context, self string) error {
-	_, err := p.run(ctx, append(slices.Clip(p.publish), self))
+	var env []string
+	// An address that does not parse is passed on as before, without a
+	// record: the program may know better, and Seeds would refuse it.
+	if addr, err := CheckAddress(self, 0); err == nil {
+		rec, err := p.signer.marshal(p.name, addr, p.now())
+		if err != nil {
+			return fmt.Errorf("seed exec: publish: %w", err)
+		}
+		env = []string{"SCRIMP_SEED_RECORD=" + string(rec)}
+	}
+	_, err := p.run(ctx, append(slices.Clip(p.publish), self), env)
 	return err
 }
 
@@ -144,7 +170,7 @@ func (p *execPublisher) Withdraw(ctx context.Context, self string) error {
 	if len(p.withdraw) == 0 {
 		return nil
 	}
-	_, err := p.run(ctx, append(slices.Clip(p.withdraw), self))
+	_, err := p.run(ctx, append(slices.Clip(p.withdraw), self), nil)
 	return err
 }
 
@@ -152,13 +178,17 @@ func (p *execPublisher) Withdraw(ctx context.Context, self string) error {
 // opposed to the caller's context ending; both wrap the context's error.
 var errTimedOut = errors.New("timed out")
 
-// run executes argv in its own process group and returns its stdout. On
-// timeout or cancellation the whole group is killed, so that a hung script
-// does not leave its children behind.
-func (e *execSeeds) run(parent context.Context, argv []string) ([]byte, error) {
+// run executes argv in its own process group, with env added to scrimp's
+// environment, and returns its stdout. On timeout or cancellation the
+// whole group is killed, so that a hung script does not leave its
+// children behind.
+func (e *execSeeds) run(parent context.Context, argv, env []string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(parent, e.timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error {
 		// The child leads its group, so its pid is the group's id.

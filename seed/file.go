@@ -31,8 +31,9 @@ type Notifier interface {
 
 // fileOptions is the "seed.file" section.
 type fileOptions struct {
-	// Path is the seed list: one address per line (blank lines and #
-	// comments ignored) or a JSON array of strings. Required.
+	// Path is the seed list: one address or seed record per line (blank
+	// lines and # comments ignored) or a JSON array of addresses and
+	// records. With a keyring only signed records count. Required.
 	Path string `json:"path"`
 }
 
@@ -49,6 +50,7 @@ type fileOptions struct {
 type fileSeeds struct {
 	path        string
 	defaultPort int
+	signer      *signer // nil: entries need no signature (no keyring)
 	log         *slog.Logger
 	changed     chan struct{}
 
@@ -76,7 +78,11 @@ func newFile(raw json.RawMessage, env Env) (Provider, error) {
 	if err != nil {
 		return nil, fmt.Errorf("path: %w", err)
 	}
-	f := &fileSeeds{path: path, defaultPort: env.DefaultPort, log: env.Logger, changed: make(chan struct{}, 1)}
+	signer, err := newSigner(env.Keys)
+	if err != nil {
+		return nil, err
+	}
+	f := &fileSeeds{path: path, defaultPort: env.DefaultPort, signer: signer, log: env.Logger, changed: make(chan struct{}, 1)}
 	if err := f.watch(); err != nil {
 		// Not fatal: Seeds still reads the file on every call; only the
 		// early notification is lost.
@@ -143,12 +149,12 @@ func (f *fileSeeds) reload() (changed bool, err error) {
 		return false, nil
 	}
 	f.have, f.data = true, data
-	f.addrs, f.err = parseAddressList(data, f.path, f.defaultPort, f.log)
+	f.addrs, f.err = parseAddressList(data, f.path, f.defaultPort, f.signer, f.log)
 	return true, nil
 }
 
 // Seeds re-reads the file and returns its valid addresses, sorted and
-// deduplicated. A missing or unreadable file, or a malformed JSON array,
+// deduplicated; with a keyring, only those of signed records. A missing or unreadable file, or a malformed JSON array,
 // is an error; invalid lines are skipped. It blocks only on the read and
 // may run concurrently with the watcher.
 func (f *fileSeeds) Seeds(context.Context) ([]string, error) {

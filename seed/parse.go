@@ -31,22 +31,26 @@ func durationOption(field, value string, def, minimum time.Duration) (time.Durat
 }
 
 // parseAddressList reads the seed list format shared by the file and exec
-// providers: either a JSON array of strings, or one address per line with
-// blank lines and # comments ignored. Entries that fail CheckAddress are
-// skipped with a warning naming source and line, so one typo does not hide
-// the other seeds. Only a malformed JSON array is an error. The result is
+// providers: either a JSON array whose entries are address strings or
+// seed records (objects, as SignRecord makes them), or one entry per line:
+// an address (blank lines and # comments ignored) or a record on one line.
+// Without a keyring (s == nil) addresses and records are accepted as they
+// are; with one, only records signed with one of its keys are, and
+// addresses are refused as unsigned. Entries that fail are skipped with
+// one warning each naming source and line, so one typo does not hide the
+// other seeds. Only a malformed JSON array is an error. The result is
 // sorted and free of duplicates.
-func parseAddressList(data []byte, source string, defaultPort int, log *slog.Logger) ([]string, error) {
+func parseAddressList(data []byte, source string, defaultPort int, s *signer, log *slog.Logger) ([]string, error) {
 	var addrs []string
-	add := func(line int, raw string, err error) {
+	add := func(line int, raw string, isRecord bool, err error) {
 		if err == nil {
 			var addr string
-			if addr, err = CheckAddress(raw, defaultPort); err == nil {
+			if addr, err = parseEntry(raw, isRecord, defaultPort, s); err == nil {
 				addrs = append(addrs, addr)
 				return
 			}
 		}
-		log.Warn("seed: skipping invalid address", "source", source, "line", line, "err", err)
+		log.Warn("seed: skipping entry", "source", source, "line", line, "err", err)
 	}
 	if isJSONList(data) {
 		if err := parseJSONList(data, add); err != nil {
@@ -56,9 +60,14 @@ func parseAddressList(data []byte, source string, defaultPort int, log *slog.Log
 		sc := bufio.NewScanner(bytes.NewReader(data))
 		sc.Buffer(nil, 1<<20)
 		for n := 1; sc.Scan(); n++ {
-			line, _, _ := strings.Cut(sc.Text(), "#")
+			line := strings.TrimSpace(sc.Text())
+			if strings.HasPrefix(line, "{") { // a record: a # in it is no comment
+				add(n, line, true, nil)
+				continue
+			}
+			line, _, _ = strings.Cut(line, "#")
 			if line = strings.TrimSpace(line); line != "" {
-				add(n, line, nil)
+				add(n, line, false, nil)
 			}
 		}
 		if err := sc.Err(); err != nil {
@@ -69,19 +78,39 @@ func parseAddressList(data []byte, source string, defaultPort int, log *slog.Log
 	return slices.Compact(addrs), nil
 }
 
+// parseEntry checks one entry of a list: a record (JSON object) or a bare
+// address, which is refused when a keyring is configured.
+func parseEntry(raw string, isRecord bool, defaultPort int, s *signer) (string, error) {
+	if !isRecord {
+		if s != nil {
+			return "", fmt.Errorf("address %q: %w", raw, errUnsigned)
+		}
+		return CheckAddress(raw, defaultPort)
+	}
+	var r record
+	if err := json.Unmarshal([]byte(raw), &r); err != nil {
+		return "", fmt.Errorf("not a seed record: %w", err)
+	}
+	addr, err := s.check(&r, defaultPort)
+	if err != nil {
+		return "", fmt.Errorf("record of %q: %w", r.Address, err)
+	}
+	return addr, nil
+}
+
 // isJSONList tells a JSON array from the line format, where a line may
 // also start with "[" (an IPv6 address): the array's bracket is followed
-// by a string or by the closing bracket.
+// by a string, an object or the closing bracket.
 func isJSONList(data []byte) bool {
 	rest, ok := bytes.CutPrefix(bytes.TrimSpace(data), []byte("["))
 	rest = bytes.TrimSpace(rest)
-	return ok && (bytes.HasPrefix(rest, []byte(`"`)) || bytes.HasPrefix(rest, []byte("]")))
+	return ok && len(rest) > 0 && strings.IndexByte(`"{]`, rest[0]) >= 0
 }
 
-// parseJSONList calls add for every element of a JSON array of strings with
-// the element's line number, and with an error for an element that is not
-// a string.
-func parseJSONList(data []byte, add func(line int, raw string, err error)) error {
+// parseJSONList calls add for every element of a JSON array with the
+// element's line number: a string's value, an object's JSON (isRecord),
+// or an error for anything else.
+func parseJSONList(data []byte, add func(line int, raw string, isRecord bool, err error)) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if _, err := dec.Token(); err != nil { // the opening bracket
 		return fmt.Errorf("JSON list: %w", err)
@@ -92,12 +121,16 @@ func parseJSONList(data []byte, add func(line int, raw string, err error)) error
 		if err := dec.Decode(&elem); err != nil {
 			return fmt.Errorf("JSON list, line %d: %w", line, err)
 		}
-		var s string
-		if err := json.Unmarshal(elem, &s); err != nil {
-			add(line, "", fmt.Errorf("%s is not a string", elem))
+		if bytes.HasPrefix(elem, []byte("{")) {
+			add(line, string(elem), true, nil)
 			continue
 		}
-		add(line, s, nil)
+		var s string
+		if err := json.Unmarshal(elem, &s); err != nil {
+			add(line, "", false, fmt.Errorf("%s is neither an address string nor a seed record", elem))
+			continue
+		}
+		add(line, s, false, nil)
 	}
 	if _, err := dec.Token(); err != nil { // the closing bracket
 		return fmt.Errorf("JSON list: %w", err)

@@ -37,7 +37,7 @@ func TestParseAddressList(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			env, rec := testEnv(t)
-			got, err := parseAddressList([]byte(tt.in), "test-source", testPort, env.Logger)
+			got, err := parseAddressList([]byte(tt.in), "test-source", testPort, nil, env.Logger)
 			wantErr(t, err, tt.wantErr)
 			if !sameAddrs(got, tt.want) {
 				t.Errorf("got %q, want %q", got, tt.want)

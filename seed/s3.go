@@ -55,18 +55,6 @@ type s3Options struct {
 	RequestTimeout string `json:"request-timeout"`
 }
 
-// s3RecordVersion is the only record format this code writes and reads.
-// Readers skip other versions, so a future format can be rolled out by
-// publishing both side by side.
-const s3RecordVersion = 1
-
-// s3Record is the content of one load balancer's object.
-type s3Record struct {
-	Version int       `json:"version"`
-	Address string    `json:"address"`
-	Updated time.Time `json:"updated"`
-}
-
 const (
 	// s3MaxRecord caps how much of an object is read: a record is under
 	// 200 bytes, and a huge object under the prefix must not eat memory.
@@ -90,6 +78,8 @@ type s3Seeds struct {
 	maxAge         time.Duration
 	timeout        time.Duration
 	log            *slog.Logger
+	signer         *signer          // nil: records are unsigned (no keyring)
+	name           string           // this node's name, written into its record
 	now            func() time.Time // replaced in tests to age records
 	pageSize       int32            // objects per LIST; 0 means the store's default (1000)
 
@@ -127,6 +117,8 @@ func newS3(raw json.RawMessage, env Env) (Provider, error) {
 	maxAge, err := durationOption("max-age", o.MaxAge, 2*time.Minute, time.Second)
 	check(err)
 	timeout, err := durationOption("request-timeout", o.RequestTimeout, 10*time.Second, 100*time.Millisecond)
+	check(err)
+	signer, err := newSigner(env.Keys)
 	check(err)
 	if len(errs) == 0 {
 		if jitter >= period {
@@ -168,6 +160,8 @@ func newS3(raw json.RawMessage, env Env) (Provider, error) {
 		maxAge:  maxAge,
 		timeout: timeout,
 		log:     env.Logger,
+		signer:  signer,
+		name:    env.NodeName,
 		now:     time.Now,
 		warned:  map[string]string{},
 	}, nil
@@ -182,14 +176,15 @@ func (s *s3Seeds) key(addr string) string {
 	return s.prefix + base64.RawURLEncoding.EncodeToString([]byte(addr)) + ".json"
 }
 
-// Publish writes (or refreshes) self's record. It blocks for one PUT,
-// bounded by request-timeout, and may run concurrently with Seeds.
+// Publish writes (or refreshes) self's record, signed when a keyring is
+// configured. It blocks for one PUT, bounded by request-timeout, and may
+// run concurrently with Seeds.
 func (s *s3Seeds) Publish(ctx context.Context, self string) error {
 	addr, err := CheckAddress(self, 0)
 	if err != nil {
 		return fmt.Errorf("seed s3: publish: %w", err)
 	}
-	body, err := json.Marshal(s3Record{Version: s3RecordVersion, Address: addr, Updated: s.now().UTC()})
+	body, err := s.signer.marshal(s.name, addr, s.now())
 	if err != nil {
 		return fmt.Errorf("seed s3: publish: %w", err)
 	}
@@ -225,8 +220,10 @@ func (s *s3Seeds) Withdraw(ctx context.Context, self string) error {
 }
 
 // Seeds lists the prefix and returns the addresses of the fresh records,
-// sorted and deduplicated. Bad and stale records are skipped with one
-// warning each (per version of the object). It fails only when listing
+// sorted and deduplicated. Bad, stale, unsigned (when a keyring is
+// configured), tampered and misplaced records (whose address does not
+// match their object key) are skipped with one warning each (per version
+// of the object). It fails only when listing
 // fails, or when every record it tried to read failed to download. It
 // makes one LIST per 1000 objects plus one GET per recent object, each
 // bounded by request-timeout.
@@ -250,7 +247,7 @@ func (s *s3Seeds) Seeds(ctx context.Context) ([]string, error) {
 		}
 		etag := aws.ToString(obj.ETag)
 		if lm := aws.ToTime(obj.LastModified); !lm.IsZero() && now.Sub(lm) > s.maxAge+s3ListSlack {
-			s.warnOnce(key, etag, "last modified long ago", "last-modified", lm)
+			s.warnOnce(key, etag, errors.New("last modified long ago"), "last-modified", lm)
 			continue
 		}
 		data, err := s.get(ctx, key)
@@ -264,9 +261,9 @@ func (s *s3Seeds) Seeds(ctx context.Context) ([]string, error) {
 			getErrs = append(getErrs, fmt.Errorf("get s3://%s/%s: %w", s.bucket, key, err))
 			continue
 		}
-		addr, problem := s.parse(data, now)
-		if problem != "" {
-			s.warnOnce(key, etag, problem)
+		addr, err := s.parse(key, data, now)
+		if err != nil {
+			s.warnOnce(key, etag, err)
 			continue
 		}
 		addrs = append(addrs, addr)
@@ -323,48 +320,59 @@ func (s *s3Seeds) get(ctx context.Context, key string) ([]byte, error) {
 	return io.ReadAll(io.LimitReader(out.Body, s3MaxRecord+1))
 }
 
-// parse checks one record, returning its address or why it is skipped.
-func (s *s3Seeds) parse(data []byte, now time.Time) (addr, problem string) {
+// parse checks the record stored under key, returning its address or why
+// it is skipped. The checks run in the order of signer.check, then the
+// time, then the key: a record is only valid under the key its own
+// address names, so a signed record copied elsewhere is refused.
+func (s *s3Seeds) parse(key string, data []byte, now time.Time) (string, error) {
 	if len(data) > s3MaxRecord {
-		return "", fmt.Sprintf("larger than %d bytes", s3MaxRecord)
+		return "", fmt.Errorf("larger than %d bytes", s3MaxRecord)
 	}
 	var v struct {
 		Version int `json:"version"`
 	}
 	if err := json.Unmarshal(data, &v); err != nil {
-		return "", "not a JSON record: " + err.Error()
+		return "", fmt.Errorf("not a JSON record: %w", err)
 	}
-	if v.Version != s3RecordVersion {
-		return "", fmt.Sprintf("unknown record version %d (this node reads version %d)", v.Version, s3RecordVersion)
+	if v.Version != recordVersion {
+		return "", fmt.Errorf("unknown record version %d (this node reads version %d)", v.Version, recordVersion)
 	}
-	var rec s3Record
+	var rec record
 	if err := json.Unmarshal(data, &rec); err != nil {
-		return "", "not a JSON record: " + err.Error()
+		return "", fmt.Errorf("not a JSON record: %w", err)
 	}
-	addr, err := CheckAddress(rec.Address, 0)
+	addr, err := s.signer.check(&rec, 0)
 	if err != nil {
-		return "", err.Error()
+		return "", err
 	}
-	switch age := now.Sub(rec.Updated); {
-	case rec.Updated.IsZero():
-		return "", "no updated time"
+	if rec.Updated == "" {
+		return "", errors.New("no updated time")
+	}
+	updated, err := time.Parse(time.RFC3339, rec.Updated)
+	if err != nil {
+		return "", fmt.Errorf("updated time %q is not RFC 3339", rec.Updated)
+	}
+	switch age := now.Sub(updated); {
 	case age > s.maxAge:
-		return "", fmt.Sprintf("stale: updated %s ago, max-age is %s", age.Round(time.Second), s.maxAge)
+		return "", fmt.Errorf("stale: updated %s ago, max-age is %s", age.Round(time.Second), s.maxAge)
 	case age < -s.maxAge:
-		return "", fmt.Sprintf("updated %s in the future: clocks differ by more than max-age", (-age).Round(time.Second))
+		return "", fmt.Errorf("updated %s in the future: clocks differ by more than max-age", (-age).Round(time.Second))
 	}
-	return addr, ""
+	if want := s.key(addr); key != want {
+		return "", fmt.Errorf("record for %s (node %q) is under the wrong object key: a record of that address belongs at %s", addr, rec.Name, want)
+	}
+	return addr, nil
 }
 
 // warnOnce logs a skipped record at warning level the first time this
 // version of it (ETag) is seen and at debug level afterwards, so a backend
 // retrying every few seconds does not repeat itself.
-func (s *s3Seeds) warnOnce(key, etag, problem string, args ...any) {
+func (s *s3Seeds) warnOnce(key, etag string, err error, args ...any) {
 	s.mu.Lock()
 	seen, ok := s.warned[key]
 	s.warned[key] = etag
 	s.mu.Unlock()
-	args = append([]any{"bucket", s.bucket, "key", key, "problem", problem}, args...)
+	args = append([]any{"bucket", s.bucket, "key", key, "err", err}, args...)
 	if ok && seen == etag {
 		s.log.Debug("seed s3: skipping record", args...)
 		return

@@ -17,6 +17,7 @@ import (
 
 	"github.com/scrimplb/scrimp/config"
 	"github.com/scrimplb/scrimp/plugin"
+	"github.com/scrimplb/scrimp/keyring"
 )
 
 // Provider returns the gossip addresses of nodes to join.
@@ -51,6 +52,15 @@ type Env struct {
 	Logger *slog.Logger
 	// DefaultPort is the gossip port to assume for addresses without one.
 	DefaultPort int
+	// Keys is the cluster keyring (keyring.Load; the primary first), or
+	// nil. With keys, records are signed with a key derived from the
+	// primary, and records that are unsigned or verify against none of
+	// the keys are skipped. Without, records are unsigned and accepted
+	// unchecked, as before keys existed.
+	Keys keyring.Keys
+	// NodeName is this node's memberlist name, carried in the records it
+	// publishes so that an operator can tell whose record is whose.
+	NodeName string
 }
 
 // Factory builds a provider from its raw JSON section (nil when the section
