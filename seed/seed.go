@@ -16,8 +16,8 @@ import (
 	"strconv"
 
 	"github.com/scrimplb/scrimp/config"
-	"github.com/scrimplb/scrimp/plugin"
 	"github.com/scrimplb/scrimp/keyring"
+	"github.com/scrimplb/scrimp/plugin"
 )
 
 // Provider returns the gossip addresses of nodes to join.
