@@ -13,6 +13,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/scrimplb/scrimp/e2e"
+	"github.com/scrimplb/scrimp/internal/loopback"
 )
 
 // startProcess runs the scrimp binary with args; it is killed at cleanup
@@ -27,7 +30,7 @@ func startProcess(t *testing.T, bin string, args ...string) (*exec.Cmd, *lockedB
 	}
 	t.Cleanup(func() {
 		if cmd.ProcessState == nil {
-			stopProcess(cmd, 15*time.Second)
+			loopback.StopProcess(cmd, 15*time.Second)
 		}
 		if t.Failed() {
 			t.Logf("output of %v:\n%s", args, out)
@@ -48,18 +51,18 @@ func writeJSON(t *testing.T, path, body string) {
 // watched directory. It measures an app file's way to its first request
 // served, checks SIGHUP, and drains the backend with `scrimp drain`.
 func TestRealProcesses(t *testing.T) {
-	requireNginx(t)
+	e2e.RequireBinary(t, "nginx")
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "scrimp")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	const lbIP, backendIP = "127.0.6.1", "127.0.6.2"
-	gossip, err := freePort(lbIP)
+	gossip, err := loopback.FreePort(lbIP)
 	if err != nil {
 		t.Fatal(err)
 	}
-	listen, err := freePort(lbIP)
+	listen, err := loopback.FreePort(lbIP)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,11 +81,11 @@ func TestRealProcesses(t *testing.T) {
 		stopApp()
 		wg.Wait()
 	})
-	appPort, err := serveDemoApp(appCtx, &wg, backendIP, "backend-p")
+	appPort, err := loopback.ServeApp(appCtx, &wg, backendIP, "backend-p")
 	if err != nil {
 		t.Fatal(err)
 	}
-	backendGossip, err := freePort(backendIP)
+	backendGossip, err := loopback.FreePort(backendIP)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,6 +149,8 @@ func TestRealProcesses(t *testing.T) {
 	}
 	waitUntil(t, 5*time.Second, "503 once the only backend is gone", func() bool { return get(url) == "status 503" })
 }
+
+var client = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 
 func get(url string) string {
 	resp, err := client.Get(url)
