@@ -2,6 +2,9 @@
 // real proxies (nginx, HAProxy) on loopback, and the harness they share:
 // backends that answer with their name over HTTP, gRPC, TCP and UDP, a test
 // certificate authority, and clients that report which backend answered.
+// The bench (cmd/scrimp-bench) uses its gRPC test server too; the free-port
+// finder it shares with the bench, the node tests and the demo is
+// internal/loopback's.
 //
 // Every backend gets its own loopback address (127.0.x.y); Linux routes all
 // of 127.0.0.0/8 to the loopback interface. Nothing here talks to any other

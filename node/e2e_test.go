@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/scrimplb/scrimp/backend"
 	"github.com/scrimplb/scrimp/catalog"
 	"github.com/scrimplb/scrimp/config"
 	"github.com/scrimplb/scrimp/internal/loopback"
@@ -251,22 +252,21 @@ func (tc *testCluster) waitServed(timeout time.Duration, want ...string) time.Du
 	}
 }
 
-// routed reports whether the running nginx configuration sends traffic to
-// the named backend.
+// routed reports whether the proxy's running configuration
+// (RenderedConfig) sends traffic to the named backend.
 func (tc *testCluster) routed(name string) bool {
+	b, err := tc.lb.RenderedConfig()
+	if err != nil {
+		return false
+	}
 	if tc.generator == "haproxy" {
-		b, err := os.ReadFile(tc.stateDir + "/haproxy.cfg")
-		if err != nil {
-			return false
-		}
 		// A plain server line, or (runtime-api) a slot holding the node
 		// that is not disabled.
 		s := string(b)
 		return strings.Contains(s, "server "+name+" ") ||
 			strings.Contains(s, " # "+name+"\n") && !strings.Contains(s, " disabled # "+name+"\n")
 	}
-	b, err := os.ReadFile(tc.stateDir + "/nginx.conf")
-	return err == nil && strings.Contains(string(b), "# "+name+"\n")
+	return strings.Contains(string(b), "# "+name+"\n")
 }
 
 func (tc *testCluster) waitUnrouted(timeout time.Duration, name string) time.Duration {
@@ -375,6 +375,9 @@ func TestRollingRestartLosesNoRequest(t *testing.T) {
 		b.stop()
 		if tc.routed(b.name) {
 			t.Errorf("%s still routed after it drained and left", b.name)
+		}
+		if out, ok := b.node.Drained(); !ok || out.Result != backend.DrainAcknowledged || out.Grace < grace {
+			t.Errorf("%s drained: %v (ended: %v); want acknowledged, then the full grace", b.name, out, ok)
 		}
 	}
 	took := time.Since(start)

@@ -244,7 +244,8 @@ func newDrainCmd() *cobra.Command {
 down gracefully, and wait until it has exited. A backend first advertises all
 its applications as draining, waits until every load balancer has reloaded
 without it, serves in-flight requests for backend.drain-grace, then leaves
-the cluster. This is what SIGTERM does (systemctl stop sends it too).`,
+the cluster. This is what SIGTERM does (systemctl stop sends it too); a
+second SIGTERM makes the node stop waiting and leave at once.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if pidFile == "" {
