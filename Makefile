@@ -13,8 +13,10 @@ APT_PACKAGES := nginx libnginx-mod-stream haproxy
 
 all: build
 
+# build: the daemon, and the benchmark beside it (it starts that scrimp).
 build:
 	$(GO) build -o bin/scrimp ./cmd/scrimp
+	$(GO) build -o bin/scrimp-bench ./cmd/scrimp-bench
 
 # demo: a load balancer with its own nginx and three backends on loopback.
 demo: deps-nginx
@@ -31,9 +33,9 @@ vet: deps-go
 
 # bench: one table of measured figures beside their targets (real nginx,
 # HAProxy and gossip on loopback; a few minutes), then the generator and
-# catalog micro-benchmarks. `scrimp bench --quick` is a seconds-long run.
-bench: deps
-	$(GO) run ./cmd/scrimp bench
+# catalog micro-benchmarks. `bin/scrimp-bench --quick` is a shorter run.
+bench: deps build
+	bin/scrimp-bench
 	$(GO) test -run '^$$' -bench . -benchmem ./generator/ ./catalog/
 
 fuzz:

@@ -2,6 +2,9 @@
 // real proxies (nginx, HAProxy) on loopback, and the harness they share:
 // backends that answer with their name over HTTP, gRPC, TCP and UDP, a test
 // certificate authority, and clients that report which backend answered.
+// The bench (cmd/scrimp-bench) uses its gRPC test server too; the free-port
+// finder it shares with the bench, the node tests and the demo is
+// internal/loopback's.
 //
 // Every backend gets its own loopback address (127.0.x.y); Linux routes all
 // of 127.0.0.0/8 to the loopback interface. Nothing here talks to any other
@@ -28,7 +31,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -38,6 +40,7 @@ import (
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/scrimplb/scrimp/catalog"
+	"github.com/scrimplb/scrimp/internal/loopback"
 )
 
 // RequireBinary skips the test when name is not installed on a developer
@@ -82,8 +85,7 @@ func StartBackend(t testing.TB, name, ip string) *Backend {
 	b.HTTP = port(httpLn.Addr())
 
 	grpcLn := listen(t, ip)
-	gs := grpc.NewServer()
-	testpb.RegisterTestServiceServer(gs, testService{name: name})
+	gs := NewGRPCServer(name)
 	go gs.Serve(grpcLn)
 	t.Cleanup(gs.Stop)
 	b.GRPC = port(grpcLn.Addr())
@@ -134,6 +136,15 @@ func listen(t testing.TB, ip string) net.Listener {
 
 func port(a net.Addr) int { return a.(*net.TCPAddr).Port }
 
+// NewGRPCServer returns a gRPC server whose test service (grpc_testing's
+// TestService) answers UnaryCall with Hostname name; GRPCCall calls it.
+// The caller serves it on a listener and stops it.
+func NewGRPCServer(name string) *grpc.Server {
+	gs := grpc.NewServer()
+	testpb.RegisterTestServiceServer(gs, testService{name: name})
+	return gs
+}
+
 type testService struct {
 	testpb.UnimplementedTestServiceServer
 	name string
@@ -176,21 +187,15 @@ func serveUDP(pc net.PacketConn, name string) {
 	}
 }
 
-// FreePort returns a port free for TCP and UDP on ip.
+// FreePort returns a port free for TCP and UDP on ip (loopback.FreePort),
+// failing the test if there is none.
 func FreePort(t testing.TB, ip string) int {
 	t.Helper()
-	for range 20 {
-		ln := listen(t, ip)
-		p := port(ln.Addr())
-		pc, err := net.ListenPacket("udp", net.JoinHostPort(ip, strconv.Itoa(p)))
-		ln.Close()
-		if err == nil {
-			pc.Close()
-			return p
-		}
+	p, err := loopback.FreePort(ip)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("no port free for TCP and UDP on %s", ip)
-	return 0
+	return p
 }
 
 // HTTPClient returns a client without keep-alive (each request a new

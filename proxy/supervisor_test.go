@@ -409,7 +409,7 @@ type managedUnderTest struct {
 	apply  func(t *testing.T, config []byte)
 }
 
-var managedKinds = []struct {
+var managedProxies = []struct {
 	name string
 	new  func(t *testing.T) managedUnderTest
 }{
@@ -473,7 +473,7 @@ func startByHand(t *testing.T, m managedUnderTest, config []byte) (*exec.Cmd, <-
 // on that state directory finds it through the pid file and stops it
 // instead of failing to bind its ports.
 func TestManagedStopsStaleProxy(t *testing.T) {
-	for _, kind := range managedKinds {
+	for _, kind := range managedProxies {
 		t.Run(kind.name, func(t *testing.T) {
 			m := kind.new(t)
 			port := freePort(t)
@@ -501,7 +501,7 @@ func TestManagedStopsStaleProxy(t *testing.T) {
 // program, or it is the same proxy run from another state directory) must
 // not be signalled.
 func TestManagedLeavesUnrelatedPid(t *testing.T) {
-	for _, kind := range managedKinds {
+	for _, kind := range managedProxies {
 		t.Run(kind.name, func(t *testing.T) {
 			// Each case returns the managed proxy under test, the pid its
 			// pid file is to name, and a check that the process is intact.

@@ -2,18 +2,13 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -22,6 +17,8 @@ import (
 
 	"github.com/scrimplb/scrimp/catalog"
 	"github.com/scrimplb/scrimp/config"
+	"github.com/scrimplb/scrimp/internal/loopback"
+	"github.com/scrimplb/scrimp/node"
 )
 
 // demoOptions configures `scrimp demo`.
@@ -82,7 +79,7 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions, ready chan<- str
 		stateDir = dir
 	}
 	const lbIP = "127.0.0.1"
-	listenPort, err := freePort(lbIP)
+	listenPort, err := loopback.FreePort(lbIP)
 	if err != nil {
 		return err
 	}
@@ -93,7 +90,7 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions, ready chan<- str
 	lbLog := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	quiet := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
-	lbCfg, err := demoConfig("lb", lbIP, nil)
+	lbCfg, err := node.LocalConfig("lb", lbIP, nil)
 	if err != nil {
 		return err
 	}
@@ -114,13 +111,13 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions, ready chan<- str
 		lbWG.Wait()
 	}
 	defer stopAll()
-	start := func(cfg *config.Config, logger *slog.Logger, ctx context.Context, wg *sync.WaitGroup) (*node, error) {
-		n, err := startLocalNode(cfg, logger.With("node", cfg.NodeName))
+	start := func(cfg *config.Config, logger *slog.Logger, ctx context.Context, wg *sync.WaitGroup) (*node.Node, error) {
+		n, err := node.StartLocal(cfg, logger.With("node", cfg.NodeName))
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", cfg.NodeName, err)
 		}
 		wg.Go(func() {
-			if err := n.run(ctx); err != nil {
+			if err := n.Run(ctx); err != nil {
 				errs <- fmt.Errorf("%s: %w", cfg.NodeName, err)
 			}
 		})
@@ -130,16 +127,16 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions, ready chan<- str
 	if err != nil {
 		return err
 	}
-	seedAddr := lbNode.cluster.LocalAddr()
+	seedAddr := lbNode.GossipAddr()
 
 	for i := 1; i <= o.backends; i++ {
 		name := fmt.Sprintf("backend-%d", i)
 		ip := fmt.Sprintf("127.0.0.%d", i+1)
-		appPort, err := serveDemoApp(runCtx, &wg, ip, name)
+		appPort, err := loopback.ServeApp(runCtx, &wg, ip, name)
 		if err != nil {
 			return err
 		}
-		cfg, err := demoConfig(name, ip, []string{seedAddr})
+		cfg, err := node.LocalConfig(name, ip, []string{seedAddr})
 		if err != nil {
 			return err
 		}
@@ -169,94 +166,6 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions, ready chan<- str
 		all = append(all, err)
 	}
 	return errors.Join(all...)
-}
-
-// demoConfig returns a node configuration on ip with a free gossip port.
-func demoConfig(name, ip string, seeds []string) (*config.Config, error) {
-	port, err := freePort(ip)
-	if err != nil {
-		return nil, err
-	}
-	cfg := config.DefaultConfig()
-	cfg.File = "demo:" + name
-	cfg.NodeName = name
-	cfg.Role = "backend"
-	if seeds == nil {
-		cfg.Role = "lb"
-	}
-	cfg.Cluster.BindAddr, cfg.Cluster.BindPort, cfg.Cluster.Profile = ip, port, "local"
-	cfg.Cluster.JoinBackoffMin = config.D(100 * time.Millisecond)
-	cfg.Cluster.JoinBackoffMax = config.D(2 * time.Second)
-	cfg.Cluster.LeaveTimeout = config.D(time.Second)
-	cfg.Seed = config.Seed{Provider: "static", Sections: map[string]json.RawMessage{}}
-	addrs := `{"addresses":[`
-	for i, s := range seeds {
-		if i > 0 {
-			addrs += ","
-		}
-		addrs += strconv.Quote(s)
-	}
-	cfg.Seed.Sections["static"] = []byte(addrs + "]}")
-	return cfg, nil
-}
-
-// startLocalNode is startNode for configurations made by demoConfig: if
-// another process took the gossip port between freePort's probe and the
-// bind, it tries again with a fresh port.
-func startLocalNode(cfg *config.Config, logger *slog.Logger) (*node, error) {
-	for attempt := 0; ; attempt++ {
-		n, err := startNode(cfg, logger)
-		if err == nil || attempt == 4 || !strings.Contains(err.Error(), "address already in use") {
-			return n, err
-		}
-		port, perr := freePort(cfg.Cluster.BindAddr)
-		if perr != nil {
-			return nil, err
-		}
-		cfg.Cluster.BindPort = port
-	}
-}
-
-// serveDemoApp starts the tiny HTTP app a demo backend runs and returns
-// its port; it stops when ctx is done.
-func serveDemoApp(ctx context.Context, wg *sync.WaitGroup, ip, name string) (int, error) {
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-	if err != nil {
-		return 0, fmt.Errorf("demo app on %s: %w (Linux routes all of 127.0.0.0/8 to loopback; other systems may need an alias)", ip, err)
-	}
-	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			fmt.Fprintf(w, "hello from %s\n", name)
-		}),
-		ReadHeaderTimeout: 5 * time.Second,
-	}
-	wg.Go(func() { srv.Serve(ln) })
-	wg.Go(func() {
-		<-ctx.Done()
-		shutdownCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		srv.Shutdown(shutdownCtx)
-	})
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
-// freePort returns a port free for both TCP and UDP on ip, as gossip
-// needs both.
-func freePort(ip string) (int, error) {
-	for range 20 {
-		ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-		if err != nil {
-			return 0, fmt.Errorf("find a free port on %s: %w", ip, err)
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		pc, err := net.ListenPacket("udp", net.JoinHostPort(ip, strconv.Itoa(port)))
-		ln.Close()
-		if err == nil {
-			pc.Close()
-			return port, nil
-		}
-	}
-	return 0, fmt.Errorf("no port free for both TCP and UDP on %s", ip)
 }
 
 // syncWriter serialises log lines from several nodes onto one writer.

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/scrimplb/scrimp/e2e"
 )
 
 // lockedBuffer collects the demo's output from its many goroutines.
@@ -30,7 +32,7 @@ func (l *lockedBuffer) String() string {
 }
 
 func TestDemoServesEveryBackend(t *testing.T) {
-	requireNginx(t)
+	e2e.RequireBinary(t, "nginx")
 	out := &lockedBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)

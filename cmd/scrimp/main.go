@@ -14,12 +14,14 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/scrimplb/scrimp/config"
+	"github.com/scrimplb/scrimp/node"
 	"github.com/scrimplb/scrimp/seed"
 )
 
@@ -65,7 +67,7 @@ Nodes find each other through a seed provider and gossip (memberlist).`,
 	}
 	root.Flags().StringVarP(&configPath, "config", "c", "", "configuration file (JSON)")
 	root.Flags().StringVar(&pidFile, "pid-file", "", "write the process id here while running (for scrimp drain)")
-	root.AddCommand(newValidateCmd(), newVersionCmd(), newDemoCmd(), newSeedsCmd(), newDrainCmd(), newBenchCmd(), newBenchAppCmd())
+	root.AddCommand(newValidateCmd(), newVersionCmd(), newDemoCmd(), newSeedsCmd(), newDrainCmd())
 	return root
 }
 
@@ -76,40 +78,64 @@ func usageError(cmd *cobra.Command, msg string) error {
 	return fmt.Errorf("%s\nRun '%s --help' for usage", msg, cmd.CommandPath())
 }
 
-// runConfig runs one node until SIGTERM or SIGINT.
+// runConfig runs one node until SIGTERM or SIGINT. A backend then drains;
+// a second SIGTERM or SIGINT makes it stop waiting and leave at once.
 func runConfig(ctx context.Context, path, pidFile string) error {
 	cfg, err := config.Load(path)
 	if err != nil {
 		return err
 	}
 	logger := newLogger(os.Stderr, cfg.LogLevel).With("node", cfg.NodeName)
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	n, err := startNode(cfg, logger)
+	// Subscribe before starting the node: a signal that arrives during
+	// startup stops it rather than killing the process.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	n, err := node.Start(cfg, logger)
 	if err != nil {
 		return err
 	}
+	n.Notify = notify
 	if pidFile != "" {
 		if err := os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+			n.Close()
 			return fmt.Errorf("pid file: %w", err)
 		}
 		defer os.Remove(pidFile)
 	}
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	go func() {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer close(done)
+	wg.Go(func() {
+		stopping := false
 		for {
 			select {
-			case <-ctx.Done():
+			case <-done:
 				return
 			case <-hup:
-				n.reload(path)
+				if !stopping {
+					n.Reload(path)
+				}
+			case sig := <-sigs:
+				if !stopping {
+					stopping = true
+					logger.Info("signal received: shutting down; send it again to leave without draining", "signal", sig.String())
+					stop()
+					continue
+				}
+				logger.Warn("second signal: leaving at once", "signal", sig.String())
+				n.Abort()
 			}
 		}
-	}()
-	logger.Info("scrimp started", "version", version, "role", cfg.Role, "gossip", n.cluster.LocalAddr())
-	return n.run(ctx)
+	})
+	logger.Info("scrimp started", "version", version, "role", cfg.Role, "gossip", n.GossipAddr())
+	return n.Run(ctx)
 }
 
 func newLogger(w *os.File, level string) *slog.Logger {
@@ -139,7 +165,7 @@ printed as FILE: json.path: reason. Exits 1 if there is any.`,
 			}
 			// Plugins check their own sections even when the rest of the
 			// file has problems, so one run shows everything.
-			if errs := append([]error{err}, checkPlugins(cfg)...); errors.Join(errs...) != nil {
+			if errs := append([]error{err}, node.CheckPlugins(cfg)...); errors.Join(errs...) != nil {
 				fmt.Fprintln(cmd.ErrOrStderr(), errors.Join(errs...))
 				return errQuiet
 			}
@@ -218,7 +244,8 @@ func newDrainCmd() *cobra.Command {
 down gracefully, and wait until it has exited. A backend first advertises all
 its applications as draining, waits until every load balancer has reloaded
 without it, serves in-flight requests for backend.drain-grace, then leaves
-the cluster. This is what SIGTERM does (systemctl stop sends it too).`,
+the cluster. This is what SIGTERM does (systemctl stop sends it too); a
+second SIGTERM makes the node stop waiting and leave at once.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if pidFile == "" {

@@ -13,6 +13,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/scrimplb/scrimp/e2e"
+	"github.com/scrimplb/scrimp/internal/loopback"
 )
 
 // startProcess runs the scrimp binary with args; it is killed at cleanup
@@ -27,13 +30,23 @@ func startProcess(t *testing.T, bin string, args ...string) (*exec.Cmd, *lockedB
 	}
 	t.Cleanup(func() {
 		if cmd.ProcessState == nil {
-			stopProcess(cmd, 15*time.Second)
+			loopback.StopProcess(cmd, 15*time.Second)
 		}
 		if t.Failed() {
 			t.Logf("output of %v:\n%s", args, out)
 		}
 	})
 	return cmd, out
+}
+
+// buildScrimp builds this command into dir and returns the binary.
+func buildScrimp(t *testing.T, dir string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "scrimp")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return bin
 }
 
 func writeJSON(t *testing.T, path, body string) {
@@ -48,18 +61,15 @@ func writeJSON(t *testing.T, path, body string) {
 // watched directory. It measures an app file's way to its first request
 // served, checks SIGHUP, and drains the backend with `scrimp drain`.
 func TestRealProcesses(t *testing.T) {
-	requireNginx(t)
+	e2e.RequireBinary(t, "nginx")
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "scrimp")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := buildScrimp(t, dir)
 	const lbIP, backendIP = "127.0.6.1", "127.0.6.2"
-	gossip, err := freePort(lbIP)
+	gossip, err := loopback.FreePort(lbIP)
 	if err != nil {
 		t.Fatal(err)
 	}
-	listen, err := freePort(lbIP)
+	listen, err := loopback.FreePort(lbIP)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,11 +88,11 @@ func TestRealProcesses(t *testing.T) {
 		stopApp()
 		wg.Wait()
 	})
-	appPort, err := serveDemoApp(appCtx, &wg, backendIP, "backend-p")
+	appPort, err := loopback.ServeApp(appCtx, &wg, backendIP, "backend-p")
 	if err != nil {
 		t.Fatal(err)
 	}
-	backendGossip, err := freePort(backendIP)
+	backendGossip, err := loopback.FreePort(backendIP)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,6 +157,8 @@ func TestRealProcesses(t *testing.T) {
 	waitUntil(t, 5*time.Second, "503 once the only backend is gone", func() bool { return get(url) == "status 503" })
 }
 
+var client = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+
 func get(url string) string {
 	resp, err := client.Get(url)
 	if err != nil {
@@ -176,4 +188,109 @@ var sighup = syscall.SIGHUP
 
 func contextWithCancel() (context.Context, context.CancelFunc) {
 	return context.WithCancel(context.Background())
+}
+
+// TestSecondSignalLeavesAtOnce drains real backend processes with long
+// drain settings and sends each a second SIGTERM: one during drain-grace
+// (every load balancer has acknowledged), one while it waits for an
+// acknowledgement that cannot come (the load balancer process is stopped
+// with SIGSTOP). Each stops waiting, leaves and exits 0 at once.
+func TestSecondSignalLeavesAtOnce(t *testing.T) {
+	e2e.RequireBinary(t, "nginx")
+	dir := t.TempDir()
+	bin := buildScrimp(t, dir)
+	const lbIP = "127.0.32.1"
+	gossip, err := loopback.FreePort(lbIP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen, err := loopback.FreePort(lbIP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeJSON(t, filepath.Join(dir, "lb.json"), fmt.Sprintf(`{
+  "role": "lb", "node-name": "lb",
+  "cluster": {"bind-addr": %q, "bind-port": %d, "profile": "local"},
+  "seed": {"provider": "static", "static": {"addresses": []}},
+  "lb": {"state-dir": %q, "listen-addr": %q}
+}`, lbIP, gossip, filepath.Join(dir, "lb-state"), lbIP))
+	lb, _ := startProcess(t, bin, "--config", filepath.Join(dir, "lb.json"))
+	// Runs before the load balancer's own cleanup stops it (LIFO).
+	t.Cleanup(func() { lb.Process.Signal(syscall.SIGCONT) })
+
+	var wg sync.WaitGroup
+	appCtx, stopApp := contextWithCancel()
+	t.Cleanup(func() {
+		stopApp()
+		wg.Wait()
+	})
+	url := fmt.Sprintf("http://%s:%d/", lbIP, listen)
+	// startBackend runs a backend process that would drain for a minute
+	// and serve in-flight requests for another, and waits until the load
+	// balancer serves it.
+	startBackend := func(name, ip string) (*exec.Cmd, *lockedBuffer, chan error) {
+		t.Helper()
+		appPort, err := loopback.ServeApp(appCtx, &wg, ip, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		port, err := loopback.FreePort(ip)
+		if err != nil {
+			t.Fatal(err)
+		}
+		file := filepath.Join(dir, name+".json")
+		writeJSON(t, file, fmt.Sprintf(`{
+  "role": "backend", "node-name": %q,
+  "cluster": {"bind-addr": %q, "bind-port": %d, "profile": "local", "join-backoff-min": "50ms", "leave-timeout": "500ms"},
+  "seed": {"provider": "static", "static": {"addresses": ["%s:%d"]}},
+  "backend": {"drain-timeout": "60s", "drain-grace": "60s",
+    "applications": [{"name": "web", "listen-port": %d, "application-port": %d, "protocol": "http"}]}
+}`, name, ip, port, lbIP, gossip, listen, appPort))
+		cmd, out := startProcess(t, bin, "--config", file)
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		waitUntil(t, 10*time.Second, name+" served through nginx", func() bool { return get(url) == "hello from "+name })
+		return cmd, out, exited
+	}
+	// secondSignal sends SIGTERM, waits for the drain to reach the log
+	// line phase, sends SIGTERM again and checks the process exits 0
+	// within a few seconds, having logged why.
+	secondSignal := func(name string, cmd *exec.Cmd, out *lockedBuffer, exited chan error, phase, why string) {
+		t.Helper()
+		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, 10*time.Second, name+": "+phase, func() bool { return strings.Contains(out.String(), phase) })
+		start := time.Now()
+		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-exited:
+			if err != nil {
+				t.Errorf("%s exited with %v", name, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s still running 5 s after the second SIGTERM", name)
+		}
+		t.Logf("%s: second SIGTERM → exit: %s", name, time.Since(start).Round(time.Millisecond))
+		if !strings.Contains(out.String(), "second signal: leaving at once") || !strings.Contains(out.String(), why) {
+			t.Errorf("%s did not log the second signal and %q", name, why)
+		}
+	}
+
+	// During drain-grace: every load balancer has acknowledged.
+	cmd, out, exited := startBackend("backend-grace", "127.0.32.2")
+	secondSignal("backend-grace", cmd, out, exited, "every load balancer acknowledged", "drain-grace cut short")
+
+	// While waiting: the stopped load balancer cannot acknowledge (its
+	// failure detection takes seconds, the second signal comes at once).
+	cmd, out, exited = startBackend("backend-wait", "127.0.32.3")
+	if err := lb.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	secondSignal("backend-wait", cmd, out, exited, "draining: waiting", "drain interrupted")
+	if err := lb.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
 }

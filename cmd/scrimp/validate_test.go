@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/scrimplb/scrimp/config"
+	"github.com/scrimplb/scrimp/node"
 	"github.com/scrimplb/scrimp/proxy"
 )
 
@@ -316,8 +317,8 @@ func TestValidateExternalHAProxyDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := checkConfig(cfg); err != nil {
-		t.Fatalf("checkConfig: %v", err)
+	if err := node.Check(cfg); err != nil {
+		t.Fatalf("node.Check: %v", err)
 	}
 	setup, ps := proxy.Resolve(cfg)
 	if len(ps) > 0 {

@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"fmt"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/scrimplb/scrimp/catalog"
 	"github.com/scrimplb/scrimp/config"
+	"github.com/scrimplb/scrimp/internal/loopback"
 )
 
 // scrape GETs /metrics at addr and returns sample name (with labels) →
@@ -51,7 +52,7 @@ func TestMetrics(t *testing.T) {
 	tc := newTestCluster(t, net9, "local")
 	// newTestCluster has no metrics; run a second, metered load balancer
 	// and a metered backend in the same cluster.
-	cfg, err := demoConfig("lb-metered", net9+".50", []string{tc.seed})
+	cfg, err := LocalConfig("lb-metered", net9+".50", []string{tc.seed})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +66,7 @@ func TestMetrics(t *testing.T) {
 	b := tc.addBackend(1)
 	tc.waitServed(10*time.Second, b.name)
 	beAddr := fmt.Sprintf("%s.60:%d", net9, mustFreePort(t, net9+".60"))
-	bcfg, err := demoConfig("backend-metered", net9+".60", []string{tc.seed})
+	bcfg, err := LocalConfig("backend-metered", net9+".60", []string{tc.seed})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,14 +107,14 @@ func TestMetrics(t *testing.T) {
 	// A taken metrics port fails startup, naming the field.
 	taken := *bcfg
 	taken.NodeName = "backend-clash"
-	if _, err := startLocalNode(&taken, testLogger(t)); err == nil || !strings.Contains(err.Error(), "metrics-addr") {
+	if _, err := StartLocal(&taken, testLogger(t)); err == nil || !strings.Contains(err.Error(), "metrics-addr") {
 		t.Errorf("start with a taken metrics port: %v, want an error naming metrics-addr", err)
 	}
 }
 
 func mustFreePort(t *testing.T, ip string) int {
 	t.Helper()
-	p, err := freePort(ip)
+	p, err := loopback.FreePort(ip)
 	if err != nil {
 		t.Fatal(err)
 	}

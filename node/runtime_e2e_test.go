@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"encoding/json"
@@ -20,7 +20,7 @@ func TestHAProxyRuntimeAPIWithoutReloads(t *testing.T) {
 	// The application's arrival changed the sections: that was a reload.
 	// Let any pending render finish before counting.
 	time.Sleep(tc.lb.cfg.LB.QuietPeriod.Duration + tc.lb.cfg.LB.MaxWait.Duration)
-	before := tc.lb.lb.Stats()
+	before, reloads := tc.lb.Stats(), tc.lb.ProxyReloads()
 
 	load := startLoad(func() *http.Request {
 		req, err := http.NewRequest(http.MethodGet, tc.url(), nil)
@@ -46,13 +46,13 @@ func TestHAProxyRuntimeAPIWithoutReloads(t *testing.T) {
 		}
 	}
 	counts, errs := tc.burst(60)
-	res := load.stop()
+	res := load.Stop()
 
-	after := tc.lb.lb.Stats()
+	after := tc.lb.Stats()
 	t.Logf("%d requests while 3 backends joined and 2 drained: %d failed; reloads %d, runtime updates %d, update failures %d",
-		res.sent, res.failed, after.Applies-before.Applies, after.Updates-before.Updates, after.UpdateFailures)
-	if after.Applies != before.Applies {
-		t.Errorf("HAProxy was reloaded %d times; want none", after.Applies-before.Applies)
+		res.Sent, res.Failed, after.Applies-before.Applies, after.Updates-before.Updates, after.UpdateFailures)
+	if after.Applies != before.Applies || tc.lb.ProxyReloads() != reloads {
+		t.Errorf("HAProxy was reloaded %d times (the proxy counts %d); want none", after.Applies-before.Applies, tc.lb.ProxyReloads()-reloads)
 	}
 	if after.Updates-before.Updates < 4 {
 		t.Errorf("%d runtime updates; want at least 4 (3 joins, 1+ drains)", after.Updates-before.Updates)
@@ -60,8 +60,8 @@ func TestHAProxyRuntimeAPIWithoutReloads(t *testing.T) {
 	if after.UpdateFailures != 0 {
 		t.Errorf("%d runtime updates failed", after.UpdateFailures)
 	}
-	if res.failed > 0 {
-		t.Errorf("%d of %d requests failed, first: %v", res.failed, res.sent, res.failures[0].err)
+	if res.Failed > 0 {
+		t.Errorf("%d of %d requests failed, first: %v", res.Failed, res.Sent, res.Failures[0].Err)
 	}
 	if len(errs) > 0 || counts["backend-1"]+counts["backend-2"] > 0 || counts["backend-3"] == 0 || counts["backend-4"] == 0 || counts["backend-5"] == 0 {
 		t.Errorf("after the changes: answers %v, errors %v; want backends 3-5 only", counts, first(errs))

@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 
 	"github.com/scrimplb/scrimp/catalog"
 	"github.com/scrimplb/scrimp/config"
+	"github.com/scrimplb/scrimp/internal/loopback"
 )
 
 // isolateAWS points the AWS SDK's credential chain at test values only, so
@@ -54,11 +55,11 @@ func TestBackendBootstrapsFromS3(t *testing.T) {
 	logger := testLogger(t)
 
 	const lbIP, backendIP = "127.0.2.1", "127.0.2.2"
-	listenPort, err := freePort(lbIP)
+	listenPort, err := loopback.FreePort(lbIP)
 	if err != nil {
 		t.Fatal(err)
 	}
-	lbCfg, err := demoConfig("lb", lbIP, nil)
+	lbCfg, err := LocalConfig("lb", lbIP, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,11 +75,11 @@ func TestBackendBootstrapsFromS3(t *testing.T) {
 		cancel()
 		wg.Wait()
 	})
-	appPort, err := serveDemoApp(ctx, &wg, backendIP, "backend-s3")
+	appPort, err := loopback.ServeApp(ctx, &wg, backendIP, "backend-s3")
 	if err != nil {
 		t.Fatal(err)
 	}
-	bCfg, err := demoConfig("backend-s3", backendIP, []string{})
+	bCfg, err := LocalConfig("backend-s3", backendIP, []string{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,9 +90,9 @@ func TestBackendBootstrapsFromS3(t *testing.T) {
 	start := time.Now()
 	b := runTestNode(t, bCfg, logger)
 	deadline := start.Add(15 * time.Second)
-	for b.cluster.Snapshot().Backends() != 1 || len(b.cluster.Snapshot().Nodes) != 2 {
+	for b.Snapshot().Backends() != 1 || len(b.Snapshot().Nodes) != 2 {
 		if time.Now().After(deadline) {
-			t.Fatalf("backend did not join through S3 within 15s; it sees %v", b.cluster.Snapshot().Nodes)
+			t.Fatalf("backend did not join through S3 within 15s; it sees %v", b.Snapshot().Nodes)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -103,15 +104,15 @@ func TestBackendBootstrapsFromS3(t *testing.T) {
 }
 
 // runTestNode starts a node from cfg and stops it (gracefully) at cleanup.
-func runTestNode(t *testing.T, cfg *config.Config, logger *slog.Logger) *node {
+func runTestNode(t *testing.T, cfg *config.Config, logger *slog.Logger) *Node {
 	t.Helper()
-	n, err := startLocalNode(cfg, logger.With("node", cfg.NodeName))
+	n, err := StartLocal(cfg, logger.With("node", cfg.NodeName))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- n.run(ctx) }()
+	go func() { done <- n.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {

@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"context"
@@ -14,8 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/scrimplb/scrimp/backend"
 	"github.com/scrimplb/scrimp/catalog"
 	"github.com/scrimplb/scrimp/config"
+	"github.com/scrimplb/scrimp/internal/loopback"
 )
 
 // requireNginx skips when nginx is missing on a developer machine, and
@@ -36,7 +38,7 @@ type testCluster struct {
 	t          testing.TB
 	net        string // first three octets, e.g. "127.0.1"
 	listenPort int
-	lb         *node
+	lb         *Node
 	seed       string
 	stateDir   string
 	profile    string
@@ -46,7 +48,7 @@ type testCluster struct {
 
 type testBackend struct {
 	name   string
-	node   *node
+	node   *Node
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -75,12 +77,12 @@ func newTestClusterOptions(t testing.TB, net, profile, generator string, options
 		t.Skipf("%s not installed (make test installs it)", generator)
 	}
 	lbIP := net + ".1"
-	port, err := freePort(lbIP)
+	port, err := loopback.FreePort(lbIP)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tc := &testCluster{t: t, net: net, listenPort: port, stateDir: t.TempDir(), profile: profile, logger: testLogger(t), generator: generator}
-	cfg, err := demoConfig("lb", lbIP, nil)
+	cfg, err := LocalConfig("lb", lbIP, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,17 +90,17 @@ func newTestClusterOptions(t testing.TB, net, profile, generator string, options
 	lbc := config.DefaultLB()
 	lbc.StateDir, lbc.ListenAddr, lbc.Generator, lbc.GeneratorOptions = tc.stateDir, lbIP, generator, options
 	cfg.LB = &lbc
-	n, err := startLocalNode(cfg, tc.logger.With("node", "lb"))
+	n, err := StartLocal(cfg, tc.logger.With("node", "lb"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	tc.lb = n
-	tc.seed = n.cluster.LocalAddr()
+	tc.seed = n.GossipAddr()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := n.run(ctx); err != nil {
+		if err := n.Run(ctx); err != nil {
 			t.Errorf("lb: %v", err)
 		}
 	}()
@@ -162,11 +164,11 @@ func (tc *testCluster) addDrainingBackend(i int, drainTimeout, grace time.Durati
 	ctx, cancel := context.WithCancel(context.Background())
 	appCtx, stopApp := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	appPort, err := serveDemoApp(appCtx, &wg, ip, name)
+	appPort, err := loopback.ServeApp(appCtx, &wg, ip, name)
 	if err != nil {
 		tc.t.Fatal(err)
 	}
-	cfg, err := demoConfig(name, ip, []string{tc.seed})
+	cfg, err := LocalConfig(name, ip, []string{tc.seed})
 	if err != nil {
 		tc.t.Fatal(err)
 	}
@@ -177,7 +179,7 @@ func (tc *testCluster) addDrainingBackend(i int, drainTimeout, grace time.Durati
 		Name: "web", ListenPort: tc.listenPort, ApplicationPort: appPort, Protocol: catalog.ProtocolHTTP,
 	}}}
 	cfg.Backend = &bc
-	n, err := startLocalNode(cfg, tc.logger.With("node", name))
+	n, err := StartLocal(cfg, tc.logger.With("node", name))
 	if err != nil {
 		stopApp()
 		tc.t.Fatal(err)
@@ -185,7 +187,7 @@ func (tc *testCluster) addDrainingBackend(i int, drainTimeout, grace time.Durati
 	b := &testBackend{name: name, node: n, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(b.done)
-		n.run(ctx)
+		n.Run(ctx)
 		stopApp()
 		wg.Wait()
 	}()
@@ -201,7 +203,7 @@ func (b *testBackend) stop() {
 
 // kill stops gossip without leaving and stops the app, like a crash.
 func (b *testBackend) kill() {
-	b.node.cluster.Kill()
+	b.node.Kill()
 	b.cancel()
 	<-b.done
 }
@@ -249,22 +251,21 @@ func (tc *testCluster) waitServed(timeout time.Duration, want ...string) time.Du
 	}
 }
 
-// routed reports whether the running nginx configuration sends traffic to
-// the named backend.
+// routed reports whether the proxy's running configuration
+// (RenderedConfig) sends traffic to the named backend.
 func (tc *testCluster) routed(name string) bool {
+	b, err := tc.lb.RenderedConfig()
+	if err != nil {
+		return false
+	}
 	if tc.generator == "haproxy" {
-		b, err := os.ReadFile(tc.stateDir + "/haproxy.cfg")
-		if err != nil {
-			return false
-		}
 		// A plain server line, or (runtime-api) a slot holding the node
 		// that is not disabled.
 		s := string(b)
 		return strings.Contains(s, "server "+name+" ") ||
 			strings.Contains(s, " # "+name+"\n") && !strings.Contains(s, " disabled # "+name+"\n")
 	}
-	b, err := os.ReadFile(tc.stateDir + "/nginx.conf")
-	return err == nil && strings.Contains(string(b), "# "+name+"\n")
+	return strings.Contains(string(b), "# "+name+"\n")
 }
 
 func (tc *testCluster) waitUnrouted(timeout time.Duration, name string) time.Duration {
@@ -327,7 +328,7 @@ func TestEndToEndThroughNginx(t *testing.T) {
 	tc.addBackend(4)
 	t.Logf("late backend served after %s", tc.waitServed(10*time.Second, "backend-4"))
 
-	stats := tc.lb.lb.Stats()
+	stats := tc.lb.Stats()
 	if stats.Rejected != 0 {
 		t.Errorf("nginx rejected %d configurations: %v", stats.Rejected, stats.LastError)
 	}
@@ -374,16 +375,19 @@ func TestRollingRestartLosesNoRequest(t *testing.T) {
 		if tc.routed(b.name) {
 			t.Errorf("%s still routed after it drained and left", b.name)
 		}
+		if out, ok := b.node.Drained(); !ok || out.Result != backend.DrainAcknowledged || out.Grace < grace {
+			t.Errorf("%s drained: %v (ended: %v); want acknowledged, then the full grace", b.name, out, ok)
+		}
 	}
 	took := time.Since(start)
 	time.Sleep(200 * time.Millisecond) // requests after the last change count too
-	res := load.stop()
-	t.Logf("rolling restart of 3 backends took %s; %d requests, %d failed", took.Round(time.Millisecond), res.sent, res.failed)
-	if res.failed > 0 {
-		t.Fatalf("%d of %d requests failed during the rolling restart; first: %v", res.failed, res.sent, res.failures[0].err)
+	res := load.Stop()
+	t.Logf("rolling restart of 3 backends took %s; %d requests, %d failed", took.Round(time.Millisecond), res.Sent, res.Failed)
+	if res.Failed > 0 {
+		t.Fatalf("%d of %d requests failed during the rolling restart; first: %v", res.Failed, res.Sent, res.Failures[0].Err)
 	}
-	if res.sent < 200 {
-		t.Fatalf("only %d requests were sent; the test proves nothing", res.sent)
+	if res.Sent < 200 {
+		t.Fatalf("only %d requests were sent; the test proves nothing", res.Sent)
 	}
 }
 
@@ -391,8 +395,8 @@ func TestRollingRestartLosesNoRequest(t *testing.T) {
 // keep-alive connections, one every 2 ms each, counting from the start; a
 // transport error or a status other than 200 is a failure. It is the
 // bench's steady load.
-func startLoad(newRequest func() *http.Request) *benchLoad {
-	l := steadyLoad(4, 2*time.Millisecond, func(client *http.Client) error {
+func startLoad(newRequest func() *http.Request) *loopback.Load {
+	l := loopback.StartLoad(4, 2*time.Millisecond, func(client *http.Client) error {
 		resp, err := client.Do(newRequest())
 		if err != nil {
 			return err
@@ -404,7 +408,7 @@ func startLoad(newRequest func() *http.Request) *benchLoad {
 		}
 		return nil
 	})
-	l.count(true)
+	l.Count(true)
 	return l
 }
 
@@ -440,7 +444,7 @@ func first(errs []error) error {
 // BenchmarkJoinToServed measures, per gossip profile, the time from a
 // backend starting (gossip join) to its first request served through
 // nginx, and from a kill -9 equivalent to its removal from nginx's config.
-// Run: go test ./cmd/scrimp -run XXX -bench JoinToServed -benchtime 5x
+// Run: go test ./node -run XXX -bench JoinToServed -benchtime 5x
 func BenchmarkJoinToServed(b *testing.B) {
 	for i, profile := range []string{"local", "lan"} {
 		b.Run(profile, func(b *testing.B) {

@@ -1,4 +1,9 @@
-package main
+// Package node wires one scrimp node from its configuration: the gossip
+// cluster, the seed provider, and either the load balancer loop with its
+// proxy or the backend with its drain on shutdown, plus the metrics
+// endpoint. The scrimp command runs one node per process; the bench and
+// the tests run several in one process, each on its own loopback address.
+package node
 
 import (
 	"context"
@@ -7,6 +12,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -20,8 +27,14 @@ import (
 	"github.com/scrimplb/scrimp/seed"
 )
 
-// node is one running scrimp node, wired from its configuration.
-type node struct {
+// Node is one running scrimp node, wired from its configuration. Its
+// accessors are safe for concurrent use while Run runs.
+type Node struct {
+	// Notify, if set before Run, is told the node's state as systemd's
+	// sd_notify lines: "READY=1" once its loops run, "STOPPING=1" when
+	// its context ends. It must not block.
+	Notify func(state string)
+
 	cfg     *config.Config
 	log     *slog.Logger
 	role    catalog.Role
@@ -32,17 +45,31 @@ type node struct {
 	backend *backend.Backend
 	// metricsLn is the metrics-addr listener, nil when it is not set.
 	metricsLn net.Listener
+
+	// abort ends a drain at once (Abort); abortCtx is its context.
+	abortCtx context.Context
+	abort    context.CancelFunc
+
+	mu      sync.Mutex
+	drained *backend.DrainOutcome // set when a backend's drain is over
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
-// checkConfig reports every problem with cfg: its own validation, and what
-// the plugins it names (seed provider, generator) say of their sections, so
-// `scrimp validate` catches everything startup would.
-func checkConfig(cfg *config.Config) error {
+// ErrNotLB is returned by the load balancer accessors of a backend.
+var ErrNotLB = errors.New("node: not a load balancer")
+
+// Check reports every problem with cfg: its own validation, what the
+// plugins it names (seed provider, generator) say of their sections, and
+// the backend's application directory, so that `scrimp validate` catches
+// everything startup would.
+func Check(cfg *config.Config) error {
 	var errs []error
 	if ps := cfg.Validate(); len(ps) > 0 {
 		errs = append(errs, ps)
 	}
-	errs = append(errs, checkPlugins(cfg)...)
+	errs = append(errs, CheckPlugins(cfg)...)
 	if cfg.Backend != nil {
 		if ps := backend.CheckDir(cfg.Backend.ApplicationConfigDir, cfg.Backend.Applications); len(ps) > 0 {
 			errs = append(errs, ps)
@@ -51,9 +78,11 @@ func checkConfig(cfg *config.Config) error {
 	return errors.Join(errs...)
 }
 
-// checkPlugins builds the plugins cfg names and reports their problems:
-// the seed provider, the proxy kind (proxy.Resolve) and its generator.
-func checkPlugins(cfg *config.Config) []error {
+// CheckPlugins builds the plugins cfg names and reports their problems:
+// the seed provider, the proxy kind (proxy.Resolve) and its generator. It
+// works on a configuration whose own validation failed, so one run of
+// `scrimp validate` shows everything.
+func CheckPlugins(cfg *config.Config) []error {
 	var errs []error
 	if cfg.Seed.Provider != "" {
 		p, err := seed.New(cfg.Seed, seed.Env{DefaultPort: cfg.Cluster.BindPort})
@@ -78,15 +107,16 @@ func checkPlugins(cfg *config.Config) []error {
 	return errs
 }
 
-// startNode validates cfg, builds the node's parts and joins gossip (as a
-// cluster of one until Maintain finds peers). Nothing runs in the
-// background until run.
-func startNode(cfg *config.Config, logger *slog.Logger) (*node, error) {
-	if err := checkConfig(cfg); err != nil {
+// Start validates cfg, builds the node's parts and joins gossip (as a
+// cluster of one until Run's join loop finds peers). Nothing runs in the
+// background until Run; a node that never runs must be closed with Close.
+func Start(cfg *config.Config, logger *slog.Logger) (*Node, error) {
+	if err := Check(cfg); err != nil {
 		return nil, err
 	}
 	role, _ := catalog.ParseRole(cfg.Role)
-	n := &node{cfg: cfg, log: logger, role: role}
+	abortCtx, abort := context.WithCancel(context.Background())
+	n := &Node{cfg: cfg, log: logger, role: role, abortCtx: abortCtx, abort: abort}
 	seeds, err := seed.New(cfg.Seed, seed.Env{Logger: logger.With("component", "seed"), DefaultPort: cfg.Cluster.BindPort})
 	if err != nil {
 		return nil, err
@@ -107,7 +137,7 @@ func startNode(cfg *config.Config, logger *slog.Logger) (*node, error) {
 		b, err := backend.New(cfg.Backend, backend.Options{ConfigFile: cfg.File,
 			Timeout: cfg.Cluster.LeaveTimeout.Duration, Logger: logger.With("component", "backend")})
 		if err != nil {
-			n.close()
+			n.Close()
 			return nil, err
 		}
 		n.backend = b
@@ -115,7 +145,7 @@ func startNode(cfg *config.Config, logger *slog.Logger) (*node, error) {
 	}
 	cl, err := cluster.New(cc)
 	if err != nil {
-		n.close()
+		n.Close()
 		return nil, err
 	}
 	n.cluster = cl
@@ -123,12 +153,12 @@ func startNode(cfg *config.Config, logger *slog.Logger) (*node, error) {
 	switch role {
 	case catalog.RoleLB:
 		if err := n.buildLB(); err != nil {
-			n.close()
+			n.Close()
 			return nil, err
 		}
 	}
 	if err := n.listenMetrics(); err != nil {
-		n.close()
+		n.Close()
 		return nil, err
 	}
 	return n, nil
@@ -139,8 +169,8 @@ func startNode(cfg *config.Config, logger *slog.Logger) (*node, error) {
 var _ lb.RuntimeProxy = (*proxy.ManagedHAProxy)(nil)
 
 // buildLB builds the load balancer's generator and proxy runner from the
-// proxy kind lb.generator names; checkConfig has resolved it already.
-func (n *node) buildLB() error {
+// proxy kind lb.generator names; Check has resolved it already.
+func (n *Node) buildLB() error {
 	c := n.cfg.LB
 	setup, ps := proxy.Resolve(n.cfg)
 	if len(ps) > 0 {
@@ -186,11 +216,13 @@ func (n *node) buildLB() error {
 	return nil
 }
 
-// run keeps the node joined and, on a load balancer, the proxy configured,
-// until ctx is done. Then it stops its loops, leaves the cluster (peers see
+// Run keeps the node joined and, on a load balancer, the proxy configured,
+// until ctx is done. Then a backend drains (backend.RunDrain; Abort cuts
+// the drain short), the node stops its loops, leaves the cluster (peers see
 // it gone at once rather than after failure detection) and stops the
-// proxy. It owns every goroutine it starts.
-func (n *node) run(ctx context.Context) error {
+// proxy. It owns every goroutine it starts and returns when all have
+// ended; call it once.
+func (n *Node) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	// The loops outlive ctx: a backend keeps advertising while it drains,
 	// after the signal and before it leaves.
@@ -225,23 +257,40 @@ func (n *node) run(ctx context.Context) error {
 			seed.RunPublisher(loopCtx, pub, n.cluster.LocalAddr, period, jitter, n.log.With("component", "seed"))
 		})
 	}
-	notify("READY=1")
+	n.notify("READY=1")
 	<-ctx.Done()
-	notify("STOPPING=1")
+	n.notify("STOPPING=1")
 	if n.backend != nil {
-		n.drain()
+		b := n.cfg.Backend
+		out := backend.RunDrain(n.abortCtx, n.backend, n.cluster, backend.DrainOptions{
+			Timeout: b.DrainTimeout.Duration, Grace: b.DrainGrace.Duration, Logger: n.log})
+		n.mu.Lock()
+		n.drained = &out
+		n.mu.Unlock()
 	}
 	n.log.Info("shutting down: leaving the cluster")
 	stop()
 	wg.Wait()
-	return n.close()
+	return n.Close()
 }
 
-// reload handles SIGHUP: a backend re-reads its main configuration's
+func (n *Node) notify(state string) {
+	if n.Notify != nil {
+		n.Notify(state)
+	}
+}
+
+// Abort makes a drain in progress, or one yet to start, end at once: the
+// node stops waiting for acknowledgements or drain-grace and leaves. A
+// second SIGTERM calls it. Safe to call any time, more than once, from any
+// goroutine; it does not block.
+func (n *Node) Abort() { n.abort() }
+
+// Reload handles SIGHUP: a backend re-reads its main configuration's
 // backend section and its application directory (only the directory if the
 // file no longer loads); a load balancer renders again from the full
 // membership. Other settings need a restart.
-func (n *node) reload(path string) {
+func (n *Node) Reload(path string) {
 	cfg, err := config.Load(path)
 	if err != nil {
 		n.log.Error("SIGHUP: configuration not reloaded", "err", err)
@@ -264,52 +313,86 @@ func (n *node) reload(path string) {
 	}
 }
 
-// drainRebroadcast is how often a draining backend gossips its beacon
-// again while a load balancer has not acknowledged it.
-const drainRebroadcast = 250 * time.Millisecond
+// GossipAddr is the node's gossip address, host:port: what other nodes
+// use as a seed.
+func (n *Node) GossipAddr() string { return n.cluster.LocalAddr() }
 
-// drain takes a backend out of rotation without losing a request: it
-// advertises every application as draining, waits until every load
-// balancer acknowledges that its proxy runs a configuration without this
-// node (or drain-timeout passes), then keeps serving for drain-grace so
-// requests already in flight finish.
-func (n *node) drain() {
-	b := n.cfg.Backend
-	start := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), b.DrainTimeout.Duration)
-	defer cancel()
-	if err := n.backend.Drain(ctx); err != nil {
-		n.log.Warn("could not advertise draining; leaving without waiting", "err", err)
-		return
+// Members is how many live members the node sees in the cluster, itself
+// included.
+func (n *Node) Members() int { return n.cluster.Members() }
+
+// Snapshot is the membership as the node sees it now.
+func (n *Node) Snapshot() catalog.Snapshot { return n.cluster.Snapshot() }
+
+// Stats returns the load balancer loop's counters; a backend's are zero.
+func (n *Node) Stats() lb.Stats {
+	if n.lb == nil {
+		return lb.Stats{}
 	}
-	n.log.Info("draining: waiting for the load balancers to stop routing here")
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	lastBroadcast := time.Now()
-	for pending := n.cluster.Unacknowledged(); len(pending) > 0; pending = n.cluster.Unacknowledged() {
-		select {
-		case <-ctx.Done():
-			n.log.Warn("drain timeout: load balancers did not acknowledge", "pending", pending, "timeout", b.DrainTimeout.Duration)
-			return
-		case <-tick.C:
-		}
-		if time.Since(lastBroadcast) >= drainRebroadcast {
-			// Gossip may not have reached every load balancer yet: a
-			// round that misses one is common in small clusters.
-			n.cluster.Rebroadcast()
-			lastBroadcast = time.Now()
-		}
-	}
-	n.log.Info("drained: every load balancer acknowledged; serving in-flight requests",
-		"took", time.Since(start).Round(time.Millisecond), "grace", b.DrainGrace.Duration)
-	time.Sleep(b.DrainGrace.Duration)
+	return n.lb.Stats()
 }
 
-// close leaves the cluster and stops the proxy; safe on a partly built node.
-func (n *node) close() error {
+// ProxyReloads returns how many reloads a load balancer's managed proxy
+// has been asked for; 0 for an external proxy or a backend.
+func (n *Node) ProxyReloads() int {
+	if r, ok := n.proxy.(interface{ Reloads() int }); ok {
+		return r.Reloads()
+	}
+	return 0
+}
+
+// RenderedConfig returns the configuration file the load balancer's proxy
+// runs now, as written to disk: generator-target for an external proxy,
+// the state directory's file for a managed one. A backend gets ErrNotLB.
+func (n *Node) RenderedConfig() ([]byte, error) {
+	if n.lb == nil {
+		return nil, ErrNotLB
+	}
+	c := n.cfg.LB
+	path := c.GeneratorTarget
+	if d, ok := n.proxy.(interface{ Dir() string }); ok {
+		k, known := proxy.LookupKind(c.Generator)
+		name := k.ConfigFile
+		if !known || name == "" {
+			return nil, fmt.Errorf("node: no known configuration file for managed %q", c.Generator)
+		}
+		path = filepath.Join(d.Dir(), name)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("node: rendered configuration: %w", err)
+	}
+	return b, nil
+}
+
+// Drained returns how a backend's drain ended; false until it has ended,
+// and always on a load balancer.
+func (n *Node) Drained() (backend.DrainOutcome, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.drained == nil {
+		return backend.DrainOutcome{}, false
+	}
+	return *n.drained, true
+}
+
+// Kill stops gossip without leaving, as a crash would: peers notice only
+// through failure detection. Run still has to end (cancel its context)
+// to stop the node's other loops. For tests and the bench.
+func (n *Node) Kill() { n.cluster.Kill() }
+
+// Close leaves the cluster and stops the proxy; safe on a partly built
+// node, and to call more than once. Run calls it.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() { n.closeErr = n.close() })
+	return n.closeErr
+}
+
+func (n *Node) close() error {
+	n.abort()
 	var errs []error
 	if n.metricsLn != nil {
-		// Closed already when run served it; this covers a node that
+		// Closed already when Run served it; this covers a node that
 		// never ran.
 		if err := n.metricsLn.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 			errs = append(errs, err)

@@ -7,9 +7,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/scrimplb/scrimp/e2e"
 )
 
-// TestBenchQuickSmoke runs `scrimp bench --quick` (real nginx, HAProxy and
+// TestBenchQuickSmoke runs the bench with --quick (real nginx, HAProxy and
 // gossip on loopback) and checks the table: every row is there, and every
 // row the quick run measures has a figure, not a failure. It takes about
 // a minute, so it runs only with SCRIMP_BENCH_SMOKE=1.
@@ -17,7 +19,8 @@ func TestBenchQuickSmoke(t *testing.T) {
 	if os.Getenv("SCRIMP_BENCH_SMOKE") != "1" {
 		t.Skip("set SCRIMP_BENCH_SMOKE=1 to run the bench smoke test")
 	}
-	requireNginx(t)
+	e2e.RequireBinary(t, "nginx")
+	e2e.RequireBinary(t, "haproxy")
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	start := time.Now()

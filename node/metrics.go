@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"context"
@@ -15,7 +15,7 @@ import (
 
 // listenMetrics binds metrics-addr, if set, so that a taken port fails
 // startup rather than going unnoticed; serveMetrics serves it.
-func (n *node) listenMetrics() error {
+func (n *Node) listenMetrics() error {
 	if n.cfg.MetricsAddr == "" {
 		return nil
 	}
@@ -28,7 +28,7 @@ func (n *node) listenMetrics() error {
 }
 
 // serveMetrics serves GET /metrics on the listener until ctx ends.
-func (n *node) serveMetrics(ctx context.Context) {
+func (n *Node) serveMetrics(ctx context.Context) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
@@ -50,7 +50,7 @@ func (n *node) serveMetrics(ctx context.Context) {
 }
 
 // writeMetrics writes the node's counters in the Prometheus text format.
-func (n *node) writeMetrics(w io.Writer) {
+func (n *Node) writeMetrics(w io.Writer) {
 	m := metricWriter{w: w}
 	m.gauge("scrimp_cluster_members", "Live members of the gossip cluster as this node sees them, itself included.", float64(n.cluster.Members()))
 	if n.lb != nil {

@@ -1,3 +1,7 @@
+// Command scrimp-bench measures scrimp on loopback: real nginx, real
+// HAProxy, real scrimp nodes (in this process and as processes of the
+// scrimp binary) on addresses 127.0.x.y, and prints one markdown table of
+// figures beside their targets. `make bench` runs it.
 package main
 
 import (
@@ -23,39 +27,54 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	testpb "google.golang.org/grpc/interop/grpc_testing"
 
+	"github.com/scrimplb/scrimp/backend"
 	"github.com/scrimplb/scrimp/catalog"
 	"github.com/scrimplb/scrimp/config"
+	"github.com/scrimplb/scrimp/e2e"
 	"github.com/scrimplb/scrimp/generator"
+	"github.com/scrimplb/scrimp/internal/loopback"
+	"github.com/scrimplb/scrimp/node"
 	"github.com/scrimplb/scrimp/proxy"
 )
 
-// benchOptions configures `scrimp bench`.
+func main() {
+	if err := newRootCmd().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "scrimp-bench:", err)
+		os.Exit(1)
+	}
+}
+
+// benchOptions configures a run.
 type benchOptions struct {
 	only    string // run one group of rows; empty runs all
 	quick   bool
 	out     string
 	verbose bool
+	// scrimp is the scrimp binary the real-process rows start; empty:
+	// findScrimp's default.
+	scrimp string
 }
 
-func newBenchCmd() *cobra.Command {
+func newRootCmd() *cobra.Command {
 	o := benchOptions{}
 	cmd := &cobra.Command{
-		Use:   "bench",
+		Use:   "scrimp-bench",
 		Short: "Measure join, reload, removal, restart and scale under load, spread and render figures on loopback",
-		Long: `Run real nginx, real HAProxy and real scrimp nodes (in this process) on
-loopback addresses 127.0.x.y and print one markdown table of measured
-figures, each beside its target. Nothing leaves the machine. A full run
-takes about three minutes; --quick about one, with fewer samples.`,
-		Args: cobra.NoArgs,
+		Long: `Run real nginx, real HAProxy and real scrimp nodes (in this process, and
+as processes of the scrimp binary) on loopback addresses 127.0.x.y and print
+one markdown table of measured figures, each beside its target. Nothing
+leaves the machine. A full run takes about three minutes; --quick about
+one, with fewer samples.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
@@ -74,6 +93,8 @@ takes about three minutes; --quick about one, with fewer samples.`,
 	cmd.Flags().StringVar(&o.only, "only", "", "run one group of rows: gossip, load, routing, render or idle")
 	cmd.Flags().StringVar(&o.out, "out", "", "also write the table to this file")
 	cmd.Flags().BoolVar(&o.verbose, "verbose", false, "show the nodes' logs on stderr")
+	cmd.Flags().StringVar(&o.scrimp, "scrimp", "", "the scrimp binary for the real-process rows (default: scrimp next to this executable, else built with go build)")
+	cmd.AddCommand(newBenchAppCmd())
 	return cmd
 }
 
@@ -130,6 +151,23 @@ type bencher struct {
 	log      *slog.Logger
 	rows     []benchRow
 	start    time.Time
+
+	scrimpOnce sync.Once
+	scrimp     string // the scrimp binary (scrimpBinary)
+	scrimpErr  error
+	cleanup    []func() // run when runBench returns
+}
+
+// syncWriter serialises log lines from several nodes onto one writer.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }
 
 func (b *bencher) add(name, setup, result, target string) {
@@ -148,6 +186,11 @@ func runBench(ctx context.Context, progress io.Writer, o benchOptions) (string, 
 	}
 	start := time.Now()
 	b := &bencher{o: o, progress: progress, log: slog.New(slog.DiscardHandler), start: start}
+	defer func() {
+		for _, f := range b.cleanup {
+			f()
+		}
+	}()
 	if o.verbose {
 		b.log = slog.New(slog.NewTextHandler(&syncWriter{w: progress}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
@@ -219,7 +262,7 @@ func runBench(ctx context.Context, progress io.Writer, o benchOptions) (string, 
 	if o.quick {
 		mode = "--quick"
 	}
-	fmt.Fprintf(&sb, "scrimp bench (%s), %s, %d CPUs, %s, took %s\n\n", mode, runtime.Version(), runtime.NumCPU(),
+	fmt.Fprintf(&sb, "scrimp-bench (%s), %s, %d CPUs, %s, took %s\n\n", mode, runtime.Version(), runtime.NumCPU(),
 		time.Now().Format("2006-01-02 15:04"), time.Since(start).Round(time.Second))
 	sb.WriteString("| measurement | setup | measured | target |\n|---|---|---|---|\n")
 	// One block per measurement, in benchRowNames' order; setups keep the
@@ -241,7 +284,8 @@ type benchCluster struct {
 	profile    string
 	opts       clusterOptions
 	listenPort int
-	lb         *node
+	lb         *node.Node
+	lbCfg      *config.LB
 	seed       string
 	stateDir   string
 	cancel     context.CancelFunc
@@ -251,66 +295,11 @@ type benchCluster struct {
 
 type benchBackend struct {
 	name    string
-	node    *node
+	node    *node.Node
 	cancel  context.CancelFunc
 	stopApp context.CancelFunc
 	done    chan struct{}
 	gone    bool // killed or stopped
-	// drainWarn is the node's first warning about its drain (not
-	// advertised, not acknowledged in time), empty if none.
-	drainWarn *drainWatch
-}
-
-// drainWatch is a log handler that passes records on and keeps the first
-// warning about a drain: a backend that could not drain leaves while the
-// load balancer still routes to it, which the rows under load must say.
-type drainWatch struct {
-	mu    sync.Mutex
-	first string
-}
-
-func (w *drainWatch) warning() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.first
-}
-
-type drainWatchHandler struct {
-	slog.Handler
-	w *drainWatch
-}
-
-func (h drainWatchHandler) Enabled(ctx context.Context, l slog.Level) bool {
-	return l >= slog.LevelWarn || h.Handler.Enabled(ctx, l)
-}
-
-func (h drainWatchHandler) Handle(ctx context.Context, r slog.Record) error {
-	if r.Level >= slog.LevelWarn && strings.Contains(r.Message, "drain") {
-		msg := r.Message
-		r.Attrs(func(a slog.Attr) bool {
-			if a.Key == "err" {
-				msg += ": " + a.Value.String()
-			}
-			return true
-		})
-		h.w.mu.Lock()
-		if h.w.first == "" {
-			h.w.first = msg
-		}
-		h.w.mu.Unlock()
-	}
-	if h.Handler.Enabled(ctx, r.Level) {
-		return h.Handler.Handle(ctx, r)
-	}
-	return nil
-}
-
-func (h drainWatchHandler) WithAttrs(as []slog.Attr) slog.Handler {
-	return drainWatchHandler{h.Handler.WithAttrs(as), h.w}
-}
-
-func (h drainWatchHandler) WithGroup(name string) slog.Handler {
-	return drainWatchHandler{h.Handler.WithGroup(name), h.w}
 }
 
 // clusterOptions are a bench cluster's settings beyond generator and
@@ -330,7 +319,7 @@ var gracefulDrain = clusterOptions{drainTimeout: 10 * time.Second, drainGrace: 3
 
 func (b *bencher) startCluster(netPrefix, gen, profile string, opts clusterOptions) (*benchCluster, error) {
 	lbIP := netPrefix + ".1"
-	port, err := freePort(lbIP)
+	port, err := loopback.FreePort(lbIP)
 	if err != nil {
 		return nil, err
 	}
@@ -342,7 +331,7 @@ func (b *bencher) startCluster(netPrefix, gen, profile string, opts clusterOptio
 		opts.drainTimeout, opts.drainGrace = 300*time.Millisecond, 0
 	}
 	c := &benchCluster{b: b, net: netPrefix, gen: gen, profile: profile, opts: opts, listenPort: port, stateDir: dir}
-	cfg, err := demoConfig("lb", lbIP, nil)
+	cfg, err := node.LocalConfig("lb", lbIP, nil)
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err
@@ -351,17 +340,17 @@ func (b *bencher) startCluster(netPrefix, gen, profile string, opts clusterOptio
 	lbc := config.DefaultLB()
 	lbc.StateDir, lbc.ListenAddr, lbc.Generator, lbc.GeneratorOptions = dir, lbIP, gen, opts.genOpts
 	cfg.LB = &lbc
-	n, err := startLocalNode(cfg, b.log.With("node", "lb-"+gen))
+	n, err := node.StartLocal(cfg, b.log.With("node", "lb-"+gen))
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	c.lb, c.seed = n, n.cluster.LocalAddr()
+	c.lb, c.lbCfg, c.seed = n, cfg.LB, n.GossipAddr()
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel, c.done = cancel, make(chan struct{})
 	go func() {
 		defer close(c.done)
-		n.run(ctx)
+		n.Run(ctx)
 	}()
 	return c, nil
 }
@@ -372,12 +361,12 @@ func (b *bencher) startCluster(netPrefix, gen, profile string, opts clusterOptio
 func (c *benchCluster) addBackend(name, ip string) (*benchBackend, error) {
 	appCtx, stopApp := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	appPort, err := serveDemoApp(appCtx, &wg, ip, name)
+	appPort, err := loopback.ServeApp(appCtx, &wg, ip, name)
 	if err != nil {
 		stopApp()
 		return nil, err
 	}
-	cfg, err := demoConfig(name, ip, []string{c.seed})
+	cfg, err := node.LocalConfig(name, ip, []string{c.seed})
 	if err != nil {
 		stopApp()
 		return nil, err
@@ -389,17 +378,16 @@ func (c *benchCluster) addBackend(name, ip string) (*benchBackend, error) {
 		Name: "web", ListenPort: c.listenPort, ApplicationPort: appPort, Protocol: catalog.ProtocolHTTP,
 	}}}
 	cfg.Backend = &bc
-	watch := &drainWatch{}
-	n, err := startLocalNode(cfg, slog.New(drainWatchHandler{c.b.log.Handler(), watch}).With("node", name))
+	n, err := node.StartLocal(cfg, c.b.log.With("node", name))
 	if err != nil {
 		stopApp()
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	be := &benchBackend{name: name, node: n, cancel: cancel, stopApp: stopApp, done: make(chan struct{}), drainWarn: watch}
+	be := &benchBackend{name: name, node: n, cancel: cancel, stopApp: stopApp, done: make(chan struct{})}
 	go func() {
 		defer close(be.done)
-		n.run(ctx)
+		n.Run(ctx)
 		stopApp()
 		wg.Wait()
 	}()
@@ -412,7 +400,7 @@ func (c *benchCluster) addBackend(name, ip string) (*benchBackend, error) {
 func (be *benchBackend) kill() {
 	be.gone = true
 	be.stopApp()
-	be.node.cluster.Kill()
+	be.node.Kill()
 	be.cancel()
 }
 
@@ -489,9 +477,9 @@ func (c *benchCluster) waitServed(start time.Time, timeout time.Duration, names 
 		}
 		if time.Since(start) > timeout {
 			// The evidence: what the client saw, what the load balancer did.
-			st := c.lb.lb.Stats()
+			st := c.lb.Stats()
 			return 0, fmt.Errorf("%d of %d backends not served after %s (last request: %v; load balancer: %d members, %d renders, %d reloads, %d runtime updates, %d update failures, %d rejected, last error %v)",
-				len(want), len(names), timeout, last, c.lb.cluster.Members(), st.Renders, st.Applies, st.Updates, st.UpdateFailures, st.Rejected, st.LastError)
+				len(want), len(names), timeout, last, c.lb.Members(), st.Renders, st.Applies, st.Updates, st.UpdateFailures, st.Rejected, st.LastError)
 		}
 		if len(names) == 1 {
 			time.Sleep(2 * time.Millisecond)
@@ -503,11 +491,11 @@ func (c *benchCluster) waitServed(start time.Time, timeout time.Duration, names 
 // routed reports whether the proxy's running configuration sends requests
 // to the backend.
 func (c *benchCluster) routed(name string) bool {
+	b, err := c.lb.RenderedConfig()
+	if err != nil {
+		return false
+	}
 	if c.gen == "haproxy" {
-		b, err := os.ReadFile(c.stateDir + "/haproxy.cfg")
-		if err != nil {
-			return false
-		}
 		for l := range strings.Lines(string(b)) {
 			l = strings.TrimSpace(l)
 			if !strings.HasPrefix(l, "server ") {
@@ -522,12 +510,11 @@ func (c *benchCluster) routed(name string) bool {
 		}
 		return false
 	}
-	b, err := os.ReadFile(c.stateDir + "/nginx.conf")
-	return err == nil && strings.Contains(string(b), "# "+name+"\n")
+	return strings.Contains(string(b), "# "+name+"\n")
 }
 
 func (c *benchCluster) idle() {
-	time.Sleep(c.lb.cfg.LB.QuietPeriod.Duration + 100*time.Millisecond)
+	time.Sleep(c.lbCfg.QuietPeriod.Duration + 100*time.Millisecond)
 }
 
 func pct(ds []time.Duration, p float64) time.Duration {
@@ -638,7 +625,7 @@ func (b *bencher) killRow(ctx context.Context, c *benchCluster, setup string, ki
 		pb, err := b.startProcBackend(ctx, c, name, fmt.Sprintf("%s.%d", c.net, 200+i))
 		var kill func()
 		switch {
-		case errors.Is(err, errTestBinary):
+		case errors.Is(err, errNoProcess):
 			how = "in-process crash (app stopped, gossip silenced)"
 			be := c.backends[1+i] // a joined backend, never the witness
 			name, kill = be.name, be.kill
@@ -655,7 +642,7 @@ func (b *bencher) killRow(ctx context.Context, c *benchCluster, setup string, ki
 			break
 		}
 		c.idle()
-		load.count(true)
+		load.Count(true)
 		start := time.Now()
 		kill()
 		for c.routed(name) && time.Since(start) < 30*time.Second {
@@ -668,16 +655,16 @@ func (b *bencher) killRow(ctx context.Context, c *benchCluster, setup string, ki
 		removed = append(removed, time.Since(start))
 		// Requests just after the reload count too.
 		time.Sleep(300 * time.Millisecond)
-		load.count(false)
+		load.Count(false)
 	}
-	res := load.stop()
+	res := load.Stop()
 	b.logFailures(rowKill, setup, res)
 	if killErr != nil {
 		b.add(rowKill, setup, failed(killErr), targetKill)
 		return
 	}
 	b.add(rowKill, setup+", "+how, fmt.Sprintf("p50 %s, max %s (n=%d); %s%s", ms(pct(removed, .5)), ms(pct(removed, 1)),
-		len(removed), res, res.first()), targetKill)
+		len(removed), res, res.First()), targetKill)
 }
 
 // killNoRetries is row 3 on a cluster of its own whose proxy does not
@@ -716,147 +703,22 @@ func (b *bencher) killNoRetries(ctx context.Context, gen, netPrefix string) {
 
 // ---- steady load: kill, rolling restart and scale rows ----
 
-// benchLoad is a steady client load through the load balancer: clients
-// goroutines, each sending one GET per interval on its keep-alive
-// connection. Every request must be answered 200 by a demo app; anything
-// else is a failure. Only requests sent or answered while counting count.
-type benchLoad struct {
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	client   *http.Client
-	counting atomic.Bool
-
-	mu       sync.Mutex
-	since    time.Time     // counting since, when counting
-	window   time.Duration // counted time before since
-	sent     int
-	failures []loadFailure
-	nFailed  int
-}
-
-// loadFailure is a failed request: when it was sent, relative to the
-// start of the counting window it fell in (the kill, the phase's start),
-// and why it failed.
-type loadFailure struct {
-	at  time.Duration
-	err string
-}
-
-// loadResult is what a load saw while counting.
-type loadResult struct {
-	sent, failed int
-	window       time.Duration
-	failures     []loadFailure // the first few
-}
-
-func (r loadResult) rate() float64 { return float64(r.sent) / r.window.Seconds() }
-
-func (r loadResult) String() string {
-	return fmt.Sprintf("%d of %d GETs failed at %.0f req/s", r.failed, r.sent, r.rate())
-}
-
-// first is the first failure's text for a table cell, "" without one.
-func (r loadResult) first() string {
-	if len(r.failures) == 0 {
-		return ""
-	}
-	return " (first: " + strings.ReplaceAll(r.failures[0].err, "|", "/") + ")"
-}
-
 // startLoad starts a steady GET load through c's load balancer, each
 // answer checked to come from a demo app.
-func (c *benchCluster) startLoad(clients int, interval time.Duration) *benchLoad {
-	return steadyLoad(clients, interval, func(client *http.Client) error {
+func (c *benchCluster) startLoad(clients int, interval time.Duration) *loopback.Load {
+	return loopback.StartLoad(clients, interval, func(client *http.Client) error {
 		_, err := c.get(client)
 		return err
 	})
 }
 
-// steadyLoad starts clients goroutines, each calling send with its own
-// keep-alive client once per interval until stop; send's error is a
-// failed request. Nothing is counted until count(true).
-func steadyLoad(clients int, interval time.Duration, send func(*http.Client) error) *benchLoad {
-	ctx, cancel := context.WithCancel(context.Background())
-	l := &benchLoad{cancel: cancel,
-		// Generous: a request slower than this is a failure of the proxy,
-		// not of a tight client.
-		client: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: clients}}}
-	for range clients {
-		l.wg.Go(func() {
-			tick := time.NewTicker(interval)
-			defer tick.Stop()
-			for {
-				on, sentAt := l.counting.Load(), time.Now()
-				err := send(l.client)
-				if on || l.counting.Load() {
-					l.record(sentAt, err)
-				}
-				select {
-				case <-ctx.Done():
-					return
-				case <-tick.C:
-				}
-			}
-		})
-	}
-	return l
-}
-
-func (l *benchLoad) record(sentAt time.Time, err error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.sent++
-	if err != nil {
-		l.nFailed++
-		if len(l.failures) < 10 {
-			l.failures = append(l.failures, loadFailure{at: sentAt.Sub(l.since), err: err.Error()})
-		}
-	}
-}
-
-// count starts or stops counting requests.
-func (l *benchLoad) count(on bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if on == l.counting.Load() {
-		return
-	}
-	if on {
-		l.since = time.Now()
-	} else {
-		l.window += time.Since(l.since)
-	}
-	l.counting.Store(on)
-}
-
-// stop ends the load, waiting for requests in flight, and returns what it
-// counted.
-func (l *benchLoad) stop() loadResult {
-	l.count(false)
-	l.cancel()
-	l.wg.Wait()
-	l.client.CloseIdleConnections()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return loadResult{sent: l.sent, failed: l.nFailed, window: l.window, failures: slices.Clone(l.failures)}
-}
-
 // logFailures writes the first failed requests of a row to the progress
 // output, with when they were sent (since the kill or the phase's start),
 // as evidence.
-func (b *bencher) logFailures(name, setup string, r loadResult) {
-	for _, f := range r.failures {
-		fmt.Fprintf(b.progress, "bench: %s (%s): request sent at %+d ms failed: %s\n", name, setup, f.at.Milliseconds(), f.err)
+func (b *bencher) logFailures(name, setup string, r loopback.Result) {
+	for _, f := range r.Failures {
+		fmt.Fprintf(b.progress, "bench: %s (%s): request sent at %+d ms failed: %s\n", name, setup, f.At.Milliseconds(), f.Err)
 	}
-}
-
-// proxyReloads returns how many reloads the load balancer's managed proxy
-// has been asked for.
-func (c *benchCluster) proxyReloads() int {
-	if r, ok := c.lb.proxy.(interface{ Reloads() int }); ok {
-		return r.Reloads()
-	}
-	return 0
 }
 
 // loadCluster starts a cluster for setup whose backends drain gracefully,
@@ -886,7 +748,7 @@ func (b *bencher) loadCluster(s benchSetup, netPrefix, prefix string, n int) (c 
 		return nil, "", err
 	}
 	// No reload pending from the joins: the phase counts its own.
-	time.Sleep(c.lb.cfg.LB.QuietPeriod.Duration + c.lb.cfg.LB.MaxWait.Duration)
+	time.Sleep(c.lbCfg.QuietPeriod.Duration + c.lbCfg.MaxWait.Duration)
 	return c, "", nil
 }
 
@@ -896,9 +758,9 @@ func (b *bencher) loadCluster(s benchSetup, netPrefix, prefix string, n int) (c 
 // change calls mark at its steps; with failures, the steps go to the
 // progress output beside them.
 func (b *bencher) phase(c *benchCluster, name, setup string, change func(mark func(string)) (note string, err error)) string {
-	before, reloads := c.lb.lb.Stats(), c.proxyReloads()
+	before, reloads := c.lb.Stats(), c.lb.ProxyReloads()
 	load := c.startLoad(4, 15*time.Millisecond)
-	load.count(true)
+	load.Count(true)
 	start := time.Now()
 	var marks []string
 	mark := func(step string) {
@@ -908,16 +770,16 @@ func (b *bencher) phase(c *benchCluster, name, setup string, change func(mark fu
 	took := time.Since(start)
 	// Requests just after the last change count too.
 	time.Sleep(300 * time.Millisecond)
-	res := load.stop()
+	res := load.Stop()
 	b.logFailures(name, setup, res)
-	if res.failed > 0 {
+	if res.Failed > 0 {
 		fmt.Fprintf(b.progress, "bench: %s (%s): steps: %s\n", name, setup, strings.Join(marks, ", "))
 	}
 	if err != nil {
 		return failed(err)
 	}
-	stats := c.lb.lb.Stats()
-	out := fmt.Sprintf("%s over %s%s; %d reloads", res, took.Round(100*time.Millisecond), res.first(), c.proxyReloads()-reloads)
+	stats := c.lb.Stats()
+	out := fmt.Sprintf("%s over %s%s; %d reloads", res, took.Round(100*time.Millisecond), res.First(), c.lb.ProxyReloads()-reloads)
 	if n := stats.Updates - before.Updates; n > 0 {
 		out += fmt.Sprintf(", %d changes applied without one (runtime API)", n)
 	}
@@ -946,10 +808,13 @@ func (c *benchCluster) stopAll(bes ...*benchBackend) string {
 	var undrained []string
 	first := ""
 	for _, be := range bes {
-		if w := be.drainWarn.warning(); w != "" {
+		if out, ok := be.node.Drained(); !ok || out.Result != backend.DrainAcknowledged {
 			undrained = append(undrained, be.name)
 			if first == "" {
-				first = be.name + ": " + w
+				first = be.name + ": " + out.String()
+				if !ok {
+					first = be.name + ": drain never ended"
+				}
 			}
 		}
 	}
@@ -1081,8 +946,8 @@ func (b *bencher) scaleRow(ctx context.Context, s benchSetup, netPrefix string) 
 func (b *bencher) burstRow(ctx context.Context, c *benchCluster, gen, burstNet string, burst int) {
 	setup := fmt.Sprintf("%s, %d joins", gen, burst)
 	// Let the load balancer settle completely: no pending reload.
-	time.Sleep(c.lb.cfg.LB.QuietPeriod.Duration + c.lb.cfg.LB.MaxWait.Duration)
-	before := c.lb.lb.Stats().Applies
+	time.Sleep(c.lbCfg.QuietPeriod.Duration + c.lbCfg.MaxWait.Duration)
+	before := c.lb.Stats().Applies
 	first := time.Now()
 	var names []string
 	var err error
@@ -1109,8 +974,8 @@ func (b *bencher) burstRow(ctx context.Context, c *benchCluster, gen, burstNet s
 	}
 	took, err := c.waitServed(last, 30*time.Second, names...)
 	// Count reloads that follow too, up to a full coalescing window.
-	time.Sleep(c.lb.cfg.LB.QuietPeriod.Duration + c.lb.cfg.LB.MaxWait.Duration + 500*time.Millisecond)
-	stats := c.lb.lb.Stats()
+	time.Sleep(c.lbCfg.QuietPeriod.Duration + c.lbCfg.MaxWait.Duration + 500*time.Millisecond)
+	stats := c.lb.Stats()
 	b.add(rowBurstR, setup, fmt.Sprintf("%d reloads (joins spread over %s; %d rejected)", stats.Applies-before,
 		last.Sub(first).Round(time.Millisecond), stats.Rejected), "≤ 3 reloads")
 	if err != nil {
@@ -1131,7 +996,11 @@ type directProxy struct {
 }
 
 func (b *bencher) newDirect(kind, listen string) (*directProxy, error) {
-	gen, err := generator.New(kind, nil)
+	k, ok := proxy.LookupKind(kind)
+	if !ok || k.NewManaged == nil {
+		return nil, fmt.Errorf("bench: %q is not a proxy kind that runs in managed mode", kind)
+	}
+	gen, err := generator.New(k.Generator, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -1139,26 +1008,13 @@ func (b *bencher) newDirect(kind, listen string) (*directProxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &directProxy{gen: gen, listen: listen}
-	switch kind {
-	case "haproxy":
-		m, err := proxy.NewManagedHAProxy("haproxy", dir, 10*time.Second, b.log)
-		if err != nil {
-			os.RemoveAll(dir)
-			return nil, err
-		}
-		d.apply, d.dir = m.Apply, m.Dir()
-		d.close = func() error { defer os.RemoveAll(dir); return m.Close() }
-	default:
-		m, err := proxy.NewManagedNginx("nginx", dir, 10*time.Second, b.log)
-		if err != nil {
-			os.RemoveAll(dir)
-			return nil, err
-		}
-		d.apply, d.dir = m.Apply, m.Dir()
-		d.close = func() error { defer os.RemoveAll(dir); return m.Close() }
+	m, err := k.NewManaged(k.Binary, dir, 10*time.Second, b.log)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
 	}
-	return d, nil
+	return &directProxy{gen: gen, listen: listen, apply: m.Apply, dir: m.Dir(),
+		close: func() error { defer os.RemoveAll(dir); return m.Close() }}, nil
 }
 
 func (d *directProxy) render(nodes ...catalog.Node) error {
@@ -1171,15 +1027,6 @@ func (d *directProxy) render(nodes ...catalog.Node) error {
 	return d.apply(ctx, out.Config)
 }
 
-type benchGRPC struct {
-	testpb.UnimplementedTestServiceServer
-	name string
-}
-
-func (s benchGRPC) UnaryCall(context.Context, *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
-	return &testpb.SimpleResponse{Hostname: s.name}, nil
-}
-
 func (b *bencher) grpcSpread(ctx context.Context, kind, netPrefix string) {
 	calls := 1000
 	if b.o.quick {
@@ -1188,7 +1035,7 @@ func (b *bencher) grpcSpread(ctx context.Context, kind, netPrefix string) {
 	setup := fmt.Sprintf("%s, %d calls", kind, calls)
 	res, err := func() (string, error) {
 		listen := netPrefix + ".1"
-		port, err := freePort(listen)
+		port, err := loopback.FreePort(listen)
 		if err != nil {
 			return "", err
 		}
@@ -1199,8 +1046,7 @@ func (b *bencher) grpcSpread(ctx context.Context, kind, netPrefix string) {
 			if err != nil {
 				return "", err
 			}
-			gs := grpc.NewServer()
-			testpb.RegisterTestServiceServer(gs, benchGRPC{name: name})
+			gs := e2e.NewGRPCServer(name)
 			go gs.Serve(ln)
 			defer gs.Stop()
 			nodes = append(nodes, catalog.Node{Name: name, Addr: netip.MustParseAddr(ip), Role: catalog.RoleBackend,
@@ -1219,13 +1065,8 @@ func (b *bencher) grpcSpread(ctx context.Context, kind, netPrefix string) {
 			return "", err
 		}
 		defer conn.Close()
-		client := testpb.NewTestServiceClient(conn)
-		call := func() (string, error) {
-			cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-			defer cancel()
-			r, err := client.UnaryCall(cctx, &testpb.SimpleRequest{})
-			return r.GetHostname(), err
-		}
+		// One call on conn, which the second connection below replaces.
+		call := func() (string, error) { return e2e.GRPCCall(ctx, conn) }
 		deadline := time.Now().Add(15 * time.Second)
 		for {
 			_, err := call()
@@ -1244,7 +1085,6 @@ func (b *bencher) grpcSpread(ctx context.Context, kind, netPrefix string) {
 			return "", err
 		}
 		defer conn.Close()
-		client = testpb.NewTestServiceClient(conn)
 		counts := map[string]int{}
 		for range calls {
 			name, err := call()
@@ -1278,7 +1118,7 @@ func (b *bencher) hashMoved(ctx context.Context, kind, netPrefix string) {
 	setup := fmt.Sprintf("%s, %d keys, N=3→4", kind, keys)
 	res, err := func() (string, error) {
 		listen := netPrefix + ".1"
-		port, err := freePort(listen)
+		port, err := loopback.FreePort(listen)
 		if err != nil {
 			return "", err
 		}
@@ -1290,7 +1130,7 @@ func (b *bencher) hashMoved(ctx context.Context, kind, netPrefix string) {
 		var nodes []catalog.Node
 		for i := range 4 {
 			name, ip := fmt.Sprintf("hash-%d", i+1), fmt.Sprintf("%s.%d", netPrefix, i+2)
-			p, err := serveDemoApp(appCtx, &wg, ip, name)
+			p, err := loopback.ServeApp(appCtx, &wg, ip, name)
 			if err != nil {
 				return "", err
 			}
@@ -1494,9 +1334,10 @@ func (b *bencher) idle(ctx context.Context, nodes int, netPrefix string) {
 			names = append(names, name)
 		}
 		procs, err := b.idleProcesses(ctx, c, netPrefix+".250", netPrefix+".251")
+		noProcs := ""
 		switch {
-		case errors.Is(err, errTestBinary):
-			procs = &idleProcs{} // in-process nodes only
+		case errors.Is(err, errNoProcess):
+			procs, noProcs = &idleProcs{}, err.Error() // in-process nodes only
 		case err != nil:
 			return "", err
 		default:
@@ -1507,7 +1348,7 @@ func (b *bencher) idle(ctx context.Context, nodes int, netPrefix string) {
 			return "", err
 		}
 		// Let joins, reloads and checks' first rounds settle.
-		settle := c.lb.cfg.LB.QuietPeriod.Duration + c.lb.cfg.LB.MaxWait.Duration
+		settle := c.lbCfg.QuietPeriod.Duration + c.lbCfg.MaxWait.Duration
 		if !b.o.quick {
 			settle += 2 * time.Second
 		}
@@ -1538,7 +1379,7 @@ func (b *bencher) idle(ctx context.Context, nodes int, netPrefix string) {
 		inProc := nodes - 2
 		cpu := (t1 - t0).Seconds() / took * 100
 		pct := func(i int) float64 { return (p1[i].cpu - p0[i].cpu).Seconds() / took * 100 }
-		res := "real processes not measured (" + errTestBinary.Error() + ")"
+		res := noProcs
 		if len(p1) == 2 {
 			res = fmt.Sprintf("scrimp backend process: CPU %.2f%% of a core, RSS %.1f MiB; scrimp lb process: CPU %.2f%%, RSS %.1f MiB (its nginx not counted)",
 				pct(0), float64(p1[0].rss)/(1<<20), pct(1), float64(p1[1].rss)/(1<<20))
@@ -1552,8 +1393,60 @@ func (b *bencher) idle(ctx context.Context, nodes int, netPrefix string) {
 	b.add(rowIdle, setup, res, "(no target)")
 }
 
-// errTestBinary: the bench runs inside go test, whose binary is no scrimp.
-var errTestBinary = errors.New("a test binary cannot start scrimp nodes; scrimp bench does")
+// errNoProcess wraps why a row's real processes cannot start (no scrimp
+// binary; a go test binary cannot run bench-app): the row then measures
+// in-process nodes only.
+var errNoProcess = errors.New("real processes not measured")
+
+// scrimpBinary returns the scrimp binary the real-process rows start:
+// --scrimp, else scrimp next to this executable, else one built with go
+// build into a temporary directory (removed by runBench). The answer is
+// found once.
+func (b *bencher) scrimpBinary() (string, error) {
+	b.scrimpOnce.Do(func() {
+		b.scrimp, b.scrimpErr = b.findScrimp()
+		if b.scrimpErr != nil {
+			b.scrimpErr = fmt.Errorf("%w (%v)", errNoProcess, b.scrimpErr)
+		}
+	})
+	return b.scrimp, b.scrimpErr
+}
+
+func (b *bencher) findScrimp() (string, error) {
+	if b.o.scrimp != "" {
+		return exec.LookPath(b.o.scrimp)
+	}
+	if exe, err := os.Executable(); err == nil {
+		next := filepath.Join(filepath.Dir(exe), "scrimp")
+		if st, err := os.Stat(next); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+			return next, nil
+		}
+	}
+	dir, err := os.MkdirTemp("", "scrimp-bench-bin-")
+	if err != nil {
+		return "", err
+	}
+	b.cleanup = append(b.cleanup, func() { os.RemoveAll(dir) })
+	bin := filepath.Join(dir, "scrimp")
+	fmt.Fprintf(b.progress, "bench: building scrimp with go build for the real-process rows\n")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/scrimplb/scrimp/cmd/scrimp").CombinedOutput(); err != nil {
+		return "", fmt.Errorf("no scrimp next to scrimp-bench and go build failed (pass --scrimp PATH): %v: %s", err, bytes.TrimSpace(out))
+	}
+	return bin, nil
+}
+
+// selfForApp returns this executable, to start as `scrimp-bench
+// bench-app`; a go test binary cannot be.
+func selfForApp() (string, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("%w (%v)", errNoProcess, err)
+	}
+	if strings.HasSuffix(exe, ".test") {
+		return "", fmt.Errorf("%w (a test binary cannot run bench-app; scrimp-bench can)", errNoProcess)
+	}
+	return exe, nil
+}
 
 // idleProcs are real scrimp processes of the idle rows.
 type idleProcs struct {
@@ -1570,16 +1463,13 @@ type procSample struct {
 	rss int64
 }
 
-// idleProcesses starts this binary twice: as a backend on backendIP with
+// idleProcesses starts the scrimp binary twice: as a backend on backendIP with
 // a demo app, and as a load balancer on lbIP with managed nginx, both
 // joined to c.
 func (b *bencher) idleProcesses(ctx context.Context, c *benchCluster, backendIP, lbIP string) (*idleProcs, error) {
-	exe, err := os.Executable()
+	exe, err := b.scrimpBinary()
 	if err != nil {
 		return nil, err
-	}
-	if strings.HasSuffix(exe, ".test") {
-		return nil, errTestBinary
 	}
 	dir, err := os.MkdirTemp("", "scrimp-bench-idle-")
 	if err != nil {
@@ -1588,7 +1478,7 @@ func (b *bencher) idleProcesses(ctx context.Context, c *benchCluster, backendIP,
 	p := &idleProcs{backendName: "idle-process", dir: dir}
 	appCtx, stopApp := context.WithCancel(context.Background())
 	p.stopApp = stopApp
-	appPort, err := serveDemoApp(appCtx, &p.wg, backendIP, p.backendName)
+	appPort, err := loopback.ServeApp(appCtx, &p.wg, backendIP, p.backendName)
 	if err != nil {
 		p.stop()
 		return nil, err
@@ -1600,7 +1490,7 @@ func (b *bencher) idleProcesses(ctx context.Context, c *benchCluster, backendIP,
 	}
 	var ports [2]int
 	for i, ip := range []string{backendIP, lbIP} {
-		if ports[i], err = freePort(ip); err != nil {
+		if ports[i], err = loopback.FreePort(ip); err != nil {
 			p.stop()
 			return nil, err
 		}
@@ -1627,24 +1517,6 @@ func (b *bencher) idleProcesses(ctx context.Context, c *benchCluster, backendIP,
 		p.cmds = append(p.cmds, cmd)
 	}
 	return p, nil
-}
-
-// stopProcess sends cmd SIGTERM (a scrimp node then drains, leaves and
-// stops its proxy; SIGKILL would orphan the proxy) and reaps it, killing
-// it if it has not exited within grace.
-func stopProcess(cmd *exec.Cmd, grace time.Duration) {
-	cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() {
-		cmd.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(grace):
-		cmd.Process.Kill()
-		<-done
-	}
 }
 
 // backendProcessConfig is the configuration of a scrimp backend process
@@ -1682,21 +1554,22 @@ type procBackend struct {
 	dir       string
 }
 
-// startProcBackend starts the app (`scrimp bench-app`, which prints its
+// startProcBackend starts the app (`scrimp-bench bench-app`, which prints its
 // port) and then the scrimp node, joined to c.
 func (b *bencher) startProcBackend(ctx context.Context, c *benchCluster, name, ip string) (*procBackend, error) {
-	exe, err := os.Executable()
+	exe, err := b.scrimpBinary()
 	if err != nil {
 		return nil, err
 	}
-	if strings.HasSuffix(exe, ".test") {
-		return nil, errTestBinary
+	self, err := selfForApp()
+	if err != nil {
+		return nil, err
 	}
 	p := &procBackend{name: name}
 	if p.dir, err = os.MkdirTemp("", "scrimp-bench-kill-"); err != nil {
 		return nil, err
 	}
-	app := exec.CommandContext(ctx, exe, "bench-app", "--ip", ip, "--name", name)
+	app := exec.CommandContext(ctx, self, "bench-app", "--ip", ip, "--name", name)
 	out, err := app.StdoutPipe()
 	if err != nil {
 		p.kill()
@@ -1718,7 +1591,7 @@ func (b *bencher) startProcBackend(ctx context.Context, c *benchCluster, name, i
 		p.kill()
 		return nil, err
 	}
-	gossipPort, err := freePort(ip)
+	gossipPort, err := loopback.FreePort(ip)
 	if err != nil {
 		p.kill()
 		return nil, err
@@ -1750,21 +1623,21 @@ func (p *procBackend) kill() {
 	os.RemoveAll(p.dir)
 }
 
-// newBenchAppCmd is `scrimp bench-app`, the demo app as a process of its
+// newBenchAppCmd is `scrimp-bench bench-app`, the demo app as a process of its
 // own for the bench's kill rows: it prints its port, then serves until a
 // signal.
 func newBenchAppCmd() *cobra.Command {
 	var ip, name string
 	cmd := &cobra.Command{
 		Use:    "bench-app",
-		Short:  "Serve the demo app (used by scrimp bench)",
+		Short:  "Serve the demo app (used by the bench's kill rows)",
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			var wg sync.WaitGroup
-			port, err := serveDemoApp(ctx, &wg, ip, name)
+			port, err := loopback.ServeApp(ctx, &wg, ip, name)
 			if err != nil {
 				return err
 			}
@@ -1818,7 +1691,7 @@ func (p *idleProcs) stop() {
 		cmd.Process.Signal(syscall.SIGTERM)
 	}
 	for _, cmd := range p.cmds {
-		stopProcess(cmd, 15*time.Second)
+		loopback.StopProcess(cmd, 15*time.Second)
 	}
 	p.stopApp()
 	p.wg.Wait()
