@@ -121,16 +121,16 @@ func (c *checker) run(ctx context.Context, run check.Probe, log *slog.Logger, no
 		return
 	}
 	if err != nil {
-		log.Debug("health check failed", "error", err)
+		log.Debug("health check failed", "err", err)
 	}
 	if changed, state, first := c.record(err == nil); changed {
 		switch {
 		case state == catalog.StateUp:
 			log.Info("application is up: health check passed")
 		case first:
-			log.Warn("application is down: first health check failed", "error", err)
+			log.Warn("application is down: first health check failed", "err", err)
 		default:
-			log.Warn("application is down: health check failed", "error", err, "fall", c.probe.fall)
+			log.Warn("application is down: health check failed", "err", err, "fall", c.probe.fall)
 		}
 		notify()
 	}

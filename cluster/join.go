@@ -58,14 +58,14 @@ func (c *Cluster) Maintain(ctx context.Context, seeds Seeder, o JoinOptions) {
 				return
 			case o.StartAlone:
 				if first {
-					c.log.Info("no seed reachable; starting a new cluster", "reason", err)
+					c.log.Info("no seed reachable; starting a new cluster", "err", err)
 				} else {
-					c.log.Debug("still alone; will ask the seeds again", "reason", err, "retry-in", sleep)
+					c.log.Debug("still alone; will ask the seeds again", "err", err, "retry-in", sleep)
 				}
 			default:
 				sleep = wait
 				wait = min(wait*2, o.BackoffMax)
-				c.log.Warn("cannot join the cluster; retrying", "reason", err, "retry-in", sleep.Round(time.Millisecond))
+				c.log.Warn("cannot join the cluster; retrying", "err", err, "retry-in", sleep.Round(time.Millisecond))
 			}
 			first = false
 		} else {
