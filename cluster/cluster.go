@@ -47,6 +47,13 @@ type Config struct {
 	Role catalog.Role
 	// Applications are advertised by a backend.
 	Applications []catalog.Application
+	// Keys encrypt and authenticate gossip (AES-GCM, 16, 24 or 32 bytes
+	// each); the first is the primary, the others are accepted for
+	// decryption during a rotation. Empty: plaintext gossip.
+	Keys [][]byte
+	// Label is bound into every packet and stream: nodes with another
+	// label are refused, so two clusters on one network never merge.
+	Label string
 	// Logger receives membership changes and memberlist's own log lines.
 	Logger *slog.Logger
 }
@@ -149,6 +156,14 @@ func New(cfg Config) (*Cluster, error) {
 	mc.AdvertisePort = cfg.AdvertisePort
 	if mc.AdvertisePort == 0 {
 		mc.AdvertisePort = cfg.BindPort
+	}
+	mc.Label = cfg.Label
+	if len(cfg.Keys) > 0 {
+		kr, err := memberlist.NewKeyring(cfg.Keys, cfg.Keys[0])
+		if err != nil {
+			return nil, fmt.Errorf("cluster: keyring: %w", err)
+		}
+		mc.Keyring = kr
 	}
 	mc.Delegate = delegate{c}
 	mc.Events = events{c}

@@ -69,6 +69,13 @@ type Cluster struct {
 	// LeaveTimeout bounds how long a graceful leave waits for the cluster to
 	// hear of it.
 	LeaveTimeout Duration `json:"leave-timeout"`
+	// KeyringFile is a JSON array of base64 gossip keys, primary first,
+	// readable by its owner only. Empty: gossip is not encrypted, which is
+	// only safe on loopback or a private network nobody else reaches.
+	KeyringFile string `json:"keyring-file,omitempty"`
+	// Label is bound into every gossip packet; nodes with another label
+	// are refused. Empty: no label.
+	Label string `json:"label,omitempty"`
 }
 
 // Seed chooses a seed provider and holds each provider's own section

@@ -94,6 +94,9 @@ func (c *Cluster) validate(v *validator) {
 	}
 	v.duration("cluster.rejoin-interval", c.RejoinInterval, true)
 	v.duration("cluster.leave-timeout", c.LeaveTimeout, true)
+	if len(c.Label) > 255 {
+		v.add("cluster.label", fmt.Sprintf("%d bytes; at most 255", len(c.Label)))
+	}
 }
 
 func (l *LB) validate(v *validator) {

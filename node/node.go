@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -22,6 +23,7 @@ import (
 	"github.com/scrimplb/scrimp/cluster"
 	"github.com/scrimplb/scrimp/config"
 	"github.com/scrimplb/scrimp/generator"
+	"github.com/scrimplb/scrimp/keyring"
 	"github.com/scrimplb/scrimp/lb"
 	"github.com/scrimplb/scrimp/proxy"
 	"github.com/scrimplb/scrimp/seed"
@@ -70,12 +72,27 @@ func Check(cfg *config.Config) error {
 		errs = append(errs, ps)
 	}
 	errs = append(errs, CheckPlugins(cfg)...)
+	if _, err := loadKeys(cfg); err != nil {
+		errs = append(errs, err)
+	}
 	if cfg.Backend != nil {
 		if ps := backend.CheckDir(cfg.Backend.ApplicationConfigDir, cfg.Backend.Applications); len(ps) > 0 {
 			errs = append(errs, ps)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// loadKeys reads cluster.keyring-file; nil keys when none is set.
+func loadKeys(cfg *config.Config) (keyring.Keys, error) {
+	if cfg.Cluster.KeyringFile == "" {
+		return nil, nil
+	}
+	keys, err := keyring.Load(cfg.Cluster.KeyringFile)
+	if err != nil {
+		return nil, fmt.Errorf("%s: cluster.keyring-file: %w", cfg.File, err)
+	}
+	return keys, nil
 }
 
 // CheckPlugins builds the plugins cfg names and reports their problems:
@@ -114,10 +131,19 @@ func Start(cfg *config.Config, logger *slog.Logger) (*Node, error) {
 	if err := Check(cfg); err != nil {
 		return nil, err
 	}
+	keys, err := loadKeys(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if keys == nil && !isLoopback(cfg.Cluster.BindAddr) {
+		logger.Warn("gossip is not encrypted: anyone who reaches the gossip port can join; set cluster.keyring-file (scrimp keys generate) and cluster.label",
+			"bind-addr", cfg.Cluster.BindAddr)
+	}
 	role, _ := catalog.ParseRole(cfg.Role)
 	abortCtx, abort := context.WithCancel(context.Background())
 	n := &Node{cfg: cfg, log: logger, role: role, abortCtx: abortCtx, abort: abort}
-	seeds, err := seed.New(cfg.Seed, seed.Env{Logger: logger.With("component", "seed"), DefaultPort: cfg.Cluster.BindPort})
+	seeds, err := seed.New(cfg.Seed, seed.Env{Logger: logger.With("component", "seed"), DefaultPort: cfg.Cluster.BindPort,
+		Keys: keys, NodeName: cfg.NodeName})
 	if err != nil {
 		return nil, err
 	}
@@ -131,6 +157,8 @@ func Start(cfg *config.Config, logger *slog.Logger) (*Node, error) {
 		AdvertisePort: cfg.Cluster.AdvertisePort,
 		Profile:       cfg.Cluster.Profile,
 		Role:          role,
+		Keys:          keys,
+		Label:         cfg.Cluster.Label,
 		Logger:        logger.With("component", "cluster"),
 	}
 	if role == catalog.RoleBackend {
@@ -408,4 +436,11 @@ func (n *Node) close() error {
 		errs = append(errs, c.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// isLoopback reports whether gossip bound to addr is reachable from this
+// host only.
+func isLoopback(addr string) bool {
+	ip, err := netip.ParseAddr(addr)
+	return err == nil && ip.IsLoopback()
 }
