@@ -20,19 +20,7 @@ import (
 // address memberlist converges only after a push/pull interval.
 func testNode(t *testing.T, ip int, role catalog.Role, apps ...catalog.Application) *Cluster {
 	t.Helper()
-	c, err := New(Config{
-		NodeName:     fmt.Sprintf("%s-%d", role, ip),
-		BindAddr:     fmt.Sprintf("127.0.0.%d", ip),
-		Profile:      "local",
-		Role:         role,
-		Applications: apps,
-		Logger:       testLogger(t),
-	})
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	t.Cleanup(func() { c.Kill() })
-	return c
+	return keyedNode(t, ip, role, nil, "", apps...)
 }
 
 func testLogger(t *testing.T) *slog.Logger {

@@ -65,20 +65,7 @@ func TestRealProcesses(t *testing.T) {
 	dir := t.TempDir()
 	bin := buildScrimp(t, dir)
 	const lbIP, backendIP = "127.0.6.1", "127.0.6.2"
-	gossip, err := loopback.FreePort(lbIP)
-	if err != nil {
-		t.Fatal(err)
-	}
-	listen, err := loopback.FreePort(lbIP)
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeJSON(t, filepath.Join(dir, "lb.json"), fmt.Sprintf(`{
-  "role": "lb", "node-name": "lb",
-  "cluster": {"bind-addr": %q, "bind-port": %d, "profile": "local"},
-  "seed": {"provider": "static", "static": {"addresses": []}},
-  "lb": {"state-dir": %q, "listen-addr": %q}
-}`, lbIP, gossip, filepath.Join(dir, "lb-state"), lbIP))
+	gossip, listen := writeLBConfig(t, dir, lbIP)
 	startProcess(t, bin, "--config", filepath.Join(dir, "lb.json"))
 
 	// The backend's app is a real HTTP server in this test process.
@@ -200,20 +187,7 @@ func TestSecondSignalLeavesAtOnce(t *testing.T) {
 	dir := t.TempDir()
 	bin := buildScrimp(t, dir)
 	const lbIP = "127.0.32.1"
-	gossip, err := loopback.FreePort(lbIP)
-	if err != nil {
-		t.Fatal(err)
-	}
-	listen, err := loopback.FreePort(lbIP)
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeJSON(t, filepath.Join(dir, "lb.json"), fmt.Sprintf(`{
-  "role": "lb", "node-name": "lb",
-  "cluster": {"bind-addr": %q, "bind-port": %d, "profile": "local"},
-  "seed": {"provider": "static", "static": {"addresses": []}},
-  "lb": {"state-dir": %q, "listen-addr": %q}
-}`, lbIP, gossip, filepath.Join(dir, "lb-state"), lbIP))
+	gossip, listen := writeLBConfig(t, dir, lbIP)
 	lb, _ := startProcess(t, bin, "--config", filepath.Join(dir, "lb.json"))
 	// Runs before the load balancer's own cleanup stops it (LIFO).
 	t.Cleanup(func() { lb.Process.Signal(syscall.SIGCONT) })
@@ -293,4 +267,26 @@ func TestSecondSignalLeavesAtOnce(t *testing.T) {
 	if err := lb.Process.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// writeLBConfig writes dir/lb.json: a load balancer with managed nginx on
+// ip, gossip and listen ports free, alone until backends join it. It
+// returns the gossip and listen ports.
+func writeLBConfig(t *testing.T, dir, ip string) (gossip, listen int) {
+	t.Helper()
+	gossip, err := loopback.FreePort(ip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen, err = loopback.FreePort(ip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeJSON(t, filepath.Join(dir, "lb.json"), fmt.Sprintf(`{
+  "role": "lb", "node-name": "lb",
+  "cluster": {"bind-addr": %q, "bind-port": %d, "profile": "local"},
+  "seed": {"provider": "static", "static": {"addresses": []}},
+  "lb": {"state-dir": %q, "listen-addr": %q}
+}`, ip, gossip, filepath.Join(dir, "lb-state"), ip))
+	return gossip, listen
 }
