@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
-	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"os"
@@ -171,45 +169,6 @@ func TestResolveWithoutLB(t *testing.T) {
 	}
 }
 
-// kindClient fetches through the proxies of the kind tests; no keep-alive,
-// so every request sees the proxy's current configuration.
-var kindClient = &http.Client{
-	Timeout:   5 * time.Second,
-	Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil},
-}
-
-// kindGet GETs http://127.0.0.1:port/ and returns the body of a 200.
-func kindGet(port int) (string, error) {
-	resp, err := kindClient.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return "", err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("status %s: %q", resp.Status, b)
-	}
-	return string(b), nil
-}
-
-// waitAnswer polls until 127.0.0.1:port answers want.
-func waitAnswer(t *testing.T, port int, want string) {
-	t.Helper()
-	poll(t, fmt.Sprintf("127.0.0.1:%d answers %q", port, want), func() string {
-		got, err := kindGet(port)
-		switch {
-		case err != nil:
-			return err.Error()
-		case got != want:
-			return fmt.Sprintf("answered %q", got)
-		}
-		return ""
-	})
-}
-
 // kindBinary returns the path of a kind's proxy, skipping the test when it
 // is not installed (failing it when CI is set).
 func kindBinary(t *testing.T, name string) string {
@@ -295,7 +254,7 @@ func TestKindManaged(t *testing.T) {
 			if err := m.Apply(ctx, conf); err != nil {
 				t.Fatalf("Apply: %v", err)
 			}
-			waitAnswer(t, port, "web via "+name)
+			waitBody(t, port, "web via "+name)
 			if got, err := os.ReadFile(filepath.Join(m.Dir(), k.ConfigFile)); err != nil || !bytes.Equal(got, conf) {
 				t.Errorf("%s: %v; holds the applied configuration: %v", k.ConfigFile, err, bytes.Equal(got, conf))
 			}
@@ -370,7 +329,7 @@ func TestExternalHAProxy(t *testing.T) {
 			t.Logf("haproxy output:\n%s", logs)
 		}
 	})
-	waitAnswer(t, port, "first")
+	waitBody(t, port, "first")
 
 	e := &External{
 		Target:  target,
@@ -387,7 +346,7 @@ func TestExternalHAProxy(t *testing.T) {
 	if err := e.Apply(ctx, second); err != nil {
 		t.Fatalf("Apply: %v", err)
 	}
-	waitAnswer(t, port, "second")
+	waitBody(t, port, "second")
 	if got, _ := os.ReadFile(target); !bytes.Equal(got, second) {
 		t.Errorf("target holds:\n%s\nwant the applied configuration", got)
 	}
@@ -406,7 +365,7 @@ func TestExternalHAProxy(t *testing.T) {
 	default:
 	}
 	for range 5 {
-		if got, err := kindGet(port); err != nil || got != "second" {
+		if got, err := get(port); err != nil || got != "second" {
 			t.Fatalf("after the rejection: %q, %v; want \"second\"", got, err)
 		}
 	}
