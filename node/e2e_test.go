@@ -44,6 +44,12 @@ type testCluster struct {
 	profile    string
 	logger     *slog.Logger
 	generator  string
+	// edit, if set, changes the configuration of every node the cluster
+	// starts (load balancer and backends) before it starts: keys, label.
+	edit func(cfg *config.Config)
+	// host, if set, is the Host header of requests through the load
+	// balancer (applications with domains).
+	host string
 }
 
 type testBackend struct {
@@ -68,6 +74,14 @@ func newTestClusterWith(t testing.TB, net, profile, generator string) *testClust
 // newTestClusterOptions is newTestClusterWith with generator options.
 func newTestClusterOptions(t testing.TB, net, profile, generator string, options json.RawMessage) *testCluster {
 	t.Helper()
+	return newTestClusterSetup(t, net, profile, generator, options, nil)
+}
+
+// newTestClusterSetup is newTestClusterOptions with setup, if not nil,
+// called on the cluster before its load balancer starts (to set edit,
+// host or logger).
+func newTestClusterSetup(t testing.TB, net, profile, generator string, options json.RawMessage, setup func(*testCluster)) *testCluster {
+	t.Helper()
 	if generator == "nginx" {
 		requireNginx(t)
 	} else if _, err := exec.LookPath(generator); err != nil {
@@ -82,6 +96,9 @@ func newTestClusterOptions(t testing.TB, net, profile, generator string, options
 		t.Fatal(err)
 	}
 	tc := &testCluster{t: t, net: net, listenPort: port, stateDir: t.TempDir(), profile: profile, logger: testLogger(t), generator: generator}
+	if setup != nil {
+		setup(tc)
+	}
 	cfg, err := LocalConfig("lb", lbIP, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -90,6 +107,9 @@ func newTestClusterOptions(t testing.TB, net, profile, generator string, options
 	lbc := config.DefaultLB()
 	lbc.StateDir, lbc.ListenAddr, lbc.Generator, lbc.GeneratorOptions = tc.stateDir, lbIP, generator, options
 	cfg.LB = &lbc
+	if tc.edit != nil {
+		tc.edit(cfg)
+	}
 	n, err := StartLocal(cfg, tc.logger.With("node", "lb"))
 	if err != nil {
 		t.Fatal(err)
@@ -159,6 +179,13 @@ func (tc *testCluster) addBackend(i int) *testBackend {
 // scrimp would.
 func (tc *testCluster) addDrainingBackend(i int, drainTimeout, grace time.Duration) *testBackend {
 	tc.t.Helper()
+	return tc.addBackendEdit(i, drainTimeout, grace, nil)
+}
+
+// addBackendEdit is addDrainingBackend with edit, if not nil, changing the
+// backend's configuration after the cluster's own edit.
+func (tc *testCluster) addBackendEdit(i int, drainTimeout, grace time.Duration, edit func(*config.Config)) *testBackend {
+	tc.t.Helper()
 	name := fmt.Sprintf("backend-%d", i)
 	ip := fmt.Sprintf("%s.%d", tc.net, i+1)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -179,6 +206,11 @@ func (tc *testCluster) addDrainingBackend(i int, drainTimeout, grace time.Durati
 		Name: "web", ListenPort: tc.listenPort, ApplicationPort: appPort, Protocol: catalog.ProtocolHTTP,
 	}}}
 	cfg.Backend = &bc
+	for _, e := range []func(*config.Config){tc.edit, edit} {
+		if e != nil {
+			e(cfg)
+		}
+	}
 	n, err := StartLocal(cfg, tc.logger.With("node", name))
 	if err != nil {
 		stopApp()
@@ -212,7 +244,12 @@ var client = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{D
 
 // get sends one request through the load balancer and returns the body.
 func (tc *testCluster) get() (string, error) {
-	resp, err := client.Get(tc.url())
+	req, err := http.NewRequest(http.MethodGet, tc.url(), nil)
+	if err != nil {
+		return "", err
+	}
+	req.Host = tc.host // "" means the URL's
+	resp, err := client.Do(req)
 	if err != nil {
 		return "", err
 	}
