@@ -2,9 +2,13 @@ package node
 
 import (
 	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -174,7 +178,8 @@ func hasLB(s catalog.Snapshot) bool {
 // label.
 func refusals(l *tapLines, node string) int {
 	return l.count("node="+node, "memberlist: failed to receive") +
-		l.count("node="+node, "memberlist: discarding")
+		l.count("node="+node, "memberlist: discarding") +
+		l.count("node="+node, "memberlist: Decrypt packet failed")
 }
 
 // waitFor polls cond until it holds, failing the test after timeout.
@@ -457,6 +462,109 @@ func TestWrongKeyCannotReadApplicationSets(t *testing.T) {
 			}
 			if hasNode(b.node.Snapshot(), name) || b.node.Members() != 2 {
 				t.Fatalf("the backend sees %d members (the stranger among them: %v), want 2", b.node.Members(), hasNode(b.node.Snapshot(), name))
+			}
+		})
+	}
+}
+
+// pingPacket is a memberlist UDP ping (message type 0) for the node named
+// node, as a stranger would hand-craft it: the msgpack map {SeqNo, Node},
+// encrypted with key (AES-GCM, memberlist's version 1 format, the label
+// as additional data) unless key is nil, behind a label header unless
+// label is "". A node that accepts it answers with an ack to the sender.
+func pingPacket(t *testing.T, node string, seq uint8, key []byte, label string) []byte {
+	t.Helper()
+	if len(node) > 31 || seq > 127 {
+		t.Fatalf("pingPacket: name %q or sequence %d too long for a fixed-size msgpack encoding", node, seq)
+	}
+	msg := []byte{0, 0x82, 0xa5}
+	msg = append(msg, "SeqNo"...)
+	msg = append(msg, seq, 0xa4)
+	msg = append(msg, "Node"...)
+	msg = append(msg, 0xa0|byte(len(node)))
+	msg = append(msg, node...)
+	if key != nil {
+		block, err := aes.NewCipher(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gcm, err := cipher.NewGCM(block)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nonce := make([]byte, gcm.NonceSize())
+		rand.Read(nonce)
+		msg = gcm.Seal(append([]byte{1}, nonce...), nonce, msg, []byte(label))
+	}
+	if label == "" {
+		return msg
+	}
+	return append(append([]byte{244, byte(len(label))}, label...), msg...)
+}
+
+// Hand-made UDP packets, the kind a forged "dead" or "leave" would be,
+// sent straight to a keyed node's gossip port: without the key, or
+// without the label, the node logs the packet as refused and does not
+// answer. The control, a ping encrypted with the key behind the label,
+// is answered, so the packets are well formed and only the key or label
+// keeps the others out.
+func TestWrongKeyPacketsGetNoAnswer(t *testing.T) {
+	key := keyring.Generate()
+	logger, logs := tapLogger(testLogger(t))
+	target, err := cluster.New(cluster.Config{
+		NodeName: "target", BindAddr: "127.0.49.40", Profile: "local", Role: catalog.RoleBackend,
+		Keys: keyring.Keys{key}, Label: "prod", Logger: logger.With("node", "target"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { target.Kill() })
+	conn, err := net.ListenPacket("udp", "127.0.49.41:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	to, err := net.ResolveUDPAddr("udp", target.LocalAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name     string
+		key      []byte
+		label    string
+		answered bool
+	}{
+		{"plaintext, no label", nil, "", false},
+		{"plaintext with the label", nil, "prod", false},
+		{"wrong key", keyring.Generate(), "prod", false},
+		{"right key, wrong label", key, "staging", false},
+		{"right key, no label", key, "", false},
+		{"right key and label (control)", key, "prod", true},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			before := refusals(logs, "target")
+			if _, err := conn.WriteTo(pingPacket(t, "target", uint8(i+1), c.key, c.label), to); err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 2048)
+			if c.answered {
+				conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+				n, _, err := conn.ReadFrom(buf)
+				if err != nil || n == 0 {
+					t.Fatalf("no answer to a ping with the key and label: %v", err)
+				}
+				if refusals(logs, "target") != before {
+					t.Fatalf("the target logged the keyed ping as refused")
+				}
+				return
+			}
+			waitFor(t, "refusal logged by the target", 5*time.Second, func() bool { return refusals(logs, "target") > before })
+			// The refusal is logged before any answer could be sent;
+			// give a stray one a moment to arrive anyway.
+			conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			if n, _, err := conn.ReadFrom(buf); err == nil {
+				t.Fatalf("the target answered a stranger's packet with %d bytes", n)
 			}
 		})
 	}
