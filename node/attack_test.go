@@ -550,9 +550,9 @@ func TestWrongKeyPacketsGetNoAnswer(t *testing.T) {
 			buf := make([]byte, 2048)
 			if c.answered {
 				conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-				n, _, err := conn.ReadFrom(buf)
-				if err != nil || n == 0 {
-					t.Fatalf("no answer to a ping with the key and label: %v", err)
+				n, from, err := conn.ReadFrom(buf)
+				if err != nil || n == 0 || from.String() != to.String() {
+					t.Fatalf("no answer from %s to a ping with the key and label: %d bytes from %v, %v", to, n, from, err)
 				}
 				if refusals(logs, "target") != before {
 					t.Fatalf("the target logged the keyed ping as refused")
