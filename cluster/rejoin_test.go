@@ -179,3 +179,75 @@ func TestRejoinGivesUpOnAGoneMember(t *testing.T) {
 		t.Fatal("a dead backend is routed")
 	}
 }
+
+// A member holding the cluster's key and label sends a draining backend a
+// direct acknowledgement in the name of the load balancer, whose proxy
+// still routes to the backend (it has not acknowledged): the backend keeps
+// waiting for that load balancer, and stops as soon as the load balancer
+// really acknowledges (in its beacon).
+func TestForgedAckDoesNotEndADrain(t *testing.T) {
+	key := bytes.Repeat([]byte{5}, 32)
+	const label = "prod"
+	lb := keyedNode(t, 131, catalog.RoleLB, [][]byte{key}, label)
+	b := keyedNode(t, 132, catalog.RoleBackend, [][]byte{key}, label, app("web", 8080))
+	if _, err := b.Join([]string{lb.LocalAddr()}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the load balancer routes to the backend", 5*time.Second, func() bool { return routed(lb, b.LocalName(), "web") })
+
+	drainingApp := app("web", 8080)
+	drainingApp.State = catalog.StateDraining
+	if err := b.UpdateApplications(catalog.RoleBackend, []catalog.Application{drainingApp}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	sees := func() bool {
+		return slices.ContainsFunc(lb.Snapshot().Nodes, func(n catalog.Node) bool {
+			return n.Name == b.LocalName() && n.Digest == b.LocalDigest()
+		})
+	}
+	waitFor(t, "the load balancer to see the backend draining", 5*time.Second, sees)
+	if got := b.Unacknowledged(); !slices.Equal(got, []string{lb.LocalName()}) {
+		t.Fatalf("Unacknowledged = %v before any acknowledgement", got)
+	}
+
+	// The impostor: a memberlist node with the key and the label, which
+	// need not even be a member.
+	conf := memberlist.DefaultLocalConfig()
+	conf.Name, conf.BindAddr, conf.BindPort = "mallory", "127.0.0.133", 0
+	conf.Label = label
+	kr, err := memberlist.NewKeyring([][]byte{key}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf.Keyring = kr
+	conf.Logger = newStdLogger(testLogger(t))
+	mallory, err := memberlist.Create(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mallory.Shutdown() })
+	to := &memberlist.Node{Name: b.LocalName(), Addr: net.ParseIP("127.0.0.132"), Port: uint16(b.ml.LocalNode().Port)}
+	forged := encodeMessage(ackMsg{From: lb.LocalName(), Digest: b.LocalDigest()})
+	for range 3 {
+		if err := mallory.SendReliable(to, forged); err != nil {
+			t.Fatalf("send forged acknowledgement: %v", err)
+		}
+	}
+	// The backend pulls the load balancer's beacon, which acknowledges
+	// nothing: it must go on waiting.
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) {
+		if got := b.Unacknowledged(); !slices.Equal(got, []string{lb.LocalName()}) {
+			t.Fatalf("after a forged acknowledgement, Unacknowledged = %v, want [%s]", got, lb.LocalName())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !sees() {
+		t.Fatal("the load balancer lost the draining backend")
+	}
+
+	start := time.Now()
+	lb.Acknowledge(lb.Snapshot())
+	waitFor(t, "the real acknowledgement", 2*time.Second, func() bool { return len(b.Unacknowledged()) == 0 })
+	t.Logf("the real acknowledgement reached the backend in %v", time.Since(start).Round(time.Millisecond))
+}
