@@ -414,6 +414,8 @@ func (c *Cluster) Rebroadcast() { c.enqueue(task{kind: taskBroadcast}) }
 // until it is empty. Only an acknowledgement in a load balancer's own
 // beacon counts: a direct one (ackMsg) names its sender, which any key
 // holder can forge, so it only makes this node fetch the beacon sooner.
+// A load balancer that left or died is still waited for while this node
+// tries to bring it back (rejoin.go): its leave may be forged.
 func (c *Cluster) Unacknowledged() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -424,6 +426,11 @@ func (c *Cluster) Unacknowledged() []string {
 			continue
 		}
 		if !slices.Contains(m.beacon.Acks, want) {
+			out = append(out, name)
+		}
+	}
+	for name, st := range c.rejoin {
+		if st.role == catalog.RoleLB {
 			out = append(out, name)
 		}
 	}

@@ -27,7 +27,12 @@ import (
 //   - a member that learns from a push/pull that the other side thinks it
 //     dead, left or unknown gossips its beacon again shortly after, with a
 //     fresh incarnation (merger), so that a refutation that wrapped to 0
-//     is followed by one peers accept.
+//     is followed by one peers accept;
+//   - a draining backend goes on waiting for a load balancer it is trying
+//     to bring back (Cluster.Unacknowledged): a forged leave must not
+//     count as an acknowledgement. A load balancer that really went costs
+//     a drain the two refused attempts (reapDelay and two probe
+//     intervals) at most.
 //
 // A member that keeps being declared dead by a forger is kept out only
 // while the forger keeps at it; one claim costs its victim seconds.
@@ -52,6 +57,7 @@ const (
 // the attempt: at most one loop per member name.
 type rejoinState struct {
 	addr     string
+	role     catalog.Role
 	next     time.Time // when to try next
 	wait     time.Duration
 	deadline time.Time // no attempt starts after it
@@ -80,6 +86,7 @@ func (c *Cluster) scheduleRejoinLocked(name string, m *member, now time.Time) {
 	reaped := c.reapDelay + time.Duration(len(c.members)+1)*c.rejoinSpan
 	c.rejoin[name] = &rejoinState{
 		addr:     netip.AddrPortFrom(m.addr, m.port).String(),
+		role:     m.beacon.Role,
 		next:     now.Add(first),
 		wait:     c.rejoinSpan,
 		deadline: now.Add(reaped + rejoinWindow),

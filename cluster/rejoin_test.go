@@ -251,3 +251,50 @@ func TestForgedAckDoesNotEndADrain(t *testing.T) {
 	waitFor(t, "the real acknowledgement", 2*time.Second, func() bool { return len(b.Unacknowledged()) == 0 })
 	t.Logf("the real acknowledgement reached the backend in %v", time.Since(start).Round(time.Millisecond))
 }
+
+// A key holder tells a draining backend that its load balancer left, at
+// incarnation 2^32-1: the backend loses the load balancer for a few
+// seconds but goes on waiting for it, and finishes once the load balancer,
+// back, acknowledges.
+func TestForgedLeaveOfTheLoadBalancerDoesNotEndADrain(t *testing.T) {
+	key := bytes.Repeat([]byte{6}, 32)
+	const label = "prod"
+	lb := keyedNode(t, 141, catalog.RoleLB, [][]byte{key}, label)
+	drainingApp := app("web", 8080)
+	drainingApp.State = catalog.StateDraining
+	b := keyedNode(t, 142, catalog.RoleBackend, [][]byte{key}, label, drainingApp)
+	if _, err := b.Join([]string{lb.LocalAddr()}); err != nil {
+		t.Fatal(err)
+	}
+	sees := func(c *Cluster, name string) bool {
+		return slices.ContainsFunc(c.Snapshot().Nodes, func(n catalog.Node) bool { return n.Name == name })
+	}
+	waitFor(t, "the backend to see the load balancer", 5*time.Second, func() bool { return sees(b, lb.LocalName()) })
+	if got := b.Unacknowledged(); !slices.Equal(got, []string{lb.LocalName()}) {
+		t.Fatalf("Unacknowledged = %v before any acknowledgement", got)
+	}
+
+	sent := time.Now()
+	sendUDP(t, b.LocalAddr(), forgeDeadPacket(t, key, label, forgedDead{Incarnation: math.MaxUint32, Node: lb.LocalName(), From: lb.LocalName()}))
+	waitFor(t, "the forged leave to remove the load balancer at the backend", 2*time.Second, func() bool { return !sees(b, lb.LocalName()) })
+	for !sees(b, lb.LocalName()) {
+		if got := b.Unacknowledged(); !slices.Equal(got, []string{lb.LocalName()}) {
+			t.Fatalf("while the load balancer is out, Unacknowledged = %v, want [%s]", got, lb.LocalName())
+		}
+		if time.Since(sent) > rejoinBound {
+			t.Fatalf("the load balancer is not back at the backend %v after the forged leave", rejoinBound)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("the load balancer was back at the backend %v after the forged leave", time.Since(sent).Round(time.Millisecond))
+	if got := b.Unacknowledged(); !slices.Equal(got, []string{lb.LocalName()}) {
+		t.Fatalf("with the load balancer back, Unacknowledged = %v, want [%s]", got, lb.LocalName())
+	}
+	waitFor(t, "the load balancer to have the draining set", 5*time.Second, func() bool {
+		return slices.ContainsFunc(lb.Snapshot().Nodes, func(n catalog.Node) bool {
+			return n.Name == b.LocalName() && n.Digest == b.LocalDigest()
+		})
+	})
+	lb.Acknowledge(lb.Snapshot())
+	waitFor(t, "the real acknowledgement", 2*time.Second, func() bool { return len(b.Unacknowledged()) == 0 })
+}
