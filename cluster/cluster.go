@@ -102,11 +102,19 @@ type Cluster struct {
 	// round of gossip often misses a member in a small cluster, and
 	// push/pull would bring the change only much later.
 	regossip []time.Time
-	// directAcks are acknowledgements load balancers sent this node
-	// directly, by load balancer name.
-	directAcks map[string]catalog.Digest
-	ackSent    map[string]sentAck // last direct acknowledgement per backend
-	snap       atomic.Pointer[catalog.Snapshot]
+	ackSent  map[string]sentAck // last direct acknowledgement per backend
+
+	// nudges are when this backend last did a push/pull with a load
+	// balancer that sent it a direct acknowledgement (rejoin.go).
+	nudges map[string]nudge
+	// rejoin are members that left or died which this node tries to bring
+	// back, by name (rejoin.go); rejoinSlots bounds the attempts in flight.
+	rejoin      map[string]*rejoinState
+	rejoinSlots chan struct{}
+	reapDelay   time.Duration // how long memberlist keeps a dead member
+	rejoinSpan  time.Duration // the probe interval, a unit of rejoin timing
+
+	snap atomic.Pointer[catalog.Snapshot]
 
 	stats      counters
 	dropLogged atomic.Int64 // when a dropped task was last logged, Unix ns
@@ -132,17 +140,22 @@ func New(cfg Config) (*Cluster, error) {
 		return nil, err
 	}
 	c := &Cluster{
-		log:        cfg.Logger,
-		self:       cfg.NodeName,
-		role:       cfg.Role,
-		members:    map[string]*member{},
-		pending:    map[string]time.Time{},
-		directAcks: map[string]catalog.Digest{},
-		ackSent:    map[string]sentAck{},
-		changes:    make(chan struct{}, 1),
-		known:      make(chan struct{}, 1),
-		work:       make(chan task, 256),
-		stop:       make(chan struct{}),
+		log:     cfg.Logger,
+		self:    cfg.NodeName,
+		role:    cfg.Role,
+		members: map[string]*member{},
+		pending: map[string]time.Time{},
+		ackSent: map[string]sentAck{},
+		changes: make(chan struct{}, 1),
+		known:   make(chan struct{}, 1),
+		work:    make(chan task, 256),
+		stop:    make(chan struct{}),
+
+		nudges:      map[string]nudge{},
+		rejoin:      map[string]*rejoinState{},
+		rejoinSlots: make(chan struct{}, rejoinInFlight),
+		reapDelay:   mc.GossipToTheDeadTime,
+		rejoinSpan:  mc.ProbeInterval,
 	}
 	if err := c.setApplications(cfg.Applications); err != nil {
 		return nil, err
@@ -167,6 +180,7 @@ func New(cfg Config) (*Cluster, error) {
 	}
 	mc.Delegate = delegate{c}
 	mc.Events = events{c}
+	mc.Merge = merger{c}
 	mc.Logger = newStdLogger(cfg.Logger)
 	ml, err := memberlist.Create(mc)
 	if err != nil {
@@ -180,16 +194,32 @@ func New(cfg Config) (*Cluster, error) {
 	return c, nil
 }
 
+// profile returns memberlist's defaults for the named profile, with one
+// change: GossipToTheDeadTime, how long a dead or left member is kept (and
+// its death gossiped to it) before it is forgotten, is a few seconds
+// instead of 15-60. A forged "dead" or "leave" naming the highest
+// incarnation (2^32-1) leaves a live node unable to refute it (its
+// refutation wraps to 0, an older incarnation) until its peers forget it;
+// only then can rejoin.go bring it back. The cost: a dead node is
+// forgotten sooner, so late gossip still calling it alive (older than the
+// death) can show it again until failure detection declares it dead once
+// more, and a node wrongly declared dead hears about it by gossip for a
+// shorter time (rejoin.go makes up for that).
 func profile(name string) (*memberlist.Config, error) {
+	var mc *memberlist.Config
+	var deadTime time.Duration
 	switch name {
 	case "local":
-		return memberlist.DefaultLocalConfig(), nil
+		mc, deadTime = memberlist.DefaultLocalConfig(), 3*time.Second // default 15s
 	case "lan", "":
-		return memberlist.DefaultLANConfig(), nil
+		mc, deadTime = memberlist.DefaultLANConfig(), 5*time.Second // default 30s
 	case "wan":
-		return memberlist.DefaultWANConfig(), nil
+		mc, deadTime = memberlist.DefaultWANConfig(), 15*time.Second // default 60s
+	default:
+		return nil, fmt.Errorf("cluster: unknown profile %q", name)
 	}
-	return nil, fmt.Errorf("cluster: unknown profile %q", name)
+	mc.GossipToTheDeadTime = deadTime
+	return mc, nil
 }
 
 // setApplications validates and encodes this node's application set and
@@ -348,18 +378,20 @@ func (c *Cluster) Acknowledge(snap catalog.Snapshot) {
 		beacon, err = catalog.EncodeBeacon(catalog.Beacon{Role: c.role, Digest: c.digest, Acks: acks})
 	}
 	c.mu.Unlock()
+	switch {
+	case !changed:
+	case err != nil:
+		c.log.Error("cannot encode acknowledgements", "err", err)
+	default:
+		// The beacon first: a backend answers a direct acknowledgement by
+		// pulling this node's state, which must carry the beacon by then
+		// (the worker does tasks in order).
+		c.meta.Store(&beacon)
+		c.enqueue(task{kind: taskBroadcast})
+	}
 	for i, name := range names {
 		c.enqueue(task{kind: taskAck, node: name, digest: direct[i].Digest})
 	}
-	if !changed {
-		return
-	}
-	if err != nil {
-		c.log.Error("cannot encode acknowledgements", "err", err)
-		return
-	}
-	c.meta.Store(&beacon)
-	c.enqueue(task{kind: taskBroadcast})
 }
 
 func draining(apps []catalog.Application) bool {
@@ -379,7 +411,11 @@ func (c *Cluster) Rebroadcast() { c.enqueue(task{kind: taskBroadcast}) }
 
 // Unacknowledged returns the load balancers that have not yet acknowledged
 // this node's current application set, sorted. A draining backend waits
-// until it is empty.
+// until it is empty. Only an acknowledgement in a load balancer's own
+// beacon counts: a direct one (ackMsg) names its sender, which any key
+// holder can forge, so it only makes this node fetch the beacon sooner.
+// A load balancer that left or died is still waited for while this node
+// tries to bring it back (rejoin.go): its leave may be forged.
 func (c *Cluster) Unacknowledged() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -389,7 +425,12 @@ func (c *Cluster) Unacknowledged() []string {
 		if name == c.self || m.beacon.Role != catalog.RoleLB {
 			continue
 		}
-		if !slices.Contains(m.beacon.Acks, want) && c.directAcks[name] != c.digest {
+		if !slices.Contains(m.beacon.Acks, want) {
+			out = append(out, name)
+		}
+	}
+	for name, st := range c.rejoin {
+		if st.role == catalog.RoleLB {
 			out = append(out, name)
 		}
 	}
@@ -486,6 +527,8 @@ func (c *Cluster) upsert(n *memberlist.Node, joined bool) {
 		m = &member{}
 		c.members[n.Name] = m
 	}
+	_, rejoined := c.rejoin[n.Name]
+	delete(c.rejoin, n.Name)
 	m.addr, m.port, m.beacon = addr.Unmap(), n.Port, beacon
 	fetch := m.track(c.role == catalog.RoleLB && n.Name != c.self, time.Now())
 	c.publishLocked()
@@ -501,7 +544,7 @@ func (c *Cluster) upsert(n *memberlist.Node, joined bool) {
 		}
 	}
 	if joined || !known {
-		c.log.Info("member joined", "member", n.Name, "addr", addr.Unmap().String(), "role", beacon.Role.String())
+		c.log.Info("member joined", "member", n.Name, "addr", addr.Unmap().String(), "role", beacon.Role.String(), "back", rejoined)
 	} else {
 		c.log.Debug("member updated", "member", n.Name, "role", beacon.Role.String(), "digest", beacon.Digest)
 	}
@@ -510,8 +553,11 @@ func (c *Cluster) upsert(n *memberlist.Node, joined bool) {
 // remove forgets a member that left or died. Must not block.
 func (c *Cluster) remove(n *memberlist.Node) {
 	c.mu.Lock()
-	_, known := c.members[n.Name]
+	m, known := c.members[n.Name]
 	delete(c.members, n.Name)
+	if known {
+		c.scheduleRejoinLocked(n.Name, m, time.Now())
+	}
 	c.publishLocked()
 	c.mu.Unlock()
 	if known {

@@ -116,7 +116,7 @@ const (
 	taskState                     // a set arrived: verify and store
 	taskBroadcast                 // re-broadcast our beacon
 	taskAck                       // tell node we acknowledge digest
-	taskAcked                     // node acknowledged digest
+	taskAcked                     // node says it acknowledged digest: pull its beacon
 )
 
 func (k taskKind) String() string {
@@ -194,6 +194,8 @@ func (c *Cluster) worker() {
 			c.answerPending()
 			c.retryFetches()
 			c.regossipDue()
+			c.rejoinDue()
+			c.nudgesDue(time.Now())
 		case <-c.known:
 			c.answerPending()
 		}
@@ -231,11 +233,7 @@ func (c *Cluster) do(t task) {
 	case taskAck:
 		c.sendTo(t.node, ackMsg{From: c.self, Digest: t.digest})
 	case taskAcked:
-		c.mu.Lock()
-		if m, ok := c.members[t.node]; ok && m.beacon.Role == catalog.RoleLB && t.digest == c.digest {
-			c.directAcks[t.node] = t.digest
-		}
-		c.mu.Unlock()
+		c.nudged(t.node, t.digest, time.Now())
 	case taskBroadcast:
 		// The broadcast is queued at once; waiting for memberlist to
 		// confirm it would hold up every other task (answers, acks).
