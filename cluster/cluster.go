@@ -54,6 +54,12 @@ type Config struct {
 	// Label is bound into every packet and stream: nodes with another
 	// label are refused, so two clusters on one network never merge.
 	Label string
+	// SaveKeys, if set, persists the keyring (primary first) after a key
+	// operation changed it, so that a restart keeps it. It is called on
+	// the goroutine of KeyOp or the cluster's worker, never on
+	// memberlist's, one call at a time; it may block briefly (a file
+	// write and sync).
+	SaveKeys func(keys [][]byte) error
 	// Logger receives membership changes and memberlist's own log lines.
 	Logger *slog.Logger
 }
@@ -107,6 +113,15 @@ type Cluster struct {
 	directAcks map[string]catalog.Digest
 	ackSent    map[string]sentAck // last direct acknowledgement per backend
 	snap       atomic.Pointer[catalog.Snapshot]
+	// keyOps are the key operations of this node waiting for answers,
+	// by request id.
+	keyOps map[[keyOpIDLen]byte]*keyCollect
+
+	// keyring is memberlist's, nil for plaintext gossip; keyMu serializes
+	// changes to it with their saves, so the file follows the keyring.
+	keyring  *memberlist.Keyring
+	keyMu    sync.Mutex
+	saveKeys func(keys [][]byte) error
 
 	stats      counters
 	dropLogged atomic.Int64 // when a dropped task was last logged, Unix ns
@@ -139,6 +154,8 @@ func New(cfg Config) (*Cluster, error) {
 		pending:    map[string]time.Time{},
 		directAcks: map[string]catalog.Digest{},
 		ackSent:    map[string]sentAck{},
+		keyOps:     map[[keyOpIDLen]byte]*keyCollect{},
+		saveKeys:   cfg.SaveKeys,
 		changes:    make(chan struct{}, 1),
 		known:      make(chan struct{}, 1),
 		work:       make(chan task, 256),
@@ -163,7 +180,7 @@ func New(cfg Config) (*Cluster, error) {
 		if err != nil {
 			return nil, fmt.Errorf("cluster: keyring: %w", err)
 		}
-		mc.Keyring = kr
+		mc.Keyring, c.keyring = kr, kr
 	}
 	mc.Delegate = delegate{c}
 	mc.Events = events{c}
