@@ -220,6 +220,9 @@ func (c *Cluster) applyKeyOp(op KeyOpKind, key []byte, by string) localResult {
 		out.Error = ErrNoKeyring.Error()
 		return out
 	}
+	// The keyring keeps the slices it is given (as a key or the
+	// primary): give it its own, whatever the caller does with key.
+	key = bytes.Clone(key)
 	c.keyMu.Lock()
 	defer c.keyMu.Unlock()
 	before := cloneKeys(c.keyring.GetKeys())
@@ -227,8 +230,7 @@ func (c *Cluster) applyKeyOp(op KeyOpKind, key []byte, by string) localResult {
 	switch op {
 	case KeyList:
 	case KeyInstall:
-		// The keyring keeps the slice it is given: give it its own.
-		err = c.keyring.AddKey(bytes.Clone(key))
+		err = c.keyring.AddKey(key)
 	case KeyUse:
 		err = c.keyring.UseKey(key)
 	case KeyRemove:
