@@ -44,6 +44,9 @@ type testCluster struct {
 	profile    string
 	logger     *slog.Logger
 	generator  string
+	// configure, if set, changes each backend's configuration before it
+	// starts (a keyring, for instance).
+	configure func(*config.Config)
 }
 
 type testBackend struct {
@@ -179,6 +182,9 @@ func (tc *testCluster) addDrainingBackend(i int, drainTimeout, grace time.Durati
 		Name: "web", ListenPort: tc.listenPort, ApplicationPort: appPort, Protocol: catalog.ProtocolHTTP,
 	}}}
 	cfg.Backend = &bc
+	if tc.configure != nil {
+		tc.configure(cfg)
+	}
 	n, err := StartLocal(cfg, tc.logger.With("node", name))
 	if err != nil {
 		stopApp()
