@@ -164,14 +164,17 @@ func (c *Cluster) KeyOp(ctx context.Context, op KeyOpKind, key []byte) (KeyResul
 	wg.Wait()
 	clear(msg) // it holds the key
 
+	// Every member asked answers through col.results once, unless it
+	// could not be sent to (and has not answered anyway).
+	waiting := len(targets)
 	c.mu.Lock()
 	for name, why := range sendErrs {
 		if col.want[name] {
 			delete(col.want, name)
 			res.Errors[name] = why
+			waiting--
 		}
 	}
-	waiting := len(col.want)
 	c.mu.Unlock()
 	for ; waiting > 0; waiting-- {
 		select {
