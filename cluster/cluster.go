@@ -122,6 +122,9 @@ type Cluster struct {
 	keyring  *memberlist.Keyring
 	keyMu    sync.Mutex
 	saveKeys func(keys [][]byte) error
+	// keyOpsSeen are the ids of members' key operations applied lately,
+	// with when; guarded by keyMu.
+	keyOpsSeen map[[keyOpIDLen]byte]time.Time
 
 	stats      counters
 	dropLogged atomic.Int64 // when a dropped task was last logged, Unix ns
@@ -155,6 +158,7 @@ func New(cfg Config) (*Cluster, error) {
 		directAcks: map[string]catalog.Digest{},
 		ackSent:    map[string]sentAck{},
 		keyOps:     map[[keyOpIDLen]byte]*keyCollect{},
+		keyOpsSeen: map[[keyOpIDLen]byte]time.Time{},
 		saveKeys:   cfg.SaveKeys,
 		changes:    make(chan struct{}, 1),
 		known:      make(chan struct{}, 1),

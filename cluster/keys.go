@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 	"unicode/utf8"
 
 	"github.com/hashicorp/memberlist"
@@ -45,6 +46,13 @@ const (
 	maxKeyOps = 8
 	// maxKeySends bounds the concurrent sends of one key operation.
 	maxKeySends = 16
+	// keyOpMaxAge is how far a key operation's issue time may be from
+	// this node's clock (either way): older ones are refused as replays
+	// (or a clock gone wrong).
+	keyOpMaxAge = 5 * time.Minute
+	// maxSeenKeyOps bounds the ids remembered to refuse a replay within
+	// keyOpMaxAge; only key holders can send key operations at all.
+	maxSeenKeyOps = 4096
 )
 
 // KeyResult is how a key operation went across the cluster.
@@ -145,7 +153,7 @@ func (c *Cluster) KeyOp(ctx context.Context, op KeyOpKind, key []byte) (KeyResul
 	}
 	res.add(local.keyResultMsg)
 
-	msg := encodeMessage(keyOpMsg{From: c.self, ID: id, Op: op, Key: key})
+	msg := encodeMessage(keyOpMsg{From: c.self, ID: id, Issued: time.Now().Unix(), Op: op, Key: key})
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, maxKeySends)
 	var sendMu sync.Mutex
@@ -287,9 +295,43 @@ func (c *Cluster) answerKeyOp(m keyOpMsg) {
 		c.log.Warn("ignoring key operation from a node that is not a member", "member", sanitize(m.From))
 		return
 	}
-	res := c.applyKeyOp(m.Op, m.Key, m.From)
+	var res localResult
+	if err := c.freshKeyOp(m, time.Now()); err != nil {
+		c.log.Warn("refusing key operation", "member", m.From, "op", m.Op.String(), "err", err)
+		res = localResult{keyResultMsg: keyResultMsg{From: c.self, Error: errorText(err.Error())}}
+	} else {
+		res = c.applyKeyOp(m.Op, m.Key, m.From)
+	}
 	res.ID = m.ID
 	c.sendTo(m.From, res.keyResultMsg)
+}
+
+// freshKeyOp refuses a key operation issued more than keyOpMaxAge from
+// now, or whose id was seen already: a recorded message replayed later
+// could otherwise undo a rotation (make an old key primary again). It
+// remembers m's id.
+func (c *Cluster) freshKeyOp(m keyOpMsg, now time.Time) error {
+	issued := time.Unix(m.Issued, 0)
+	if d := now.Sub(issued); d > keyOpMaxAge || d < -keyOpMaxAge {
+		return fmt.Errorf("issued at %s, more than %s from this node's clock: a replay, or a clock that is wrong", issued.UTC().Format(time.RFC3339), keyOpMaxAge)
+	}
+	c.keyMu.Lock()
+	defer c.keyMu.Unlock()
+	if _, seen := c.keyOpsSeen[m.ID]; seen {
+		return errors.New("this operation was applied already: a replay")
+	}
+	if len(c.keyOpsSeen) >= maxSeenKeyOps {
+		for id, at := range c.keyOpsSeen {
+			if now.Sub(at) > 2*keyOpMaxAge {
+				delete(c.keyOpsSeen, id)
+			}
+		}
+		if len(c.keyOpsSeen) >= maxSeenKeyOps {
+			return fmt.Errorf("more than %d key operations in %s", maxSeenKeyOps, 2*keyOpMaxAge)
+		}
+	}
+	c.keyOpsSeen[m.ID] = now
+	return nil
 }
 
 // receiveKeyResult hands an answer to the key operation waiting for it:

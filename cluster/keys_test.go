@@ -285,3 +285,45 @@ func TestKeyOpWithoutKeyring(t *testing.T) {
 		t.Fatalf("KeyOp = %v, want ErrNoKeyring naming cluster.keyring-file", err)
 	}
 }
+
+// A key operation recorded and replayed later is refused: one issued too
+// long ago (or too far ahead), and one whose id was applied already.
+func TestKeyOpReplay(t *testing.T) {
+	k1, k2, k3 := keyring.Generate(), keyring.Generate(), keyring.Generate()
+	dir := t.TempDir()
+	logs := &capture{}
+	a := rotatingNode(t, 127, catalog.RoleLB, [][]byte{k1, k2}, filepath.Join(dir, "a.json"), logs)
+	b := rotatingNode(t, 128, catalog.RoleBackend, [][]byte{k1, k2}, filepath.Join(dir, "b.json"), logs)
+	if _, err := b.Join([]string{a.LocalAddr()}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "b knows a", 5*time.Second, func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		_, ok := b.members[a.LocalName()]
+		return ok
+	})
+	holds := func(key []byte) bool { return slices.ContainsFunc(b.keyring.GetKeys(), func(k []byte) bool { return bytes.Equal(k, key) }) }
+	refusals := func() int { return strings.Count(logs.String(), "refusing key operation") }
+
+	now := time.Now().Unix()
+	for i, issued := range []int64{now - 600, now + 600} {
+		b.handleMsg(encodeMessage(keyOpMsg{From: a.LocalName(), ID: [keyOpIDLen]byte{byte(i)}, Issued: issued, Op: KeyUse, Key: k2}))
+		waitFor(t, "the stale operation refused", 5*time.Second, func() bool { return refusals() == i+1 })
+		if !bytes.Equal(b.keyring.GetPrimaryKey(), k1) {
+			t.Fatalf("an operation issued at %d changed the primary", issued)
+		}
+	}
+
+	install := encodeMessage(keyOpMsg{From: a.LocalName(), ID: [keyOpIDLen]byte{9}, Issued: now, Op: KeyInstall, Key: k3})
+	b.handleMsg(install)
+	waitFor(t, "the fresh install applied", 5*time.Second, func() bool { return holds(k3) })
+	if _, err := b.KeyOp(context.Background(), KeyRemove, k3); err != nil {
+		t.Fatal(err)
+	}
+	b.handleMsg(install)
+	waitFor(t, "the replay refused", 5*time.Second, func() bool { return refusals() == 3 })
+	if holds(k3) || !strings.Contains(logs.String(), "applied already") {
+		t.Fatal("the replayed install was applied")
+	}
+}

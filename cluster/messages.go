@@ -16,7 +16,8 @@ import (
 //	request: string from
 //	state:   string from | 8-byte digest | encoded catalog.Meta (the rest)
 //	ack:     string from | 8-byte digest
-//	keyop:   string from | 16-byte id | 1-byte op | bytes key (empty for list)
+//	keyop:   string from | 16-byte id | 8-byte issued (Unix seconds, big
+//	         endian) | 1-byte op | bytes key (empty for list)
 //	keyres:  string from | 16-byte id | string error | uvarint count |
 //	         count 8-byte key fingerprints | 8-byte primary fingerprint
 //	string = uvarint length (minimal) | bytes (bytes: the same)
@@ -302,11 +303,15 @@ func (k KeyOpKind) String() string {
 // keyOpMsg asks its addressee to apply Op with Key to its keyring and to
 // answer with a keyResultMsg carrying the same ID. Key is empty for
 // KeyList and a valid key length otherwise.
+//
+// Issued is when the operation was sent (Unix seconds): with ID it lets a
+// receiver refuse a recorded message replayed later (see freshKeyOp).
 type keyOpMsg struct {
-	From string
-	ID   [keyOpIDLen]byte
-	Op   KeyOpKind
-	Key  []byte
+	From   string
+	ID     [keyOpIDLen]byte
+	Issued int64
+	Op     KeyOpKind
+	Key    []byte
 }
 
 // keyResultMsg is From's answer to the key operation ID: Error is empty
@@ -326,6 +331,7 @@ func (keyResultMsg) msgType() msgType { return msgKeyResult }
 func (m keyOpMsg) appendBody(b []byte) []byte {
 	b = appendName(b, m.From)
 	b = append(b, m.ID[:]...)
+	b = binary.BigEndian.AppendUint64(b, uint64(m.Issued))
 	b = append(b, byte(m.Op))
 	b = binary.AppendUvarint(b, uint64(len(m.Key)))
 	return append(b, m.Key...)
@@ -348,12 +354,13 @@ func decodeKeyOp(b []byte) (message, error) {
 		return nil, err
 	}
 	m := keyOpMsg{From: from}
-	if len(rest) < keyOpIDLen+1 {
-		return nil, errors.New("truncated id or operation")
+	if len(rest) < keyOpIDLen+8+1 {
+		return nil, errors.New("truncated id, time or operation")
 	}
 	copy(m.ID[:], rest)
-	m.Op = KeyOpKind(rest[keyOpIDLen])
-	rest = rest[keyOpIDLen+1:]
+	m.Issued = int64(binary.BigEndian.Uint64(rest[keyOpIDLen:]))
+	m.Op = KeyOpKind(rest[keyOpIDLen+8])
+	rest = rest[keyOpIDLen+8+1:]
 	if m.Op < KeyList || m.Op > KeyRemove {
 		return nil, fmt.Errorf("unknown key operation %d", uint8(m.Op))
 	}

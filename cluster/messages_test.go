@@ -25,8 +25,8 @@ func validMessages() map[string]message {
 		"ack":                         ackMsg{From: "lb-1", Digest: catalog.Digest{1, 2, 3, 4, 5, 6, 7, 8}},
 		"ack from a long name":        ackMsg{From: longName},
 		"key list":                    keyOpMsg{From: "lb-1", ID: [keyOpIDLen]byte{1, 2}, Op: KeyList},
-		"key install":                 keyOpMsg{From: "lb-1", ID: [keyOpIDLen]byte{3}, Op: KeyInstall, Key: bytes.Repeat([]byte{7}, 32)},
-		"key use, 16 bytes":           keyOpMsg{From: longName, Op: KeyUse, Key: bytes.Repeat([]byte{8}, 16)},
+		"key install":                 keyOpMsg{From: "lb-1", ID: [keyOpIDLen]byte{3}, Issued: 1_800_000_000, Op: KeyInstall, Key: bytes.Repeat([]byte{7}, 32)},
+		"key use, 16 bytes":           keyOpMsg{From: longName, Issued: -1, Op: KeyUse, Key: bytes.Repeat([]byte{8}, 16)},
 		"key remove, 24 bytes":        keyOpMsg{From: "b", Op: KeyRemove, Key: bytes.Repeat([]byte{9}, 24)},
 		"key result of no keyring":    keyResultMsg{From: "b", ID: [keyOpIDLen]byte{4}, Error: "no keyring"},
 		"key result":                  keyResultMsg{From: "backend-1", Keys: [][fingerprintLen]byte{{1}, {2}}, Primary: [fingerprintLen]byte{1}},
@@ -69,7 +69,7 @@ func TestDecodeMessageRejects(t *testing.T) {
 	}
 	keyOp := func(op byte, keyLen int) []byte {
 		b := appendName([]byte{byte(msgKeyOp)}, "lb")
-		b = append(b, make([]byte, keyOpIDLen)...)
+		b = append(b, make([]byte, keyOpIDLen+8)...)
 		b = append(b, op)
 		b = binary.AppendUvarint(b, uint64(keyLen))
 		return append(b, make([]byte, keyLen)...)
@@ -105,7 +105,7 @@ func TestDecodeMessageRejects(t *testing.T) {
 		{"message over the limit", state(strings.Repeat("n", catalog.MaxNodeNameLen), 8, make([]byte, MaxStateSize+1)), "bytes, at most"},
 		{"ack with short digest", append(appendName([]byte{byte(msgAck)}, "lb"), 1, 2, 3), "3 bytes of digest"},
 		{"ack with long digest", append(appendName([]byte{byte(msgAck)}, "lb"), make([]byte, 9)...), "9 bytes of digest"},
-		{"key op without id", append(appendName([]byte{byte(msgKeyOp)}, "lb"), 1, 2), "truncated id"},
+		{"key op without id", append(appendName([]byte{byte(msgKeyOp)}, "lb"), 1, 2), "truncated id, time or operation"},
 		{"key op of unknown kind", keyOp(5, 0), "unknown key operation 5"},
 		{"key op of kind zero", keyOp(0, 0), "unknown key operation 0"},
 		{"list with a key", keyOp(byte(KeyList), 16), "carries no key"},
@@ -163,7 +163,7 @@ func FuzzDecodeMessage(f *testing.F) {
 		{byte(msgAck), 1, 'b', 1, 2, 3, 4, 5, 6, 7, 8, 9},
 		{byte(msgAck), 0x80, 0x01, 'x'},
 		{6, 1, 'a'},
-		append(append(appendName([]byte{byte(msgKeyOp)}, "a"), make([]byte, keyOpIDLen)...), byte(KeyInstall), 16),
+		append(append(appendName([]byte{byte(msgKeyOp)}, "a"), make([]byte, keyOpIDLen+8)...), byte(KeyInstall), 16),
 		append(append(appendName([]byte{byte(msgKeyResult)}, "a"), make([]byte, keyOpIDLen)...), 1, 'x', 1),
 		bytes.Repeat([]byte{0xff}, 32),
 	} {
