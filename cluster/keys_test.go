@@ -303,7 +303,9 @@ func TestKeyOpReplay(t *testing.T) {
 		_, ok := b.members[a.LocalName()]
 		return ok
 	})
-	holds := func(key []byte) bool { return slices.ContainsFunc(b.keyring.GetKeys(), func(k []byte) bool { return bytes.Equal(k, key) }) }
+	holds := func(key []byte) bool {
+		return slices.ContainsFunc(b.keyring.GetKeys(), func(k []byte) bool { return bytes.Equal(k, key) })
+	}
 	refusals := func() int { return strings.Count(logs.String(), "refusing key operation") }
 
 	now := time.Now().Unix()
