@@ -104,8 +104,9 @@ func fingerprint(key []byte) [fingerprintLen]byte {
 // until every member has answered or ctx ends; members that have not
 // answered by then are reported in KeyResult.Errors. If this node refuses
 // the operation, nothing is sent and the error wraps ErrKeyRefused.
-// It blocks for the sends too, which memberlist bounds with its TCP
-// timeout. Safe for concurrent use; at most maxKeyOps run at once.
+// Give ctx a deadline: a member whose answer is lost is waited for until
+// it ends. It blocks for the sends too, which memberlist bounds with its
+// TCP timeout. Safe for concurrent use; at most maxKeyOps run at once.
 func (c *Cluster) KeyOp(ctx context.Context, op KeyOpKind, key []byte) (KeyResult, error) {
 	if c.keyring == nil {
 		return KeyResult{}, ErrNoKeyring

@@ -329,3 +329,40 @@ func TestKeyOpReplay(t *testing.T) {
 		t.Fatal("the replayed install was applied")
 	}
 }
+
+// Answers count only for a pending operation, from a member it asked,
+// once; and no more than maxKeyOps operations wait at once.
+func TestKeyResultsAndBounds(t *testing.T) {
+	c := keyedNode(t, 129, catalog.RoleLB, [][]byte{keyring.Generate()}, "")
+	id := [keyOpIDLen]byte{1}
+	col := &keyCollect{want: map[string]bool{"b-1": true, "b-2": true}, results: make(chan keyResultMsg, 2)}
+	c.mu.Lock()
+	c.keyOps[id] = col
+	c.mu.Unlock()
+	for _, m := range []keyResultMsg{
+		{From: "b-3", ID: id},                    // not asked
+		{From: "b-1", ID: [keyOpIDLen]byte{2}},   // no such operation
+		{From: "b-1", ID: id, Error: "first"},    // counts
+		{From: "b-1", ID: id, Error: "repeated"}, // answered already
+		{From: "b-2", ID: id, Error: "second"},   // counts
+		{From: "b-2", ID: id, Error: "repeated"}, // answered already
+	} {
+		c.handleMsg(encodeMessage(m))
+	}
+	var got []string
+	for len(col.results) > 0 {
+		got = append(got, (<-col.results).Error)
+	}
+	if !slices.Equal(got, []string{"first", "second"}) {
+		t.Fatalf("accepted answers %q, want first and second", got)
+	}
+
+	c.mu.Lock()
+	for i := range maxKeyOps - 1 {
+		c.keyOps[[keyOpIDLen]byte{0xff, byte(i)}] = &keyCollect{}
+	}
+	c.mu.Unlock()
+	if _, err := c.KeyOp(context.Background(), KeyList, nil); !errors.Is(err, ErrKeyOpsBusy) {
+		t.Fatalf("KeyOp with %d operations pending: %v, want ErrKeyOpsBusy", maxKeyOps, err)
+	}
+}
