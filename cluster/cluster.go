@@ -54,6 +54,12 @@ type Config struct {
 	// Label is bound into every packet and stream: nodes with another
 	// label are refused, so two clusters on one network never merge.
 	Label string
+	// SaveKeys, if set, persists the keyring (primary first) after a key
+	// operation changed it, so that a restart keeps it. It is called on
+	// the goroutine of KeyOp or the cluster's worker, never on
+	// memberlist's, one call at a time; it may block briefly (a file
+	// write and sync).
+	SaveKeys func(keys [][]byte) error
 	// Logger receives membership changes and memberlist's own log lines.
 	Logger *slog.Logger
 }
@@ -115,6 +121,18 @@ type Cluster struct {
 	rejoinSpan  time.Duration // the probe interval, a unit of rejoin timing
 
 	snap atomic.Pointer[catalog.Snapshot]
+	// keyOps are the key operations of this node waiting for answers,
+	// by request id.
+	keyOps map[[keyOpIDLen]byte]*keyCollect
+
+	// keyring is memberlist's, nil for plaintext gossip; keyMu serializes
+	// changes to it with their saves, so the file follows the keyring.
+	keyring  *memberlist.Keyring
+	keyMu    sync.Mutex
+	saveKeys func(keys [][]byte) error
+	// keyOpsSeen are the ids of members' key operations applied lately,
+	// with when; guarded by keyMu.
+	keyOpsSeen map[[keyOpIDLen]byte]time.Time
 
 	stats      counters
 	dropLogged atomic.Int64 // when a dropped task was last logged, Unix ns
@@ -156,6 +174,10 @@ func New(cfg Config) (*Cluster, error) {
 		rejoinSlots: make(chan struct{}, rejoinInFlight),
 		reapDelay:   mc.GossipToTheDeadTime,
 		rejoinSpan:  mc.ProbeInterval,
+
+		keyOps:     map[[keyOpIDLen]byte]*keyCollect{},
+		keyOpsSeen: map[[keyOpIDLen]byte]time.Time{},
+		saveKeys:   cfg.SaveKeys,
 	}
 	if err := c.setApplications(cfg.Applications); err != nil {
 		return nil, err
@@ -176,7 +198,7 @@ func New(cfg Config) (*Cluster, error) {
 		if err != nil {
 			return nil, fmt.Errorf("cluster: keyring: %w", err)
 		}
-		mc.Keyring = kr
+		mc.Keyring, c.keyring = kr, kr
 	}
 	mc.Delegate = delegate{c}
 	mc.Events = events{c}

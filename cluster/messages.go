@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"unicode/utf8"
 
 	"github.com/scrimplb/scrimp/catalog"
 )
@@ -15,7 +16,11 @@ import (
 //	request: string from
 //	state:   string from | 8-byte digest | encoded catalog.Meta (the rest)
 //	ack:     string from | 8-byte digest
-//	string = uvarint length (minimal) | bytes
+//	keyop:   string from | 16-byte id | 8-byte issued (Unix seconds, big
+//	         endian) | 1-byte op | bytes key (empty for list)
+//	keyres:  string from | 16-byte id | string error | uvarint count |
+//	         count 8-byte key fingerprints | 8-byte primary fingerprint
+//	string = uvarint length (minimal) | bytes (bytes: the same)
 //
 // Every message names its sender, which the receiver looks up among the
 // members it knows from gossip; it never answers an address a message
@@ -36,6 +41,12 @@ const (
 	// load balancer's beacon, which gossip may take a push/pull interval
 	// to deliver to every member.
 	msgAck msgType = 3
+	// msgKeyOp asks a node to change (or list) its gossip keyring; only
+	// sent when gossip is encrypted, so only key holders can send it.
+	msgKeyOp msgType = 4
+	// msgKeyResult answers a msgKeyOp: the outcome and the fingerprints
+	// of the node's keys, never the keys.
+	msgKeyResult msgType = 5
 )
 
 func (t msgType) String() string {
@@ -46,6 +57,10 @@ func (t msgType) String() string {
 		return "state"
 	case msgAck:
 		return "ack"
+	case msgKeyOp:
+		return "keyop"
+	case msgKeyResult:
+		return "keyresult"
 	}
 	return fmt.Sprintf("type %d", byte(t))
 }
@@ -61,7 +76,8 @@ const (
 	maxMessageSize = 1 + maxNameField + len(catalog.Digest{}) + MaxStateSize
 )
 
-// message is one of requestMsg, stateMsg and ackMsg.
+// message is one of requestMsg, stateMsg, ackMsg, keyOpMsg and
+// keyResultMsg.
 type message interface {
 	msgType() msgType
 	// appendBody appends the message's body (without its type byte).
@@ -134,6 +150,10 @@ func decodeMessage(b []byte) (message, error) {
 		m, err = decodeState(body)
 	case msgAck:
 		m, err = decodeAck(body)
+	case msgKeyOp:
+		m, err = decodeKeyOp(body)
+	case msgKeyResult:
+		m, err = decodeKeyResult(body)
 	default:
 		return nil, fmt.Errorf("unknown message type %d", b[0])
 	}
@@ -222,4 +242,213 @@ func readName(b []byte) (string, []byte, error) {
 func uvarintLen(v uint64) int {
 	var buf [binary.MaxVarintLen64]byte
 	return binary.PutUvarint(buf[:], v)
+}
+
+// Bounds of the key messages.
+const (
+	// keyOpIDLen is the length of a key operation's random request id.
+	keyOpIDLen = 16
+	// maxKeyLen is the longest key memberlist accepts (AES-256).
+	maxKeyLen = 32
+	// maxKeyError bounds the error text in a key result.
+	maxKeyError = 256
+	// maxResultKeys bounds the fingerprints in a key result; a keyring
+	// holds a handful of keys during a rotation.
+	maxResultKeys = 256
+	// fingerprintLen is the length of a key fingerprint on the wire: the
+	// first bytes of the key's SHA-256 (keyring.Fingerprint in binary).
+	fingerprintLen = 8
+)
+
+// KeyOpKind is what a key operation does to a gossip keyring.
+type KeyOpKind uint8
+
+// The key operations, as on the wire.
+const (
+	// KeyList changes nothing: every node reports its keys.
+	KeyList KeyOpKind = 1
+	// KeyInstall adds a key, accepted for decryption from then on.
+	KeyInstall KeyOpKind = 2
+	// KeyUse makes an installed key the primary, used to encrypt.
+	KeyUse KeyOpKind = 3
+	// KeyRemove removes a key other than the primary.
+	KeyRemove KeyOpKind = 4
+)
+
+// ParseKeyOp returns the operation named "list", "install", "use" or
+// "remove".
+func ParseKeyOp(s string) (KeyOpKind, error) {
+	for k := KeyList; k <= KeyRemove; k++ {
+		if k.String() == s {
+			return k, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown key operation %q: want list, install, use or remove", s)
+}
+
+func (k KeyOpKind) String() string {
+	switch k {
+	case KeyList:
+		return "list"
+	case KeyInstall:
+		return "install"
+	case KeyUse:
+		return "use"
+	case KeyRemove:
+		return "remove"
+	}
+	return fmt.Sprintf("KeyOpKind(%d)", uint8(k))
+}
+
+// keyOpMsg asks its addressee to apply Op with Key to its keyring and to
+// answer with a keyResultMsg carrying the same ID. Key is empty for
+// KeyList and a valid key length otherwise.
+//
+// Issued is when the operation was sent (Unix seconds): with ID it lets a
+// receiver refuse a recorded message replayed later (see freshKeyOp).
+type keyOpMsg struct {
+	From   string
+	ID     [keyOpIDLen]byte
+	Issued int64
+	Op     KeyOpKind
+	Key    []byte
+}
+
+// keyResultMsg is From's answer to the key operation ID: Error is empty
+// when it succeeded; Keys are the fingerprints of From's keys afterwards,
+// Primary that of its primary (zero when it has no keyring).
+type keyResultMsg struct {
+	From    string
+	ID      [keyOpIDLen]byte
+	Error   string
+	Keys    [][fingerprintLen]byte
+	Primary [fingerprintLen]byte
+}
+
+func (keyOpMsg) msgType() msgType     { return msgKeyOp }
+func (keyResultMsg) msgType() msgType { return msgKeyResult }
+
+func (m keyOpMsg) appendBody(b []byte) []byte {
+	b = appendName(b, m.From)
+	b = append(b, m.ID[:]...)
+	b = binary.BigEndian.AppendUint64(b, uint64(m.Issued))
+	b = append(b, byte(m.Op))
+	b = binary.AppendUvarint(b, uint64(len(m.Key)))
+	return append(b, m.Key...)
+}
+
+func (m keyResultMsg) appendBody(b []byte) []byte {
+	b = appendName(b, m.From)
+	b = append(b, m.ID[:]...)
+	b = appendName(b, m.Error)
+	b = binary.AppendUvarint(b, uint64(len(m.Keys)))
+	for _, fp := range m.Keys {
+		b = append(b, fp[:]...)
+	}
+	return append(b, m.Primary[:]...)
+}
+
+func decodeKeyOp(b []byte) (message, error) {
+	from, rest, err := readName(b)
+	if err != nil {
+		return nil, err
+	}
+	m := keyOpMsg{From: from}
+	if len(rest) < keyOpIDLen+8+1 {
+		return nil, errors.New("truncated id, time or operation")
+	}
+	copy(m.ID[:], rest)
+	m.Issued = int64(binary.BigEndian.Uint64(rest[keyOpIDLen:]))
+	m.Op = KeyOpKind(rest[keyOpIDLen+8])
+	rest = rest[keyOpIDLen+8+1:]
+	if m.Op < KeyList || m.Op > KeyRemove {
+		return nil, fmt.Errorf("unknown key operation %d", uint8(m.Op))
+	}
+	n, rest, err := readLen(rest, "key", maxKeyLen)
+	if err != nil {
+		return nil, err
+	}
+	if len(rest) != n {
+		return nil, fmt.Errorf("%d bytes after a %d-byte key length", len(rest), n)
+	}
+	switch {
+	case m.Op == KeyList && n != 0:
+		return nil, errors.New("a list operation carries no key")
+	case m.Op != KeyList && n != 16 && n != 24 && n != 32:
+		return nil, fmt.Errorf("key of %d bytes; want 16, 24 or 32", n)
+	}
+	if n > 0 {
+		m.Key = bytes.Clone(rest)
+	}
+	return m, nil
+}
+
+func decodeKeyResult(b []byte) (message, error) {
+	from, rest, err := readName(b)
+	if err != nil {
+		return nil, err
+	}
+	m := keyResultMsg{From: from}
+	if len(rest) < keyOpIDLen {
+		return nil, errors.New("truncated id")
+	}
+	copy(m.ID[:], rest)
+	rest = rest[keyOpIDLen:]
+	n, rest, err := readLen(rest, "error text", maxKeyError)
+	if err != nil {
+		return nil, err
+	}
+	if len(rest) < n {
+		return nil, errors.New("truncated error text")
+	}
+	m.Error = string(rest[:n])
+	rest = rest[n:]
+	if !printable(m.Error) {
+		return nil, errors.New("error text is not printable UTF-8")
+	}
+	count, rest, err := readLen(rest, "key count", maxResultKeys)
+	if err != nil {
+		return nil, err
+	}
+	if len(rest) != (count+1)*fingerprintLen {
+		return nil, fmt.Errorf("%d bytes for %d key fingerprints and the primary's, want %d", len(rest), count, (count+1)*fingerprintLen)
+	}
+	if count > 0 {
+		m.Keys = make([][fingerprintLen]byte, count)
+		for i := range m.Keys {
+			copy(m.Keys[i][:], rest[i*fingerprintLen:])
+		}
+	}
+	copy(m.Primary[:], rest[count*fingerprintLen:])
+	return m, nil
+}
+
+// readLen reads a minimal uvarint of at most limit, naming what in errors.
+func readLen(b []byte, what string, limit int) (int, []byte, error) {
+	n, k := binary.Uvarint(b)
+	switch {
+	case k == 0:
+		return 0, nil, fmt.Errorf("truncated %s length", what)
+	case k < 0:
+		return 0, nil, fmt.Errorf("%s length overflows 64 bits", what)
+	case k != uvarintLen(n):
+		return 0, nil, fmt.Errorf("%s length not minimally encoded", what)
+	case n > uint64(limit):
+		return 0, nil, fmt.Errorf("%s of %d, at most %d allowed", what, n, limit)
+	}
+	return int(n), b[k:], nil
+}
+
+// printable reports whether s is valid UTF-8 without control characters,
+// so that a peer's error text is safe to log and print.
+func printable(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			return false
+		}
+	}
+	return true
 }

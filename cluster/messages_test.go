@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bytes"
+	"encoding/binary"
 	"reflect"
 	"strings"
 	"testing"
@@ -23,6 +24,13 @@ func validMessages() map[string]message {
 		"state whose digest is wrong": stateMsg{From: "b", Digest: catalog.Digest{}, Set: []byte{1}},
 		"ack":                         ackMsg{From: "lb-1", Digest: catalog.Digest{1, 2, 3, 4, 5, 6, 7, 8}},
 		"ack from a long name":        ackMsg{From: longName},
+		"key list":                    keyOpMsg{From: "lb-1", ID: [keyOpIDLen]byte{1, 2}, Op: KeyList},
+		"key install":                 keyOpMsg{From: "lb-1", ID: [keyOpIDLen]byte{3}, Issued: 1_800_000_000, Op: KeyInstall, Key: bytes.Repeat([]byte{7}, 32)},
+		"key use, 16 bytes":           keyOpMsg{From: longName, Issued: -1, Op: KeyUse, Key: bytes.Repeat([]byte{8}, 16)},
+		"key remove, 24 bytes":        keyOpMsg{From: "b", Op: KeyRemove, Key: bytes.Repeat([]byte{9}, 24)},
+		"key result of no keyring":    keyResultMsg{From: "b", ID: [keyOpIDLen]byte{4}, Error: "no keyring"},
+		"key result":                  keyResultMsg{From: "backend-1", Keys: [][fingerprintLen]byte{{1}, {2}}, Primary: [fingerprintLen]byte{1}},
+		"key result, most keys":       keyResultMsg{From: longName, Error: strings.Repeat("é", maxKeyError/2), Keys: make([][fingerprintLen]byte, maxResultKeys)},
 	}
 }
 
@@ -59,6 +67,21 @@ func TestDecodeMessageRejects(t *testing.T) {
 		b := appendName([]byte{byte(msgState)}, from)
 		return append(append(b, make([]byte, digest)...), set...)
 	}
+	keyOp := func(op byte, keyLen int) []byte {
+		b := appendName([]byte{byte(msgKeyOp)}, "lb")
+		b = append(b, make([]byte, keyOpIDLen+8)...)
+		b = append(b, op)
+		b = binary.AppendUvarint(b, uint64(keyLen))
+		return append(b, make([]byte, keyLen)...)
+	}
+	// keyResult: count fingerprints announced, n (primary included) present.
+	keyResult := func(errText string, count, n int) []byte {
+		b := appendName([]byte{byte(msgKeyResult)}, "lb")
+		b = append(b, make([]byte, keyOpIDLen)...)
+		b = appendName(b, errText)
+		b = binary.AppendUvarint(b, uint64(count))
+		return append(b, make([]byte, n*fingerprintLen)...)
+	}
 	tests := []struct {
 		name string
 		b    []byte
@@ -82,6 +105,23 @@ func TestDecodeMessageRejects(t *testing.T) {
 		{"message over the limit", state(strings.Repeat("n", catalog.MaxNodeNameLen), 8, make([]byte, MaxStateSize+1)), "bytes, at most"},
 		{"ack with short digest", append(appendName([]byte{byte(msgAck)}, "lb"), 1, 2, 3), "3 bytes of digest"},
 		{"ack with long digest", append(appendName([]byte{byte(msgAck)}, "lb"), make([]byte, 9)...), "9 bytes of digest"},
+		{"key op without id", append(appendName([]byte{byte(msgKeyOp)}, "lb"), 1, 2), "truncated id, time or operation"},
+		{"key op of unknown kind", keyOp(5, 0), "unknown key operation 5"},
+		{"key op of kind zero", keyOp(0, 0), "unknown key operation 0"},
+		{"list with a key", keyOp(byte(KeyList), 16), "carries no key"},
+		{"install without key", keyOp(byte(KeyInstall), 0), "key of 0 bytes"},
+		{"install with a 20-byte key", keyOp(byte(KeyInstall), 20), "key of 20 bytes"},
+		{"key over the limit", keyOp(byte(KeyInstall), 33), "key of 33, at most 32"},
+		{"key op with trailing bytes", append(keyOp(byte(KeyInstall), 16), 0), "17 bytes after a 16-byte key length"},
+		{"truncated key", keyOp(byte(KeyInstall), 16)[:30], "bytes after a 16-byte key length"},
+		{"key result without id", append(appendName([]byte{byte(msgKeyResult)}, "lb"), 1), "truncated id"},
+		{"key result error over the limit", keyResult(strings.Repeat("e", maxKeyError+1), 0, 0), "error text of 257, at most 256"},
+		{"key result error with a newline", keyResult("a\nb", 0, 0), "not printable"},
+		{"key result error not UTF-8", keyResult("a\xffb", 0, 0), "not printable"},
+		{"key result with too many keys", keyResult("", maxResultKeys+1, maxResultKeys+2), "key count of 257, at most 256"},
+		{"key result short of fingerprints", keyResult("", 2, 2), "16 bytes for 2 key fingerprints"},
+		{"key result with trailing bytes", append(keyResult("", 1, 2), 0), "17 bytes for 1 key fingerprints"},
+		{"valid key result for contrast", keyResult("refused", 2, 3), ""},
 		{"valid state for contrast", state("b", 8, set), ""},
 	}
 	for _, tc := range tests {
@@ -122,7 +162,9 @@ func FuzzDecodeMessage(f *testing.F) {
 		{byte(msgState), 1, 'b', 1, 2, 3, 4, 5, 6, 7},
 		{byte(msgAck), 1, 'b', 1, 2, 3, 4, 5, 6, 7, 8, 9},
 		{byte(msgAck), 0x80, 0x01, 'x'},
-		{4, 1, 'a'},
+		{6, 1, 'a'},
+		append(append(appendName([]byte{byte(msgKeyOp)}, "a"), make([]byte, keyOpIDLen+8)...), byte(KeyInstall), 16),
+		append(append(appendName([]byte{byte(msgKeyResult)}, "a"), make([]byte, keyOpIDLen)...), 1, 'x', 1),
 		bytes.Repeat([]byte{0xff}, 32),
 	} {
 		f.Add(b)
@@ -149,6 +191,16 @@ func FuzzDecodeMessage(f *testing.F) {
 			from = m.From
 			if len(m.Set) == 0 || len(m.Set) > MaxStateSize {
 				t.Fatalf("accepted a set of %d bytes", len(m.Set))
+			}
+		case keyOpMsg:
+			from = m.From
+			if m.Op == KeyList && len(m.Key) != 0 || m.Op != KeyList && len(m.Key) != 16 && len(m.Key) != 24 && len(m.Key) != 32 {
+				t.Fatalf("accepted %s with a %d-byte key", m.Op, len(m.Key))
+			}
+		case keyResultMsg:
+			from = m.From
+			if len(m.Error) > maxKeyError || !printable(m.Error) || len(m.Keys) > maxResultKeys {
+				t.Fatalf("accepted a result with error %q and %d keys", m.Error, len(m.Keys))
 			}
 		default:
 			t.Fatalf("decoded to %T", m)

@@ -117,6 +117,7 @@ const (
 	taskBroadcast                 // re-broadcast our beacon
 	taskAck                       // tell node we acknowledge digest
 	taskAcked                     // node says it acknowledged digest: pull its beacon
+	taskKeyOp                     // apply a member's key operation, answer it
 )
 
 func (k taskKind) String() string {
@@ -133,6 +134,8 @@ func (k taskKind) String() string {
 		return "ack"
 	case taskAcked:
 		return "acked"
+	case taskKeyOp:
+		return "keyop"
 	}
 	return fmt.Sprintf("taskKind(%d)", int(k))
 }
@@ -144,6 +147,7 @@ type task struct {
 	node   string         // the member to send to, or that sent
 	digest catalog.Digest // taskAck, taskAcked
 	state  stateMsg       // taskState
+	keyOp  keyOpMsg       // taskKeyOp
 }
 
 // Why a task is dropped.
@@ -234,6 +238,8 @@ func (c *Cluster) do(t task) {
 		c.sendTo(t.node, ackMsg{From: c.self, Digest: t.digest})
 	case taskAcked:
 		c.nudged(t.node, t.digest, time.Now())
+	case taskKeyOp:
+		c.answerKeyOp(t.keyOp)
 	case taskBroadcast:
 		// The broadcast is queued at once; waiting for memberlist to
 		// confirm it would hold up every other task (answers, acks).
@@ -341,6 +347,11 @@ func (c *Cluster) handleMsg(b []byte) {
 		if c.role == catalog.RoleLB {
 			c.enqueue(task{kind: taskState, node: m.From, state: m})
 		}
+	case keyOpMsg:
+		// Applying may write the key file: the worker does it.
+		c.enqueue(task{kind: taskKeyOp, node: m.From, keyOp: m})
+	case keyResultMsg:
+		c.receiveKeyResult(m)
 	}
 }
 

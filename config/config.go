@@ -32,6 +32,12 @@ type Config struct {
 	// counters in the Prometheus text format; empty (the default) serves
 	// none. Keep it on loopback or a private address.
 	MetricsAddr string `json:"metrics-addr"`
+	// AdminSocket is the unix socket of the node's local admin interface
+	// (`scrimp keys` uses it), created mode 0600, its directory 0700 if
+	// scrimp creates it. An absolute path of at most 100 bytes; default
+	// "/run/scrimp/admin.sock"; empty serves no admin interface. Each node
+	// on one host needs its own.
+	AdminSocket string `json:"admin-socket"`
 	// Cluster configures gossip membership.
 	Cluster Cluster `json:"cluster"`
 	// Seed says how a node finds the cluster to join.
@@ -267,9 +273,10 @@ func (b *Backend) UnmarshalJSON(data []byte) error {
 func DefaultConfig() *Config {
 	host, _ := os.Hostname()
 	return &Config{
-		NodeName: host,
-		LogLevel: "info",
-		Cluster:  DefaultCluster(),
+		NodeName:    host,
+		LogLevel:    "info",
+		AdminSocket: "/run/scrimp/admin.sock",
+		Cluster:     DefaultCluster(),
 	}
 }
 

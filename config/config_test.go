@@ -242,6 +242,16 @@ func TestConfigParseProblems(t *testing.T) {
 			want: []want{{"metrics-addr", `"localhost" is not an IP:port`}},
 		},
 		{
+			name: "relative admin socket",
+			doc:  `{` + lbHead + `, "admin-socket": "run/admin.sock", "lb": {}}`,
+			want: []want{{"admin-socket", `"run/admin.sock" is not an absolute path`}},
+		},
+		{
+			name: "admin socket too long for sun_path",
+			doc:  `{` + lbHead + `, "admin-socket": "/` + strings.Repeat("d", 100) + `", "lb": {}}`,
+			want: []want{{"admin-socket", "101 bytes long; a unix socket path may have at most 100"}},
+		},
+		{
 			name: "invalid lb mode and listen address",
 			doc:  `{` + lbHead + `, "lb": {"mode": "sidecar", "listen-addr": "*", "generator": ""}}`,
 			want: []want{

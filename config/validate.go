@@ -11,6 +11,11 @@ import (
 	"github.com/scrimplb/scrimp/catalog"
 )
 
+// MaxAdminSocket is the longest admin-socket path: a unix socket address
+// (sun_path) holds 108 bytes on Linux, and scrimp creates the socket in a
+// temporary directory beside it first (admin.MaxSocketPath).
+const MaxAdminSocket = 100
+
 // Profiles are the failure-detection presets a cluster may use.
 var Profiles = []string{"local", "lan", "wan"}
 
@@ -39,6 +44,14 @@ func (c *Config) Validate() Problems {
 	if c.MetricsAddr != "" {
 		if _, err := netip.ParseAddrPort(c.MetricsAddr); err != nil {
 			v.add("metrics-addr", fmt.Sprintf("%q is not an IP:port such as \"127.0.0.1:9946\"", c.MetricsAddr))
+		}
+	}
+	if c.AdminSocket != "" {
+		switch {
+		case !filepath.IsAbs(c.AdminSocket):
+			v.add("admin-socket", fmt.Sprintf("%q is not an absolute path", c.AdminSocket))
+		case len(c.AdminSocket) > MaxAdminSocket:
+			v.add("admin-socket", fmt.Sprintf("%d bytes long; a unix socket path may have at most %d here", len(c.AdminSocket), MaxAdminSocket))
 		}
 	}
 	c.Cluster.validate(&v)

@@ -2,7 +2,10 @@ package node
 
 import (
 	"encoding/json"
+	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -29,6 +32,7 @@ func LocalConfig(name, ip string, seeds []string) (*config.Config, error) {
 		cfg.Role = "lb"
 	}
 	cfg.Cluster.BindAddr, cfg.Cluster.BindPort, cfg.Cluster.Profile = ip, port, "local"
+	cfg.AdminSocket = localAdminSocket(ip, port)
 	cfg.Cluster.JoinBackoffMin = config.D(100 * time.Millisecond)
 	cfg.Cluster.JoinBackoffMax = config.D(2 * time.Second)
 	cfg.Cluster.LeaveTimeout = config.D(time.Second)
@@ -44,6 +48,13 @@ func LocalConfig(name, ip string, seeds []string) (*config.Config, error) {
 	return cfg, nil
 }
 
+// localAdminSocket is the admin socket of a local node: in the temporary
+// directory, named after the gossip address, which the node holds while it
+// runs, so that every node on the host has its own.
+func localAdminSocket(ip string, port int) string {
+	return filepath.Join(os.TempDir(), fmt.Sprintf("scrimp-%s-%d.sock", ip, port))
+}
+
 // StartLocal is Start for configurations made by LocalConfig: if another
 // process took the gossip port between LocalConfig's probe and the bind,
 // it tries again with a fresh port (updating cfg).
@@ -56,6 +67,9 @@ func StartLocal(cfg *config.Config, logger *slog.Logger) (*Node, error) {
 		port, perr := loopback.FreePort(cfg.Cluster.BindAddr)
 		if perr != nil {
 			return nil, err
+		}
+		if cfg.AdminSocket == localAdminSocket(cfg.Cluster.BindAddr, cfg.Cluster.BindPort) {
+			cfg.AdminSocket = localAdminSocket(cfg.Cluster.BindAddr, port)
 		}
 		cfg.Cluster.BindPort = port
 	}

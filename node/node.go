@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/scrimplb/scrimp/admin"
 	"github.com/scrimplb/scrimp/backend"
 	"github.com/scrimplb/scrimp/catalog"
 	"github.com/scrimplb/scrimp/cluster"
@@ -47,6 +48,8 @@ type Node struct {
 	backend *backend.Backend
 	// metricsLn is the metrics-addr listener, nil when it is not set.
 	metricsLn net.Listener
+	// admin serves admin-socket; nil when it is not set.
+	admin *admin.Server
 
 	// abort ends a drain at once (Abort); abortCtx is its context.
 	abortCtx context.Context
@@ -159,6 +162,7 @@ func Start(cfg *config.Config, logger *slog.Logger) (*Node, error) {
 		Role:          role,
 		Keys:          keys,
 		Label:         cfg.Cluster.Label,
+		SaveKeys:      saveKeys(cfg.Cluster.KeyringFile),
 		Logger:        logger.With("component", "cluster"),
 	}
 	if role == catalog.RoleBackend {
@@ -186,6 +190,10 @@ func Start(cfg *config.Config, logger *slog.Logger) (*Node, error) {
 		}
 	}
 	if err := n.listenMetrics(); err != nil {
+		n.Close()
+		return nil, err
+	}
+	if err := n.startAdmin(); err != nil {
 		n.Close()
 		return nil, err
 	}
@@ -272,6 +280,9 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	if n.metricsLn != nil {
 		wg.Go(func() { n.serveMetrics(loopCtx) })
+	}
+	if n.admin != nil {
+		wg.Go(func() { n.serveAdmin(loopCtx) })
 	}
 	// Load balancers advertise themselves where the provider allows it (an
 	// S3 object, a program), so backends can find them without a fixed
@@ -419,6 +430,9 @@ func (n *Node) Close() error {
 func (n *Node) close() error {
 	n.abort()
 	var errs []error
+	if n.admin != nil {
+		errs = append(errs, n.admin.Close())
+	}
 	if n.metricsLn != nil {
 		// Closed already when Run served it; this covers a node that
 		// never ran.

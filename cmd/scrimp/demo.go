@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -97,6 +98,7 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions, ready chan<- str
 	lbCfg.LB = &config.LB{}
 	*lbCfg.LB = config.DefaultLB()
 	lbCfg.LB.StateDir, lbCfg.LB.ListenAddr, lbCfg.LB.ProxyBinary = stateDir, lbIP, o.nginx
+	demoSocket(lbCfg, stateDir)
 
 	// Backends stop first, so the load balancer sees each one leave, as
 	// it would in a rolling shutdown; then the load balancer.
@@ -147,6 +149,7 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions, ready chan<- str
 			Name: "demo", ListenPort: listenPort, ApplicationPort: appPort, Protocol: catalog.ProtocolHTTP,
 		}}}
 		cfg.Backend = &bc
+		demoSocket(cfg, stateDir)
 		if _, err := start(cfg, quiet, runCtx, &wg); err != nil {
 			return err
 		}
@@ -166,6 +169,15 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions, ready chan<- str
 		all = append(all, err)
 	}
 	return errors.Join(all...)
+}
+
+// demoSocket puts a demo node's admin socket in the state directory, one
+// per node; a state directory too long for a socket path keeps
+// LocalConfig's.
+func demoSocket(cfg *config.Config, stateDir string) {
+	if p := filepath.Join(stateDir, "admin-"+cfg.NodeName+".sock"); len(p) <= config.MaxAdminSocket && filepath.IsAbs(p) {
+		cfg.AdminSocket = p
+	}
 }
 
 // syncWriter serialises log lines from several nodes onto one writer.

@@ -68,6 +68,7 @@ Nodes find each other through a seed provider and gossip (memberlist).`,
 	root.Flags().StringVarP(&configPath, "config", "c", "", "configuration file (JSON)")
 	root.Flags().StringVar(&pidFile, "pid-file", "", "write the process id here while running (for scrimp drain)")
 	root.AddCommand(newValidateCmd(), newVersionCmd(), newDemoCmd(), newSeedsCmd(), newDrainCmd())
+	root.AddCommand(newKeysCmd())
 	return root
 }
 

@@ -85,11 +85,11 @@ func TestRealProcesses(t *testing.T) {
 	}
 	appDir := filepath.Join(dir, "apps")
 	writeJSON(t, filepath.Join(dir, "backend.json"), fmt.Sprintf(`{
-  "role": "backend", "node-name": "backend-p",
+  "role": "backend", "node-name": "backend-p", "admin-socket": %q,
   "cluster": {"bind-addr": %q, "bind-port": %d, "profile": "local", "join-backoff-min": "50ms"},
   "seed": {"provider": "static", "static": {"addresses": ["%s:%d"]}},
   "backend": {"applications": [], "application-config-dir": %q, "drain-timeout": "10s", "drain-grace": "200ms"}
-}`, backendIP, backendGossip, lbIP, gossip, appDir))
+}`, filepath.Join(dir, "backend.sock"), backendIP, backendGossip, lbIP, gossip, appDir))
 	pidFile := filepath.Join(dir, "backend.pid")
 	backend, backendOut := startProcess(t, bin, "--config", filepath.Join(dir, "backend.json"), "--pid-file", pidFile)
 
@@ -214,12 +214,12 @@ func TestSecondSignalLeavesAtOnce(t *testing.T) {
 		}
 		file := filepath.Join(dir, name+".json")
 		writeJSON(t, file, fmt.Sprintf(`{
-  "role": "backend", "node-name": %q,
+  "role": "backend", "node-name": %q, "admin-socket": %q,
   "cluster": {"bind-addr": %q, "bind-port": %d, "profile": "local", "join-backoff-min": "50ms", "leave-timeout": "500ms"},
   "seed": {"provider": "static", "static": {"addresses": ["%s:%d"]}},
   "backend": {"drain-timeout": "60s", "drain-grace": "60s",
     "applications": [{"name": "web", "listen-port": %d, "application-port": %d, "protocol": "http"}]}
-}`, name, ip, port, lbIP, gossip, listen, appPort))
+}`, name, filepath.Join(dir, name+".sock"), ip, port, lbIP, gossip, listen, appPort))
 		cmd, out := startProcess(t, bin, "--config", file)
 		exited := make(chan error, 1)
 		go func() { exited <- cmd.Wait() }()
@@ -283,10 +283,10 @@ func writeLBConfig(t *testing.T, dir, ip string) (gossip, listen int) {
 		t.Fatal(err)
 	}
 	writeJSON(t, filepath.Join(dir, "lb.json"), fmt.Sprintf(`{
-  "role": "lb", "node-name": "lb",
+  "role": "lb", "node-name": "lb", "admin-socket": %q,
   "cluster": {"bind-addr": %q, "bind-port": %d, "profile": "local"},
   "seed": {"provider": "static", "static": {"addresses": []}},
   "lb": {"state-dir": %q, "listen-addr": %q}
-}`, ip, gossip, filepath.Join(dir, "lb-state"), ip))
+}`, filepath.Join(dir, "lb.sock"), ip, gossip, filepath.Join(dir, "lb-state"), ip))
 	return gossip, listen
 }
