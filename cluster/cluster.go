@@ -54,6 +54,16 @@ type Config struct {
 	// Label is bound into every packet and stream: nodes with another
 	// label are refused, so two clusters on one network never merge.
 	Label string
+	// AllowedCIDRs, when not empty, are the only networks whose packets
+	// and connections gossip accepts, e.g. "10.0.0.0/8".
+	AllowedCIDRs []string
+	// AcceptPlaintext and SendPlaintext (memberlist's GossipVerifyIncoming
+	// and GossipVerifyOutgoing, inverted so that the zero value is safe)
+	// are for turning encryption on in a running plaintext cluster:
+	// first both, then only AcceptPlaintext, then neither. Ignored
+	// without Keys.
+	AcceptPlaintext bool
+	SendPlaintext   bool
 	// Logger receives membership changes and memberlist's own log lines.
 	Logger *slog.Logger
 }
@@ -164,6 +174,15 @@ func New(cfg Config) (*Cluster, error) {
 			return nil, fmt.Errorf("cluster: keyring: %w", err)
 		}
 		mc.Keyring = kr
+		mc.GossipVerifyIncoming = !cfg.AcceptPlaintext
+		mc.GossipVerifyOutgoing = !cfg.SendPlaintext
+	}
+	if len(cfg.AllowedCIDRs) > 0 {
+		nets, err := memberlist.ParseCIDRs(cfg.AllowedCIDRs)
+		if err != nil {
+			return nil, fmt.Errorf("cluster: allowed CIDRs: %w", err)
+		}
+		mc.CIDRsAllowed = nets
 	}
 	mc.Delegate = delegate{c}
 	mc.Events = events{c}

@@ -261,6 +261,19 @@ func TestConfigParseProblems(t *testing.T) {
 			},
 		},
 		{
+			name: "allowed CIDRs, one not a CIDR",
+			doc:  `{` + lbHead + `, "cluster": {"allowed-cidrs": ["10.0.0.0/8", "10.0.0.0", "fd00::/8", "300.1.2.3/8"]}, "lb": {}}`,
+			want: []want{
+				{"cluster.allowed-cidrs[1]", `"10.0.0.0" is not a CIDR such as "10.0.0.0/8"`},
+				{"cluster.allowed-cidrs[3]", `"300.1.2.3/8" is not a CIDR`},
+			},
+		},
+		{
+			name: "gossip verify incoming without outgoing",
+			doc:  `{` + lbHead + `, "cluster": {"gossip-verify-outgoing": false}, "lb": {}}`,
+			want: []want{{"cluster.gossip-verify-incoming", "must be false while gossip-verify-outgoing is false"}},
+		},
+		{
 			name: "managed mode without state dir",
 			doc:  `{` + lbHead + `, "lb": {"state-dir": "", "generator": "haproxy"}}`,
 			want: []want{

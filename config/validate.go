@@ -97,6 +97,15 @@ func (c *Cluster) validate(v *validator) {
 	if len(c.Label) > 255 {
 		v.add("cluster.label", fmt.Sprintf("%d bytes; at most 255", len(c.Label)))
 	}
+	if c.GossipVerifyIncoming && !c.GossipVerifyOutgoing {
+		// The transition goes both off, then outgoing on, then both on.
+		v.add("cluster.gossip-verify-incoming", "must be false while gossip-verify-outgoing is false (see docs/security.md)")
+	}
+	for i, cidr := range c.AllowedCIDRs {
+		if _, err := netip.ParsePrefix(cidr); err != nil {
+			v.add(fmt.Sprintf("cluster.allowed-cidrs[%d]", i), fmt.Sprintf("%q is not a CIDR such as \"10.0.0.0/8\"", cidr))
+		}
+	}
 }
 
 func (l *LB) validate(v *validator) {
