@@ -51,8 +51,8 @@ func NewManagedNginx(binary, dir string, timeout time.Duration, logger *slog.Log
 		return nil, fmt.Errorf("proxy: state dir %s: %w", dir, err)
 	}
 	for _, d := range []string{abs, filepath.Join(abs, "tmp")} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return nil, fmt.Errorf("proxy: state dir: %w", err)
+		if err := prepareStateDir(d, nginxStateDirMode()); err != nil {
+			return nil, err
 		}
 	}
 	n := &ManagedNginx{
