@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -450,6 +451,58 @@ func TestValidateWarnsWithoutKeyring(t *testing.T) {
 			}
 			if tc.notWant != "" && strings.Contains(stderr, tc.notWant) {
 				t.Errorf("stderr = %q, want no %q in it", stderr, tc.notWant)
+			}
+		})
+	}
+}
+
+// `scrimp validate` never prints a key: not for a good keyring, nor for
+// one others can read, one cut short, one with a key of the wrong size or
+// one that is not base64.
+func TestValidateShowsNoKeys(t *testing.T) {
+	key := keyring.Generate()
+	b64 := base64.StdEncoding.EncodeToString(key)
+	cases := []struct {
+		name    string
+		content string
+		mode    os.FileMode
+		ok      bool
+	}{
+		{"good", `["` + b64 + `"]`, 0o600, true},
+		{"readable by others", `["` + b64 + `"]`, 0o644, false},
+		{"cut short", `["` + b64, 0o600, false},
+		{"wrong size", `["` + base64.StdEncoding.EncodeToString(key[:20]) + `"]`, 0o600, false},
+		{"not base64", `["` + b64 + `!"]`, 0o600, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			ring := filepath.Join(dir, "keyring.json")
+			if err := os.WriteFile(ring, []byte(tc.content), tc.mode); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(ring, tc.mode); err != nil {
+				t.Fatal(err)
+			}
+			file := filepath.Join(dir, "lb.json")
+			doc := `{"role": "lb", "node-name": "lb-1", "log-level": "debug", "seed": {"provider": "static", "static": {"addresses": []}},
+				"cluster": {"keyring-file": ` + strconv.Quote(ring) + `, "label": "prod"}, "lb": {}}`
+			if err := os.WriteFile(file, []byte(doc), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			stdout, stderr, err := runScrimp(t, "validate", "--config", file)
+			if (err == nil) != tc.ok {
+				t.Fatalf("validate: %v, want ok %v\nstderr: %s", err, tc.ok, stderr)
+			}
+			out := stdout + stderr
+			if !tc.ok && !strings.Contains(out, "cluster.keyring-file") {
+				t.Errorf("output %q does not name cluster.keyring-file", out)
+			}
+			for _, s := range []string{b64, base64.RawStdEncoding.EncodeToString(key), base64.StdEncoding.EncodeToString(key[:20]),
+				string(key), fmt.Sprint(key), fmt.Sprintf("%x", key)} {
+				if strings.Contains(out, s) {
+					t.Errorf("output shows the key:\n%s", out)
+				}
 			}
 		})
 	}
