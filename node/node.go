@@ -139,6 +139,10 @@ func Start(cfg *config.Config, logger *slog.Logger) (*Node, error) {
 		logger.Warn("gossip is not encrypted: anyone who reaches the gossip port can join; set cluster.keyring-file (scrimp keys generate) and cluster.label",
 			"bind-addr", cfg.Cluster.BindAddr)
 	}
+	if keys != nil && (!cfg.Cluster.GossipVerifyIncoming || !cfg.Cluster.GossipVerifyOutgoing) {
+		logger.Warn("gossip encryption is not enforced: plaintext gossip is still accepted or sent; finish the transition (docs/security.md)",
+			"gossip-verify-incoming", cfg.Cluster.GossipVerifyIncoming, "gossip-verify-outgoing", cfg.Cluster.GossipVerifyOutgoing)
+	}
 	role, _ := catalog.ParseRole(cfg.Role)
 	abortCtx, abort := context.WithCancel(context.Background())
 	n := &Node{cfg: cfg, log: logger, role: role, abortCtx: abortCtx, abort: abort}
