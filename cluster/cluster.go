@@ -54,8 +54,10 @@ type Config struct {
 	// Label is bound into every packet and stream: nodes with another
 	// label are refused, so two clusters on one network never merge.
 	Label string
-	// AllowedCIDRs, when not empty, are the only networks whose packets
-	// and connections gossip accepts, e.g. "10.0.0.0/8".
+	// AllowedCIDRs, when not empty, are the only networks a member's
+	// address may be in, e.g. "10.0.0.0/8" (memberlist CIDRsAllowed: other
+	// nodes and their alive messages are refused; their TCP push/pull is
+	// still answered).
 	AllowedCIDRs []string
 	// AcceptPlaintext and SendPlaintext (memberlist's GossipVerifyIncoming
 	// and GossipVerifyOutgoing, inverted so that the zero value is safe)

@@ -76,9 +76,10 @@ type Cluster struct {
 	// Label is bound into every gossip packet; nodes with another label
 	// are refused. Empty: no label.
 	Label string `json:"label,omitempty"`
-	// AllowedCIDRs, when not empty, are the only networks gossip accepts
-	// packets and connections from (defence in depth beside the key).
-	// Empty: any address.
+	// AllowedCIDRs, when not empty, are the only networks a member's
+	// address may be in: memberlist refuses other nodes and their alive
+	// messages (defence in depth beside the key; it still answers their
+	// TCP push/pull). Empty: any address.
 	AllowedCIDRs []string `json:"allowed-cidrs,omitempty"`
 	// GossipVerifyIncoming refuses gossip that is not encrypted with a key
 	// of the keyring. Off only while turning encryption on in a running

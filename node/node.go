@@ -163,11 +163,11 @@ func Start(cfg *config.Config, logger *slog.Logger) (*Node, error) {
 		Role:          role,
 		Keys:          keys,
 		Label:         cfg.Cluster.Label,
+		Logger:        logger.With("component", "cluster"),
 		AllowedCIDRs:  cfg.Cluster.AllowedCIDRs,
 		// Only for the plaintext-to-encrypted transition (docs/security.md).
 		AcceptPlaintext: !cfg.Cluster.GossipVerifyIncoming,
 		SendPlaintext:   !cfg.Cluster.GossipVerifyOutgoing,
-		Logger:          logger.With("component", "cluster"),
 	}
 	if role == catalog.RoleBackend {
 		b, err := backend.New(cfg.Backend, backend.Options{ConfigFile: cfg.File,

@@ -54,6 +54,10 @@ func NewManagedNginx(binary, dir string, timeout time.Duration, logger *slog.Log
 		if err := prepareStateDir(d, nginxStateDirMode()); err != nil {
 			return nil, err
 		}
+		if fi, err := os.Stat(d); err == nil && os.Geteuid() == 0 && fi.Mode().Perm()&0o001 == 0 {
+			logger.Warn("nginx's workers (run as another user under root) cannot reach their temp files here, so responses nginx must buffer to disk are cut short; fix it with: chmod 711 "+d,
+				"state-dir", d, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()))
+		}
 	}
 	n := &ManagedNginx{
 		binary: binary, dir: abs, conf: filepath.Join(abs, "nginx.conf"),
