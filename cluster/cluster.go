@@ -193,6 +193,12 @@ func New(cfg Config) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: start gossip on %s:%d: %w", cfg.BindAddr, cfg.BindPort, err)
 	}
+	if !slices.ContainsFunc(ml.Members(), func(n *memberlist.Node) bool { return n.Name == cfg.NodeName }) {
+		// memberlist refused this node's own address (CIDRsAllowed) and
+		// would fail on first use.
+		ml.Shutdown()
+		return nil, fmt.Errorf("cluster: this node's own address is outside the allowed CIDRs %v", cfg.AllowedCIDRs)
+	}
 	c.ml = ml
 	// Read once, now: memberlist's LocalNode hands out its own node
 	// record, which UpdateNode rewrites concurrently.

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -102,11 +103,27 @@ func TestAllowedCIDRs(t *testing.T) {
 	}
 }
 
+// A list memberlist cannot parse, or one that leaves out this node's own
+// address (memberlist would refuse the node itself), is an error.
 func TestAllowedCIDRsInvalid(t *testing.T) {
-	_, err := New(Config{NodeName: "lb", BindAddr: "127.0.0.1", Profile: "local", Role: catalog.RoleLB,
-		AllowedCIDRs: []string{"10.0.0.0/8", "not-a-cidr"}})
-	if err == nil || !bytes.Contains([]byte(err.Error()), []byte("not-a-cidr")) {
-		t.Fatalf("New = %v, want an error naming not-a-cidr", err)
+	cases := []struct {
+		name    string
+		allowed []string
+		want    string
+	}{
+		{"not a CIDR", []string{"10.0.0.0/8", "not-a-cidr"}, "not-a-cidr"},
+		{"without this node", []string{"10.0.0.0/8"}, "this node's own address is outside the allowed CIDRs"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := New(Config{NodeName: "lb", BindAddr: "127.0.0.1", Profile: "local", Role: catalog.RoleLB, AllowedCIDRs: tc.allowed})
+			if err == nil {
+				c.Kill()
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("New = %v, want an error containing %q", err, tc.want)
+			}
+		})
 	}
 }
 

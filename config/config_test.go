@@ -269,6 +269,11 @@ func TestConfigParseProblems(t *testing.T) {
 			},
 		},
 		{
+			name: "allowed CIDRs without this node's address",
+			doc:  `{` + lbHead + `, "cluster": {"advertise-addr": "203.0.113.10", "allowed-cidrs": ["10.0.0.0/8"]}, "lb": {}}`,
+			want: []want{{"cluster.allowed-cidrs", "none of them holds this node's own address 203.0.113.10"}},
+		},
+		{
 			name: "gossip verify incoming without outgoing",
 			doc:  `{` + lbHead + `, "cluster": {"gossip-verify-outgoing": false}, "lb": {}}`,
 			want: []want{{"cluster.gossip-verify-incoming", "must be false while gossip-verify-outgoing is false"}},
