@@ -60,6 +60,18 @@ type Config struct {
 	// memberlist's, one call at a time; it may block briefly (a file
 	// write and sync).
 	SaveKeys func(keys [][]byte) error
+	// AllowedCIDRs, when not empty, are the only networks a member's
+	// address may be in, e.g. "10.0.0.0/8" (memberlist CIDRsAllowed: other
+	// nodes and their alive messages are refused; their TCP push/pull is
+	// still answered).
+	AllowedCIDRs []string
+	// AcceptPlaintext and SendPlaintext (memberlist's GossipVerifyIncoming
+	// and GossipVerifyOutgoing, inverted so that the zero value is safe)
+	// are for turning encryption on in a running plaintext cluster:
+	// first both, then only AcceptPlaintext, then neither. Ignored
+	// without Keys.
+	AcceptPlaintext bool
+	SendPlaintext   bool
 	// Logger receives membership changes and memberlist's own log lines.
 	Logger *slog.Logger
 }
@@ -199,6 +211,15 @@ func New(cfg Config) (*Cluster, error) {
 			return nil, fmt.Errorf("cluster: keyring: %w", err)
 		}
 		mc.Keyring, c.keyring = kr, kr
+		mc.GossipVerifyIncoming = !cfg.AcceptPlaintext
+		mc.GossipVerifyOutgoing = !cfg.SendPlaintext
+	}
+	if len(cfg.AllowedCIDRs) > 0 {
+		nets, err := memberlist.ParseCIDRs(cfg.AllowedCIDRs)
+		if err != nil {
+			return nil, fmt.Errorf("cluster: allowed CIDRs: %w", err)
+		}
+		mc.CIDRsAllowed = nets
 	}
 	mc.Delegate = delegate{c}
 	mc.Events = events{c}
@@ -207,6 +228,12 @@ func New(cfg Config) (*Cluster, error) {
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: start gossip on %s:%d: %w", cfg.BindAddr, cfg.BindPort, err)
+	}
+	if !slices.ContainsFunc(ml.Members(), func(n *memberlist.Node) bool { return n.Name == cfg.NodeName }) {
+		// memberlist refused this node's own address (CIDRsAllowed) and
+		// would fail on first use.
+		ml.Shutdown()
+		return nil, fmt.Errorf("cluster: this node's own address is outside the allowed CIDRs %v", cfg.AllowedCIDRs)
 	}
 	c.ml = ml
 	// Read once, now: memberlist's LocalNode hands out its own node

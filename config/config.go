@@ -82,6 +82,19 @@ type Cluster struct {
 	// Label is bound into every gossip packet; nodes with another label
 	// are refused. Empty: no label.
 	Label string `json:"label,omitempty"`
+	// AllowedCIDRs, when not empty, are the only networks a member's
+	// address may be in: memberlist refuses other nodes and their alive
+	// messages (defence in depth beside the key; it still answers their
+	// TCP push/pull). Empty: any address.
+	AllowedCIDRs []string `json:"allowed-cidrs,omitempty"`
+	// GossipVerifyIncoming refuses gossip that is not encrypted with a key
+	// of the keyring. Off only while turning encryption on in a running
+	// plaintext cluster (docs/security.md); no effect without a keyring.
+	GossipVerifyIncoming bool `json:"gossip-verify-incoming"`
+	// GossipVerifyOutgoing encrypts the gossip this node sends. Off only
+	// while turning encryption on in a running plaintext cluster, before
+	// every node holds the key; no effect without a keyring.
+	GossipVerifyOutgoing bool `json:"gossip-verify-outgoing"`
 }
 
 // Seed chooses a seed provider and holds each provider's own section
@@ -290,6 +303,10 @@ func DefaultCluster() Cluster {
 		JoinBackoffMax: D(30 * time.Second),
 		RejoinInterval: D(10 * time.Second),
 		LeaveTimeout:   D(3 * time.Second),
+		// With a keyring, gossip is encrypted both ways unless a node is
+		// in the middle of the plaintext-to-encrypted transition.
+		GossipVerifyIncoming: true,
+		GossipVerifyOutgoing: true,
 	}
 }
 

@@ -271,6 +271,24 @@ func TestConfigParseProblems(t *testing.T) {
 			},
 		},
 		{
+			name: "allowed CIDRs, one not a CIDR",
+			doc:  `{` + lbHead + `, "cluster": {"allowed-cidrs": ["10.0.0.0/8", "10.0.0.0", "fd00::/8", "300.1.2.3/8"]}, "lb": {}}`,
+			want: []want{
+				{"cluster.allowed-cidrs[1]", `"10.0.0.0" is not a CIDR such as "10.0.0.0/8"`},
+				{"cluster.allowed-cidrs[3]", `"300.1.2.3/8" is not a CIDR`},
+			},
+		},
+		{
+			name: "allowed CIDRs without this node's address",
+			doc:  `{` + lbHead + `, "cluster": {"advertise-addr": "203.0.113.10", "allowed-cidrs": ["10.0.0.0/8"]}, "lb": {}}`,
+			want: []want{{"cluster.allowed-cidrs", "none of them holds this node's own address 203.0.113.10"}},
+		},
+		{
+			name: "gossip verify incoming without outgoing",
+			doc:  `{` + lbHead + `, "cluster": {"gossip-verify-outgoing": false}, "lb": {}}`,
+			want: []want{{"cluster.gossip-verify-incoming", "must be false while gossip-verify-outgoing is false"}},
+		},
+		{
 			name: "managed mode without state dir",
 			doc:  `{` + lbHead + `, "lb": {"state-dir": "", "generator": "haproxy"}}`,
 			want: []want{
@@ -625,6 +643,9 @@ func TestConfigExamples(t *testing.T) {
 			}
 			wantCluster := config.DefaultCluster()
 			wantCluster.AdvertiseAddr = "203.0.113.10"
+			// Not defaults: every shipped configuration encrypts and
+			// labels its gossip.
+			wantCluster.KeyringFile, wantCluster.Label = "/etc/scrimp/keyring.json", "prod"
 			if !reflect.DeepEqual(c.Cluster, wantCluster) {
 				t.Errorf("cluster section differs from DefaultCluster:\n got %+v\nwant %+v", c.Cluster, wantCluster)
 			}
@@ -945,6 +966,34 @@ func TestConfigBackendValidate(t *testing.T) {
 			got := tt.b.Validate("main.json")
 			if got := got.Error(); got != tt.want {
 				t.Errorf("Validate =\n%s\nwant\n%s", got, tt.want)
+			}
+		})
+	}
+}
+
+// Gossip verification is on by default; the two transition stages
+// (both off, then only incoming off) are valid.
+func TestGossipVerifySettings(t *testing.T) {
+	cases := []struct {
+		name         string
+		cluster      string
+		wantIncoming bool
+		wantOutgoing bool
+	}{
+		{"default", `{}`, true, true},
+		{"key installed, plaintext both ways", `{"gossip-verify-incoming": false, "gossip-verify-outgoing": false}`, false, false},
+		{"sending encrypted", `{"gossip-verify-incoming": false}`, false, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			doc := `{"role": "lb", "node-name": "lb-1", "seed": {"provider": "static"}, "cluster": ` + tc.cluster + `, "lb": {}}`
+			c, ps := config.Parse("test.json", []byte(doc))
+			if len(ps) > 0 {
+				t.Fatalf("problems: %v", ps)
+			}
+			if c.Cluster.GossipVerifyIncoming != tc.wantIncoming || c.Cluster.GossipVerifyOutgoing != tc.wantOutgoing {
+				t.Errorf("incoming %v, outgoing %v; want %v, %v", c.Cluster.GossipVerifyIncoming, c.Cluster.GossipVerifyOutgoing,
+					tc.wantIncoming, tc.wantOutgoing)
 			}
 		})
 	}

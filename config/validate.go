@@ -110,6 +110,28 @@ func (c *Cluster) validate(v *validator) {
 	if len(c.Label) > 255 {
 		v.add("cluster.label", fmt.Sprintf("%d bytes; at most 255", len(c.Label)))
 	}
+	if c.GossipVerifyIncoming && !c.GossipVerifyOutgoing {
+		// The transition goes both off, then outgoing on, then both on.
+		v.add("cluster.gossip-verify-incoming", "must be false while gossip-verify-outgoing is false (see docs/security.md)")
+	}
+	own, _ := netip.ParseAddr(c.AdvertiseAddr)
+	if !own.IsValid() {
+		own, _ = netip.ParseAddr(c.BindAddr)
+	}
+	ownAllowed := !own.IsValid() || own.IsUnspecified()
+	for i, cidr := range c.AllowedCIDRs {
+		p, err := netip.ParsePrefix(cidr)
+		if err != nil {
+			v.add(fmt.Sprintf("cluster.allowed-cidrs[%d]", i), fmt.Sprintf("%q is not a CIDR such as \"10.0.0.0/8\"", cidr))
+			ownAllowed = true // no second problem about the list
+			continue
+		}
+		ownAllowed = ownAllowed || p.Contains(own.Unmap())
+	}
+	if len(c.AllowedCIDRs) > 0 && !ownAllowed {
+		// memberlist would refuse this node itself.
+		v.add("cluster.allowed-cidrs", fmt.Sprintf("none of them holds this node's own address %s", own))
+	}
 }
 
 func (l *LB) validate(v *validator) {

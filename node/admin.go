@@ -2,10 +2,12 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/scrimplb/scrimp/admin"
 	"github.com/scrimplb/scrimp/keyring"
+	"github.com/scrimplb/scrimp/seed"
 )
 
 // startAdmin creates the admin socket (admin-socket) when one is set; it
@@ -43,12 +45,24 @@ func (n *Node) AdminSocket() string {
 	return n.admin.Socket()
 }
 
-// saveKeys returns the cluster's hook that writes a changed keyring to
-// cluster.keyring-file (primary first, atomically, mode 0600), so that a
-// restart keeps a rotation; nil when there is no key file.
-func saveKeys(path string) func([][]byte) error {
-	if path == "" {
-		return nil
+// keysChanged is the cluster's hook after a key operation changed the
+// keyring (primary first): it writes it to cluster.keyring-file
+// (atomically, mode 0600) so that a restart keeps a rotation, and gives it
+// to the seed provider, so that seed records are signed with the new
+// primary and checked against the keys the cluster now holds.
+func keysChanged(path string, seeds seed.Provider) func([][]byte) error {
+	return func(keys [][]byte) error {
+		var errs []error
+		if path != "" {
+			if err := keyring.Save(path, keys); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if r, ok := seeds.(seed.Rekeyer); ok {
+			if err := r.Rekey(keys); err != nil {
+				errs = append(errs, fmt.Errorf("seed records: %w", err))
+			}
+		}
+		return errors.Join(errs...)
 	}
-	return func(keys [][]byte) error { return keyring.Save(path, keys) }
 }

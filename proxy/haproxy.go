@@ -76,8 +76,8 @@ func NewManagedHAProxy(binary, dir string, timeout time.Duration, logger *slog.L
 	case len(sock) > haproxyMaxSocketPath:
 		return nil, fmt.Errorf("proxy: state dir %s: the master socket path %s is longer than the %d characters HAProxy can bind", abs, sock, haproxyMaxSocketPath)
 	}
-	if err := os.MkdirAll(abs, 0o755); err != nil {
-		return nil, fmt.Errorf("proxy: state dir: %w", err)
+	if err := prepareStateDir(abs, stateDirMode); err != nil {
+		return nil, err
 	}
 	log := logger.With("component", "haproxy")
 	h := &ManagedHAProxy{

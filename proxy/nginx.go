@@ -51,8 +51,12 @@ func NewManagedNginx(binary, dir string, timeout time.Duration, logger *slog.Log
 		return nil, fmt.Errorf("proxy: state dir %s: %w", dir, err)
 	}
 	for _, d := range []string{abs, filepath.Join(abs, "tmp")} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return nil, fmt.Errorf("proxy: state dir: %w", err)
+		if err := prepareStateDir(d, nginxStateDirMode()); err != nil {
+			return nil, err
+		}
+		if fi, err := os.Stat(d); err == nil && os.Geteuid() == 0 && fi.Mode().Perm()&0o001 == 0 {
+			logger.Warn("nginx's workers (run as another user under root) cannot reach their temp files here, so responses nginx must buffer to disk are cut short; fix it with: chmod 711 "+d,
+				"state-dir", d, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()))
 		}
 	}
 	n := &ManagedNginx{

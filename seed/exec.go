@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"time"
 	"unicode/utf8"
+
+	"github.com/scrimplb/scrimp/keyring"
 )
 
 func init() { Register("exec", newExec) }
@@ -72,6 +74,10 @@ type execPublisher struct {
 	*execSeeds
 	publish, withdraw []string
 }
+
+// Rekey implements Rekeyer: the command's output is checked, and the
+// records this node publishes are signed, with the new keys from now on.
+func (e *execSeeds) Rekey(keys keyring.Keys) error { return e.signer.rekey(keys) }
 
 func newExec(raw json.RawMessage, env Env) (Provider, error) {
 	var o execOptions

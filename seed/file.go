@@ -13,6 +13,8 @@ import (
 	"sync"
 
 	"github.com/fsnotify/fsnotify"
+
+	"github.com/scrimplb/scrimp/keyring"
 )
 
 func init() { Register("file", newFile) }
@@ -167,6 +169,18 @@ func (f *fileSeeds) Seeds(context.Context) ([]string, error) {
 		return nil, fmt.Errorf("seed file: %w", f.err)
 	}
 	return slices.Clone(f.addrs), nil // callers must not modify the cache
+}
+
+// Rekey implements Rekeyer. The file is parsed again at the next read,
+// so entries are checked against the new keys.
+func (f *fileSeeds) Rekey(keys keyring.Keys) error {
+	if err := f.signer.rekey(keys); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	f.have = false
+	f.mu.Unlock()
+	return nil
 }
 
 // Changed implements Notifier: it fires when the file's content changes.

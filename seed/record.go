@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
 	"unicode"
 
@@ -63,9 +64,10 @@ var (
 // against every key, so that records signed before a rotation stay valid
 // while their key is kept. A nil *signer is the unsigned mode of a
 // cluster without a keyring: it signs nothing and accepts every record.
-// It is immutable, so safe for concurrent use.
+// Its keys change only as a whole (rekey, after a rotation of the
+// cluster's keyring), so it is safe for concurrent use.
 type signer struct {
-	keys [][]byte // HMAC keys derived from the keyring, the primary's first
+	keys atomic.Pointer[[][]byte] // HMAC keys derived from the keyring, the primary's first
 }
 
 // newSigner derives the record keys from keys; no keys means unsigned
@@ -74,14 +76,28 @@ func newSigner(keys keyring.Keys) (*signer, error) {
 	if len(keys) == 0 {
 		return nil, nil
 	}
-	if err := keyring.Validate(keys); err != nil {
-		return nil, fmt.Errorf("keys: %w", err)
-	}
-	s := &signer{keys: make([][]byte, len(keys))}
-	for i, k := range keys {
-		s.keys[i] = keyring.Derive(k, recordPurpose)
+	s := &signer{}
+	if err := s.rekey(keys); err != nil {
+		return nil, err
 	}
 	return s, nil
+}
+
+// rekey replaces the record keys with ones derived from keys. A nil
+// signer (a node started without a keyring) cannot take keys.
+func (s *signer) rekey(keys keyring.Keys) error {
+	if s == nil {
+		return errors.New("seed: records are unsigned on this node (it started without a keyring)")
+	}
+	if err := keyring.Validate(keys); err != nil {
+		return fmt.Errorf("keys: %w", err)
+	}
+	derived := make([][]byte, len(keys))
+	for i, k := range keys {
+		derived[i] = keyring.Derive(k, recordPurpose)
+	}
+	s.keys.Store(&derived)
+	return nil
 }
 
 func mac(key, msg []byte) []byte {
@@ -96,7 +112,7 @@ func (s *signer) sign(r *record) {
 	if s == nil {
 		return
 	}
-	r.Sig = base64.StdEncoding.EncodeToString(mac(s.keys[0], r.message()))
+	r.Sig = base64.StdEncoding.EncodeToString(mac((*s.keys.Load())[0], r.message()))
 }
 
 // verify returns nil if r is signed with one of the keys, or in unsigned
@@ -115,7 +131,7 @@ func (s *signer) verify(r *record) error {
 		return errBadSig
 	}
 	msg := r.message()
-	for _, k := range s.keys {
+	for _, k := range *s.keys.Load() {
 		if hmac.Equal(sig, mac(k, msg)) {
 			return nil
 		}

@@ -84,7 +84,8 @@ func TestSignerVerify(t *testing.T) {
 func TestSignerDoesNotUseTheKeyDirectly(t *testing.T) {
 	key := keyring.Generate()
 	s := mustSigner(t, keyring.Keys{key})
-	if bytes.Equal(s.keys[0], key) || !bytes.Equal(s.keys[0], keyring.Derive(key, "scrimp seed record v1")) {
+	keys := *s.keys.Load()
+	if bytes.Equal(keys[0], key) || !bytes.Equal(keys[0], keyring.Derive(key, "scrimp seed record v1")) {
 		t.Error("the record key must be keyring.Derive(key, \"scrimp seed record v1\"), not the key")
 	}
 }

@@ -19,6 +19,8 @@ import (
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/scrimplb/scrimp/keyring"
 )
 
 func init() { Register("s3", newS3) }
@@ -85,6 +87,18 @@ type s3Seeds struct {
 
 	mu     sync.Mutex
 	warned map[string]string // key → ETag of a bad record already warned about
+}
+
+// Rekey implements Rekeyer: records are signed and checked with the new
+// keys from now on, and bad records are warned about again.
+func (s *s3Seeds) Rekey(keys keyring.Keys) error {
+	if err := s.signer.rekey(keys); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	clear(s.warned)
+	s.mu.Unlock()
+	return nil
 }
 
 func newS3(raw json.RawMessage, env Env) (Provider, error) {

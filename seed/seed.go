@@ -40,6 +40,16 @@ type Publisher interface {
 	Withdraw(ctx context.Context, self string) error
 }
 
+// Rekeyer is implemented by providers that sign or check records with a
+// key derived from the cluster's keyring. A node calls Rekey after a key
+// rotation changed its keyring (primary first), so that records are
+// signed with the new primary and checked against the keys the cluster
+// now holds. It never blocks and is safe to call concurrently with the
+// provider's other methods.
+type Rekeyer interface {
+	Rekey(keys keyring.Keys) error
+}
+
 // Closer is implemented by providers that hold resources (watchers,
 // connections). Close is safe to call more than once.
 type Closer interface {

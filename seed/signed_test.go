@@ -234,3 +234,52 @@ func TestExecSignedRecords(t *testing.T) {
 		t.Errorf("published record %+v", r)
 	}
 }
+
+// TestRekey: after a rotation of the cluster's keyring, a provider signs
+// with the new primary and checks records against the new keys only, so
+// that a node started later with only the new key finds the load
+// balancers, and records signed with a removed key are skipped.
+func TestRekey(t *testing.T) {
+	oldKey, newKey := keyring.Generate(), keyring.Generate()
+	store := filepath.Join(t.TempDir(), "records")
+	section := map[string]any{
+		"command":         []string{writeScript(t, "cat "+store+"\n")},
+		"publish-command": []string{writeScript(t, `printf '%s\n' "$SCRIMP_SEED_RECORD" > `+store+"\n")},
+	}
+	lbEnv, _ := keyedEnv(t, "lb-1", oldKey)
+	lb := newTestProvider(t, "exec", section, lbEnv)
+	publish(t, lb.(Publisher), "10.0.0.1:7946")
+	readerEnv, _ := keyedEnv(t, "backend", oldKey)
+	reader := newTestProvider(t, "exec", section, readerEnv)
+	if got := seedsNow(t, reader); !sameAddrs(got, []string{"10.0.0.1:7946"}) {
+		t.Fatalf("before the rotation: Seeds = %q", got)
+	}
+
+	// install + use: both keys, the new one primary.
+	for _, p := range []Provider{lb, reader} {
+		if err := p.(Rekeyer).Rekey(keyring.Keys{newKey, oldKey}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish(t, lb.(Publisher), "10.0.0.1:7946")
+	newOnlyEnv, _ := keyedEnv(t, "late", newKey)
+	if got := seedsNow(t, newTestProvider(t, "exec", section, newOnlyEnv)); !sameAddrs(got, []string{"10.0.0.1:7946"}) {
+		t.Fatalf("a node with only the new key: Seeds = %q (the record is not signed with the new primary)", got)
+	}
+
+	// remove: a record signed with the old key no longer counts.
+	if err := reader.(Rekeyer).Rekey(keyring.Keys{newKey}); err != nil {
+		t.Fatal(err)
+	}
+	oldEnv, _ := keyedEnv(t, "lb-old", oldKey)
+	publish(t, newTestProvider(t, "exec", section, oldEnv).(Publisher), "10.0.0.1:7946")
+	if got := seedsNow(t, reader); len(got) != 0 {
+		t.Fatalf("after the old key was removed: Seeds = %q, want none", got)
+	}
+
+	// A node that started without a keyring cannot be rekeyed.
+	plainEnv, _ := testEnv(t)
+	if err := newTestProvider(t, "exec", section, plainEnv).(Rekeyer).Rekey(keyring.Keys{newKey}); err == nil {
+		t.Error("Rekey of a provider without a keyring succeeded")
+	}
+}

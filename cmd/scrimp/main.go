@@ -153,7 +153,9 @@ func newValidateCmd() *cobra.Command {
 		Use:   "validate --config FILE",
 		Short: "Check a configuration file and print every problem",
 		Long: `Check a configuration file without starting anything. Every problem is
-printed as FILE: json.path: reason. Exits 1 if there is any.`,
+printed as FILE: json.path: reason. Exits 1 if there is any. What is allowed
+but unsafe (gossip without a keyring) is printed as FILE: warning: json.path:
+reason and does not change the exit status.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if configPath == "" {
@@ -166,9 +168,15 @@ printed as FILE: json.path: reason. Exits 1 if there is any.`,
 			}
 			// Plugins check their own sections even when the rest of the
 			// file has problems, so one run shows everything.
-			if errs := append([]error{err}, node.CheckPlugins(cfg)...); errors.Join(errs...) != nil {
+			errs := append([]error{err}, node.CheckPlugins(cfg)...)
+			errs = append(errs, node.CheckKeyring(cfg))
+			if errors.Join(errs...) != nil {
 				fmt.Fprintln(cmd.ErrOrStderr(), errors.Join(errs...))
 				return errQuiet
+			}
+			// Warnings do not fail the check: a loopback demo needs no key.
+			for _, w := range node.Warnings(cfg) {
+				fmt.Fprintf(cmd.ErrOrStderr(), "%s: warning: %s\n", configPath, w)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (%s)\n", configPath, cfg.Role)
 			return nil

@@ -2,15 +2,19 @@ package main
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/scrimplb/scrimp/config"
+	"github.com/scrimplb/scrimp/keyring"
 	"github.com/scrimplb/scrimp/node"
 	"github.com/scrimplb/scrimp/proxy"
 )
@@ -147,15 +151,47 @@ func checkLines(t *testing.T, output, prefix string, want []string) {
 	}
 }
 
+// shippedKeyring is the keyring file every shipped configuration names.
+const shippedKeyring = "/etc/scrimp/keyring.json"
+
+// withKeyring copies the shipped configuration file into a temporary
+// directory, naming a keyring file created there (mode 0600) instead of
+// shippedKeyring, which exists only on a real node. Everything else is
+// validated as shipped; a file that does not name shippedKeyring fails
+// the test, so every shipped configuration keeps its keyring.
+func withKeyring(t *testing.T, file string) string {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	ring := filepath.Join(dir, "keyring.json")
+	key := base64.StdEncoding.EncodeToString(keyring.Generate())
+	if err := os.WriteFile(ring, []byte(`["`+key+`"]`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	quoted := strconv.Quote(shippedKeyring)
+	if bytes.Count(data, []byte(quoted)) != 1 {
+		t.Fatalf("%s does not name the keyring file %s once", file, quoted)
+	}
+	copied := filepath.Join(dir, filepath.Base(file))
+	if err := os.WriteFile(copied, bytes.Replace(data, []byte(quoted), []byte(strconv.Quote(ring)), 1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return copied
+}
+
 func TestValidateCommandGood(t *testing.T) {
 	for _, tt := range goodConfigs {
 		t.Run(filepath.Base(tt.file), func(t *testing.T) {
 			t.Parallel()
-			stdout, stderr, err := runScrimp(t, "validate", "--config", tt.file)
+			file := withKeyring(t, tt.file)
+			stdout, stderr, err := runScrimp(t, "validate", "--config", file)
 			if err != nil {
 				t.Fatalf("validate: %v\nstderr:\n%s", err, stderr)
 			}
-			if want := tt.file + ": ok (" + tt.role + ")\n"; stdout != want {
+			if want := file + ": ok (" + tt.role + ")\n"; stdout != want {
 				t.Errorf("stdout = %q, want %q", stdout, want)
 			}
 			if stderr != "" {
@@ -237,6 +273,7 @@ func TestValidateExitCode(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
+	lbFile, backendFile := withKeyring(t, "../../config.example.json"), withKeyring(t, "../../examples/backend.json")
 	tests := []struct {
 		name       string
 		args       []string
@@ -246,15 +283,15 @@ func TestValidateExitCode(t *testing.T) {
 	}{
 		{
 			name:       "valid lb config",
-			args:       []string{"validate", "--config", "../../config.example.json"},
+			args:       []string{"validate", "--config", lbFile},
 			wantCode:   0,
-			wantStdout: "../../config.example.json: ok (lb)\n",
+			wantStdout: lbFile + ": ok (lb)\n",
 		},
 		{
 			name:       "valid backend config",
-			args:       []string{"validate", "--config", "../../examples/backend.json"},
+			args:       []string{"validate", "--config", backendFile},
 			wantCode:   0,
-			wantStdout: "../../examples/backend.json: ok (backend)\n",
+			wantStdout: backendFile + ": ok (backend)\n",
 		},
 		{
 			name:       "invalid config",
@@ -312,7 +349,7 @@ func TestValidateExitCode(t *testing.T) {
 // HAProxy's defaults, never nginx's (which once made scrimp write HAProxy
 // text into /etc/nginx/conf.d and run nginx -t on it).
 func TestValidateExternalHAProxyDefaults(t *testing.T) {
-	const file = "../../examples/lb-haproxy-external.json"
+	file := withKeyring(t, "../../examples/lb-haproxy-external.json")
 	cfg, err := config.Load(file)
 	if err != nil {
 		t.Fatal(err)
@@ -340,5 +377,133 @@ func TestValidateExternalHAProxyDefaults(t *testing.T) {
 		if strings.Contains(arg, "nginx") {
 			t.Errorf("HAProxy setup %+v mentions nginx", setup)
 		}
+	}
+}
+
+// A shipped configuration validated where its keyring file does not
+// exist fails on that alone, naming the field and the file: a node could
+// not start there.
+func TestValidateMissingKeyring(t *testing.T) {
+	if _, err := os.Stat(shippedKeyring); err == nil {
+		t.Skipf("%s exists on this machine", shippedKeyring)
+	}
+	const file = "../../examples/backend.json"
+	stdout, stderr, err := runScrimp(t, "validate", "--config", file)
+	if !errors.Is(err, errQuiet) {
+		t.Fatalf("validate returned %v, want errQuiet", err)
+	}
+	if stdout != "" {
+		t.Errorf("stdout = %q, want nothing", stdout)
+	}
+	checkLines(t, stderr, file+": ", []string{"cluster.keyring-file: keyring: open " + shippedKeyring + ": no such file or directory"})
+}
+
+// Without a keyring, validate passes with a warning naming
+// cluster.keyring-file: a mild one on loopback, a loud one, naming the
+// address and port, anywhere else. With a keyring there is none.
+func TestValidateWarnsWithoutKeyring(t *testing.T) {
+	dir := t.TempDir()
+	ring := filepath.Join(dir, "keyring.json")
+	if err := os.WriteFile(ring, []byte(`["`+base64.StdEncoding.EncodeToString(keyring.Generate())+`"]`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name    string
+		cluster string
+		want    []string // in the one warning line; none when empty
+		notWant string
+	}{
+		{"loopback", `{"bind-addr": "127.0.0.1"}`, []string{"warning: cluster.keyring-file: not set", "only because it listens on loopback"}, "ANYONE"},
+		{"all addresses", `{"bind-addr": "0.0.0.0"}`, []string{"warning: cluster.keyring-file: NOT SET while gossip listens on 0.0.0.0 port 7946", "ANYONE", "scrimp keys generate", "cluster.label"}, "loopback"},
+		{"public address", `{"bind-addr": "203.0.113.10", "bind-port": 7000}`, []string{"NOT SET while gossip listens on 203.0.113.10 port 7000"}, ""},
+		{"keyring", `{"bind-addr": "0.0.0.0", "keyring-file": ` + strconv.Quote(ring) + `, "label": "prod"}`, nil, ""},
+		{"keyring, transition", `{"keyring-file": ` + strconv.Quote(ring) + `, "gossip-verify-incoming": false}`,
+			[]string{"warning: cluster.gossip-verify-incoming: false: plaintext gossip is still accepted"}, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			file := filepath.Join(t.TempDir(), "lb.json")
+			doc := `{"role": "lb", "node-name": "lb-1", "seed": {"provider": "static", "static": {"addresses": []}}, "cluster": ` +
+				tc.cluster + `, "lb": {}}`
+			if err := os.WriteFile(file, []byte(doc), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			stdout, stderr, err := runScrimp(t, "validate", "--config", file)
+			if err != nil {
+				t.Fatalf("validate: %v\nstderr:\n%s", err, stderr)
+			}
+			if want := file + ": ok (lb)\n"; stdout != want {
+				t.Errorf("stdout = %q, want %q", stdout, want)
+			}
+			if len(tc.want) == 0 {
+				if stderr != "" {
+					t.Errorf("stderr = %q, want nothing", stderr)
+				}
+				return
+			}
+			if strings.Count(stderr, "\n") != 1 || !strings.HasPrefix(stderr, file+": warning: ") {
+				t.Fatalf("stderr = %q, want one warning line", stderr)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(stderr, w) {
+					t.Errorf("stderr = %q, want %q in it", stderr, w)
+				}
+			}
+			if tc.notWant != "" && strings.Contains(stderr, tc.notWant) {
+				t.Errorf("stderr = %q, want no %q in it", stderr, tc.notWant)
+			}
+		})
+	}
+}
+
+// `scrimp validate` never prints a key: not for a good keyring, nor for
+// one others can read, one cut short, one with a key of the wrong size or
+// one that is not base64.
+func TestValidateShowsNoKeys(t *testing.T) {
+	key := keyring.Generate()
+	b64 := base64.StdEncoding.EncodeToString(key)
+	cases := []struct {
+		name    string
+		content string
+		mode    os.FileMode
+		ok      bool
+	}{
+		{"good", `["` + b64 + `"]`, 0o600, true},
+		{"readable by others", `["` + b64 + `"]`, 0o644, false},
+		{"cut short", `["` + b64, 0o600, false},
+		{"wrong size", `["` + base64.StdEncoding.EncodeToString(key[:20]) + `"]`, 0o600, false},
+		{"not base64", `["` + b64 + `!"]`, 0o600, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			ring := filepath.Join(dir, "keyring.json")
+			if err := os.WriteFile(ring, []byte(tc.content), tc.mode); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(ring, tc.mode); err != nil {
+				t.Fatal(err)
+			}
+			file := filepath.Join(dir, "lb.json")
+			doc := `{"role": "lb", "node-name": "lb-1", "log-level": "debug", "seed": {"provider": "static", "static": {"addresses": []}},
+				"cluster": {"keyring-file": ` + strconv.Quote(ring) + `, "label": "prod"}, "lb": {}}`
+			if err := os.WriteFile(file, []byte(doc), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			stdout, stderr, err := runScrimp(t, "validate", "--config", file)
+			if (err == nil) != tc.ok {
+				t.Fatalf("validate: %v, want ok %v\nstderr: %s", err, tc.ok, stderr)
+			}
+			out := stdout + stderr
+			if !tc.ok && !strings.Contains(out, "cluster.keyring-file") {
+				t.Errorf("output %q does not name cluster.keyring-file", out)
+			}
+			for _, s := range []string{b64, base64.RawStdEncoding.EncodeToString(key), base64.StdEncoding.EncodeToString(key[:20]),
+				string(key), fmt.Sprint(key), fmt.Sprintf("%x", key)} {
+				if strings.Contains(out, s) {
+					t.Errorf("output shows the key:\n%s", out)
+				}
+			}
+		})
 	}
 }
