@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -351,6 +352,26 @@ func TestSupervisorStalePid(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		// Until the child has exec'd, /proc shows this test binary and
+		// its command line, and the new command line comes a little after
+		// the new executable: wait for both.
+		want, err := filepath.EvalSymlinks(cmd.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last := []byte(args[len(args)-1] + "\x00")
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", cmd.Process.Pid))
+			cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", cmd.Process.Pid))
+			if exe == want && bytes.HasSuffix(cmdline, last) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("pid %d runs %q %q, not %s %q, after 5s", cmd.Process.Pid, exe, cmdline, want, args)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
 		return cmd.Process.Pid
 	}
 	tests := []struct {
@@ -365,7 +386,14 @@ func TestSupervisorStalePid(t *testing.T) {
 		{name: "same program, other directory",
 			pid: func(t *testing.T) string { return strconv.Itoa(spawn(t, "sh", "-c", "sleep 600; :", t.TempDir())) }},
 		{name: "other program naming the directory",
-			pid: func(t *testing.T) string { return strconv.Itoa(spawn(t, "sleep", "600", filepath.Join(dir, "x"))) }},
+			pid: func(t *testing.T) string {
+				// tail -f runs until killed, naming a file in the directory.
+				f := filepath.Join(dir, "x")
+				if err := os.WriteFile(f, nil, 0o600); err != nil {
+					t.Fatal(err)
+				}
+				return strconv.Itoa(spawn(t, "tail", "-f", f))
+			}},
 		{name: "this test process", pid: func(t *testing.T) string { return strconv.Itoa(os.Getpid()) }},
 		{name: "init", pid: func(t *testing.T) string { return "1" }},
 		{name: "a process that is gone", pid: func(t *testing.T) string {
