@@ -165,7 +165,11 @@ printed as FILE: json.path: reason. Exits 1 if there is any.`,
 			}
 			// Plugins check their own sections even when the rest of the
 			// file has problems, so one run shows everything.
-			if errs := append([]error{err}, node.CheckPlugins(cfg)...); errors.Join(errs...) != nil {
+			errs := append([]error{err}, node.CheckPlugins(cfg)...)
+			// Bad application files fail the check although a backend
+			// starts without them: their applications would not be served.
+			errs = append(errs, node.CheckAppDir(cfg))
+			if errors.Join(errs...) != nil {
 				fmt.Fprintln(cmd.ErrOrStderr(), errors.Join(errs...))
 				return errQuiet
 			}
