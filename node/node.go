@@ -235,6 +235,11 @@ func (n *Node) buildLB() error {
 			return err
 		}
 		in.Standalone, in.StateDir = true, m.Dir()
+		// The runner says whether its proxy starts as root and needs
+		// its workers to drop privileges (HAProxy's does).
+		if r, ok := m.(interface{ AsRoot() bool }); ok {
+			in.AsRoot = r.AsRoot()
+		}
 		p, n.proxy = m, m
 	default:
 		e := &proxy.External{Target: setup.Target, Check: setup.Check, Reload: setup.Reload,
