@@ -300,7 +300,9 @@ func merge(static []config.Application, dir string, files map[string]*config.App
 // main configuration's backend.applications) or in another file. Each
 // problem names its file and JSON path. A directory that does not exist is
 // not a problem, since the backend watches for it to appear; anything else
-// that is not a readable directory is.
+// that is not a readable directory is. Entries that are not regular files
+// are skipped, as the backend skips them, without blocking; a file over
+// 1 MiB is a problem.
 func CheckDir(dir string, static []config.Application) config.Problems {
 	if dir == "" {
 		return nil
