@@ -10,12 +10,15 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/scrimplb/scrimp/catalog"
+	"github.com/scrimplb/scrimp/cluster"
 	"github.com/scrimplb/scrimp/config"
+	"github.com/scrimplb/scrimp/internal/loopback"
 )
 
 // TestDirectoryChanges walks one application directory through the
@@ -536,4 +539,110 @@ func TestAdvertiseRetryBackoff(t *testing.T) {
 			t.Errorf("attempts after the change at %v, want [0s 20ms]", got)
 		}
 	})
+}
+
+// TestSpecialFilesAreSkipped puts a FIFO, a directory, a socket and a link
+// to a FIFO with application files' names into the directory, before start
+// and while running: none blocks the backend, each is logged once as
+// skipped, and the real files beside them are advertised. A FIFO that
+// replaces a good file withdraws its application.
+func TestSpecialFilesAreSkipped(t *testing.T) {
+	dir := t.TempDir()
+	special := specialEntries(t, dir)
+	writeFile(t, filepath.Join(dir, "web.json"), appJSON("web", 8080, ""))
+	var (
+		b    *Backend
+		logs *logBuffer
+	)
+	withTimeout(t, "New", func() { b, logs = newBackend(t, &config.Backend{ApplicationConfigDir: dir}) })
+	adv := &fakeAdv{}
+	run(t, b, adv)
+	waitCall(t, adv, 0, "web:8080=up")
+	for name, kind := range special {
+		logs.waitLog(t, "skipped: not a regular file", filepath.Join(dir, name), kind)
+	}
+
+	// While running: a new FIFO, then a good file replaced by a FIFO.
+	from := adv.count()
+	if err := syscall.Mkfifo(filepath.Join(dir, "late.json"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "api.json"), appJSON("api", 8081, ""))
+	waitCall(t, adv, from, "api:8081=up web:8080=up")
+	logs.waitLog(t, "skipped: not a regular file", filepath.Join(dir, "late.json"), "named pipe")
+
+	from = adv.count()
+	web := filepath.Join(dir, "web.json")
+	if err := os.Remove(web); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(web, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitCall(t, adv, from, "api:8081=up")
+	s := &sentinel{dir: dir}
+	s.mark(t, adv, from, "api:8081=up")
+	// Each special entry is logged once however often the directory is
+	// read again.
+	for name := range special {
+		if n := strings.Count(logs.String(), "file="+filepath.Join(dir, name)+" "); n != 1 {
+			t.Errorf("%s logged %d times, want once", name, n)
+		}
+	}
+}
+
+// TestBadFileAtStartup starts a backend whose directory holds a bad file
+// beside a good one, in a real two-node gossip cluster on loopback: New
+// does not fail, the bad file is reported with its file, field and
+// reason, and the load balancer member sees the good application only.
+func TestBadFileAtStartup(t *testing.T) {
+	const lbIP, backendIP = "127.0.33.1", "127.0.33.2"
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.json")
+	writeFile(t, filepath.Join(dir, "good.json"), appJSON("good", 8080, ""))
+	writeFile(t, bad, appJSON("bad", 0, ""))
+	b, logs := newBackend(t, &config.Backend{ApplicationConfigDir: dir})
+	logs.waitLog(t, "application file: invalid", "file="+bad, "field=application-port", "0 is not a port")
+	logs.waitLog(t, "not advertised until it is fixed", "file="+bad)
+	if got := describe(b.Applications()); got != "good:8080=up" {
+		t.Fatalf("Applications() = %q, want the good application only", got)
+	}
+
+	logger := slog.New(slog.DiscardHandler)
+	start := func(name, ip string, role catalog.Role, apps []catalog.Application) *cluster.Cluster {
+		t.Helper()
+		port, err := loopback.FreePort(ip)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := cluster.New(cluster.Config{NodeName: name, BindAddr: ip, BindPort: port, Profile: "local",
+			Role: role, Applications: apps, Logger: logger})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close(time.Second) })
+		return c
+	}
+	lbc := start("lb-1", lbIP, catalog.RoleLB, nil)
+	bc := start("backend-1", backendIP, catalog.RoleBackend, b.Applications())
+	run(t, b, bc)
+	if _, err := bc.Join([]string{lbc.LocalAddr()}); err != nil {
+		t.Fatal(err)
+	}
+	seen := func() string {
+		var names []string
+		for _, n := range lbc.Snapshot().Nodes {
+			for _, a := range n.Applications {
+				names = append(names, fmt.Sprintf("%s@%s=%s", a.Name, n.Name, a.State))
+			}
+		}
+		return strings.Join(names, " ")
+	}
+	waitUntil(t, "the load balancer sees the good application", func() bool { return seen() == "good@backend-1=up" },
+		func() string { return "it sees " + seen() })
+
+	// Fixing the bad file advertises it too.
+	writeFile(t, bad, appJSON("bad", 8081, ""))
+	waitUntil(t, "the load balancer sees the fixed application", func() bool { return seen() == "bad@backend-1=up good@backend-1=up" },
+		func() string { return "it sees " + seen() })
 }

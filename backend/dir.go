@@ -48,35 +48,70 @@ func listAppFiles(dir string) ([]string, error) {
 }
 
 // errNotAppFile marks an entry with an application file's name that is not
-// a regular file (a directory, a FIFO, a dangling symbolic link); it is
-// skipped, not reported.
+// a regular file (a directory, a FIFO, a socket, a device, or a symbolic
+// link to one of those); it is skipped, never opened for reading.
 var errNotAppFile = errors.New("not a regular file")
 
-// readAppFile reads one application file, following symbolic links (a
-// Kubernetes ConfigMap's files are links). It refuses anything but a
-// regular file, since reading a FIFO would block the backend, and files
-// over maxFileSize.
+// readAppFile reads one application file. It follows a symbolic link to a
+// regular file (a Kubernetes ConfigMap's files are links), and refuses
+// anything else without blocking: the type is checked before opening, the
+// open is non-blocking (a FIFO or device swapped in meanwhile cannot hang
+// it), and the opened file is checked again, so the file read is the one
+// checked. It also refuses a file over maxFileSize, reading at most one
+// byte past the limit.
 func readAppFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	info, err := os.Lstat(path)
+	if err != nil {
+		return nil, err
+	}
+	if info.Mode()&fs.ModeSymlink != 0 {
+		if info, err = os.Stat(path); err != nil {
+			return nil, err // dangling: as good as absent
+		}
+	}
+	if !info.Mode().IsRegular() {
+		return nil, fmt.Errorf("%w: %s", errNotAppFile, fileKind(info.Mode()))
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	info, err := f.Stat()
-	if err != nil {
+	if info, err = f.Stat(); err != nil {
 		return nil, err
 	}
 	if !info.Mode().IsRegular() {
-		return nil, errNotAppFile
+		return nil, fmt.Errorf("%w: %s", errNotAppFile, fileKind(info.Mode()))
+	}
+	tooLarge := fmt.Errorf("larger than the limit of %d bytes (1 MiB) for an application file", maxFileSize)
+	if info.Size() > maxFileSize {
+		return nil, tooLarge
 	}
 	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
 	if err != nil {
 		return nil, err
 	}
 	if len(data) > maxFileSize {
-		return nil, fmt.Errorf("larger than %d bytes", maxFileSize)
+		return nil, tooLarge // grew while being read
 	}
 	return data, nil
+}
+
+// fileKind names the type of a file that is not a regular one, for logs.
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&fs.ModeNamedPipe != 0:
+		return "a named pipe (FIFO)"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	case m&fs.ModeCharDevice != 0:
+		return "a character device"
+	case m&fs.ModeDevice != 0:
+		return "a block device"
+	}
+	return "not a regular file (" + m.Type().String() + ")"
 }
 
 // fileState is what the backend knows of one application file.
@@ -90,6 +125,9 @@ type fileState struct {
 	good *config.Application
 	// broken reports whether the current content has problems.
 	broken bool
+	// skipped is why the entry is not read at all (it is not a regular
+	// file), empty for a file; logged once per change.
+	skipped string
 }
 
 // scanDir re-reads the application files in dir into files, which it
@@ -117,8 +155,8 @@ func scanDir(dir string, files map[string]*fileState, log *slog.Logger) (changed
 	for _, name := range names {
 		path := filepath.Join(dir, name)
 		data, err := readAppFile(path)
-		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, errNotAppFile) {
-			continue // removed since listed, or not a file: as good as absent
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // removed since listed, or a dangling link: as good as absent
 		}
 		seen[name] = true
 		st := files[name]
@@ -126,6 +164,20 @@ func scanDir(dir string, files map[string]*fileState, log *slog.Logger) (changed
 			st = &fileState{}
 			files[name] = st
 		}
+		if errors.Is(err, errNotAppFile) {
+			// Not a file: as good as absent, but said once, since a
+			// FIFO or directory with an application's name is a mistake.
+			if st.good != nil {
+				log.Warn("application file: replaced by something that is not a regular file: withdrawing its application",
+					"file", path, "application", st.good.Name, "err", err)
+				changed = true
+			} else if st.skipped != err.Error() {
+				log.Warn("application file: skipped: not a regular file", "file", path, "err", err)
+			}
+			*st = fileState{skipped: err.Error()}
+			continue
+		}
+		st.skipped = ""
 		if err != nil {
 			if st.readErr != err.Error() {
 				st.readErr, st.data, st.broken = err.Error(), nil, true
@@ -248,7 +300,9 @@ func merge(static []config.Application, dir string, files map[string]*config.App
 // main configuration's backend.applications) or in another file. Each
 // problem names its file and JSON path. A directory that does not exist is
 // not a problem, since the backend watches for it to appear; anything else
-// that is not a readable directory is.
+// that is not a readable directory is. Entries that are not regular files
+// are skipped, as the backend skips them, without blocking; a file over
+// 1 MiB is a problem.
 func CheckDir(dir string, static []config.Application) config.Problems {
 	if dir == "" {
 		return nil

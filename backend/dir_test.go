@@ -1,10 +1,15 @@
 package backend
 
 import (
+	"errors"
+	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/scrimplb/scrimp/config"
 )
@@ -135,6 +140,130 @@ func TestCheckDir(t *testing.T) {
 		got := CheckDir(dir, nil)
 		if len(got) != 1 || got[0].File != path || !strings.Contains(got[0].Reason, "cannot read") {
 			t.Errorf("CheckDir = %v, want one problem naming %s", got, path)
+		}
+	})
+}
+
+// specialEntries makes, in dir, one entry of each kind that has an
+// application file's name but is not a regular file, and returns their
+// names with the kind the backend must name when it skips them.
+func specialEntries(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	if err := syscall.Mkfifo(filepath.Join(dir, "fifo.json"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "dir.json"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// Unix socket paths are short: listen from inside dir.
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(dir, "sock.json"), Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	if err := syscall.Mkfifo(filepath.Join(dir, "fifo-target"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("fifo-target", filepath.Join(dir, "link-to-fifo.json")); err != nil {
+		t.Fatal(err)
+	}
+	return map[string]string{
+		"fifo.json":         "named pipe",
+		"dir.json":          "directory",
+		"sock.json":         "socket",
+		"link-to-fifo.json": "named pipe",
+	}
+}
+
+// withTimeout runs f and fails the test if it does not return within
+// waitLimit: reading a FIFO blocks forever, and the test must say so
+// rather than hang.
+func withTimeout(t *testing.T, what string, f func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f()
+	}()
+	select {
+	case <-done:
+	case <-time.After(waitLimit):
+		t.Fatalf("%s did not return within %v: blocked on a special file", what, waitLimit)
+	}
+}
+
+// TestReadAppFile checks each kind of entry readAppFile meets: special
+// files are refused without blocking and without being read, links to
+// regular files are followed, and size is bounded.
+func TestReadAppFile(t *testing.T) {
+	dir := t.TempDir()
+	special := specialEntries(t, dir)
+	writeFile(t, filepath.Join(dir, "real"), appJSON("web", 8080, ""))
+	if err := os.Symlink("real", filepath.Join(dir, "link.json")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("nowhere", filepath.Join(dir, "dangling.json")); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "max.json"), strings.Repeat(" ", maxFileSize))
+	huge, err := os.Create(filepath.Join(dir, "huge.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Sparse: 1 GiB without writing it.
+	if err := huge.Truncate(1 << 30); err != nil {
+		t.Fatal(err)
+	}
+	huge.Close()
+
+	for name, kind := range special {
+		t.Run(name, func(t *testing.T) {
+			withTimeout(t, "readAppFile", func() {
+				_, err := readAppFile(filepath.Join(dir, name))
+				if !errors.Is(err, errNotAppFile) || !strings.Contains(err.Error(), kind) {
+					t.Errorf("readAppFile(%s) error %v, want errNotAppFile naming %q", name, err, kind)
+				}
+			})
+		})
+	}
+	t.Run("link to a regular file is followed", func(t *testing.T) {
+		data, err := readAppFile(filepath.Join(dir, "link.json"))
+		if err != nil || string(data) != appJSON("web", 8080, "") {
+			t.Errorf("readAppFile = %q, %v; want the target's content", data, err)
+		}
+	})
+	t.Run("dangling link is absent", func(t *testing.T) {
+		if _, err := readAppFile(filepath.Join(dir, "dangling.json")); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("readAppFile error %v, want ErrNotExist", err)
+		}
+	})
+	t.Run("exactly the limit is read", func(t *testing.T) {
+		data, err := readAppFile(filepath.Join(dir, "max.json"))
+		if err != nil || len(data) != maxFileSize {
+			t.Errorf("readAppFile = %d bytes, %v; want %d bytes", len(data), err, maxFileSize)
+		}
+	})
+	t.Run("huge file is refused", func(t *testing.T) {
+		_, err := readAppFile(filepath.Join(dir, "huge.json"))
+		if err == nil || !strings.Contains(err.Error(), "larger than the limit of 1048576 bytes") {
+			t.Errorf("readAppFile error %v, want the size limit", err)
+		}
+	})
+
+	t.Run("CheckDir skips special files and names the huge one", func(t *testing.T) {
+		var got config.Problems
+		withTimeout(t, "CheckDir", func() { got = CheckDir(dir, nil) })
+		// max.json is 1 MiB of spaces: read, and reported as no object.
+		want := []struct{ file, reason string }{
+			{"huge.json", "cannot read: larger than the limit of 1048576 bytes"},
+			{"max.json", "expected a JSON object"},
+		}
+		ok := len(got) == len(want)
+		for i := 0; ok && i < len(got); i++ {
+			ok = got[i].File == filepath.Join(dir, want[i].file) && strings.Contains(got[i].Reason, want[i].reason)
+		}
+		if !ok {
+			t.Errorf("CheckDir =\n%v\nwant (file, reason) %v", got, want)
 		}
 	})
 }

@@ -345,9 +345,9 @@ func (l *LB) UnmarshalJSON(b []byte) error {
 // Load reads and validates the configuration file at path. The error, if
 // any, is a Problems listing everything wrong with the file.
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := readFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+		return nil, err
 	}
 	cfg, problems := Parse(path, data)
 	if len(problems) > 0 {

@@ -27,6 +27,12 @@ type Input struct {
 	// StateDir is where a standalone configuration keeps pid, log and temp
 	// files.
 	StateDir string
+	// AsRoot says that the standalone proxy is started as root (the
+	// managed runner decides; never from the network): a generator whose
+	// proxy does not drop privileges by itself must then name an
+	// unprivileged user for the workers. HAProxy's does; nginx switches
+	// to its default user on its own.
+	AsRoot bool
 	// TLS holds the load balancer's certificates (files on the load
 	// balancer, never sent over gossip), for https applications.
 	TLS []TLSCert

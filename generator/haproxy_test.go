@@ -63,6 +63,7 @@ type hapGoldenCase struct {
 	retained   []catalog.Application
 	tls        []hapTLS
 	warnings   []string
+	asRoot     bool // Input.AsRoot
 }
 
 var (
@@ -88,6 +89,18 @@ var hapGoldenCases = []hapGoldenCase{
 		retained: []catalog.Application{hapApplication("old", catalog.ProtocolHTTP, 8080, 8080, "old.example.com")},
 	},
 	{name: "empty_include", listen: "0.0.0.0"},
+	{
+		// Started as root: the workers switch to the configured user and
+		// group; the master keeps root to reload.
+		name: "as_root", options: `{"user": "haproxy", "group": "nogroup"}`, standalone: true, listen: "0.0.0.0", asRoot: true,
+		nodes: []catalog.Node{hapNode("b1", "10.0.0.1", hapApplication("web", catalog.ProtocolHTTP, 8080, 8080))},
+	},
+	{
+		// AsRoot changes nothing in a fragment: the system's global
+		// section decides.
+		name: "as_root_include", listen: "0.0.0.0", asRoot: true,
+		nodes: []catalog.Node{hapNode("b1", "10.0.0.1", hapApplication("web", catalog.ProtocolHTTP, 8080, 8080))},
+	},
 	{
 		name: "lb_only", standalone: true, listen: "0.0.0.0",
 		nodes: []catalog.Node{{Name: "lb-1", Addr: netip.MustParseAddr("10.0.0.100"), Role: catalog.RoleLB}},
@@ -410,7 +423,7 @@ func newHAProxyGen(t testing.TB, options string) Generator {
 }
 
 func (c hapGoldenCase) input(stateDir, tlsDir string) Input {
-	in := Input{Snapshot: catalog.NewSnapshot(c.nodes), ListenAddr: c.listen, Standalone: c.standalone, Retained: c.retained}
+	in := Input{Snapshot: catalog.NewSnapshot(c.nodes), ListenAddr: c.listen, Standalone: c.standalone, Retained: c.retained, AsRoot: c.asRoot}
 	if c.standalone {
 		in.StateDir = stateDir
 	}
@@ -586,7 +599,7 @@ func hapSelfSigned(t *testing.T, domains []string) (certPEM, keyPEM []byte) {
 // hapKeywords are the first words every line inside a section may start
 // with; anything else means a value split a line or added a keyword.
 var hapKeywords = []string{
-	"#", "maxconn", "stats", "hard-stop-after", "ssl-load-extra-del-ext", "ssl-load-extra-files",
+	"#", "user", "group", "maxconn", "stats", "hard-stop-after", "ssl-load-extra-del-ext", "ssl-load-extra-files",
 	"mode", "timeout", "retries", "option", "retry-on", "bind", "http-request", "acl",
 	"use_backend", "default_backend", "balance", "hash-type", "server", "http-error",
 }
@@ -741,10 +754,11 @@ func TestNewHAProxyOptions(t *testing.T) {
 			raw: `{"maxconn": 1, "max-fails": 100, "fail-timeout": "1h", "check-interval": "100ms", "rise": 100,
 				"timeout-connect": "1s", "timeout-client": "2m", "timeout-server": "3m", "timeout-tunnel": "596h",
 				"hard-stop-after": "999999ms", "retry-after": 86400, "retries": 10,
-				"runtime-api": true, "server-slots": 4096}`,
+				"runtime-api": true, "server-slots": 4096, "user": "www-data", "group": "www-data"}`,
 			want: HAProxyOptions{MaxConn: 1, MaxFails: 100, FailTimeout: "1h", CheckInterval: "100ms", Rise: 100,
 				TimeoutConnect: "1s", TimeoutClient: "2m", TimeoutServer: "3m", TimeoutTunnel: "596h",
-				HardStopAfter: "999999ms", RetryAfter: 86400, Retries: 10, RuntimeAPI: true, ServerSlots: 4096},
+				HardStopAfter: "999999ms", RetryAfter: 86400, Retries: 10, RuntimeAPI: true, ServerSlots: 4096,
+				User: "www-data", Group: "www-data"},
 		},
 		{name: "largest maxconn", raw: `{"maxconn": 1000000}`, want: set(func(o *HAProxyOptions) { o.MaxConn = 1_000_000 })},
 		{name: "unknown field", raw: `{"max_conn": 4}`, wantErr: "unknown field"},
@@ -777,6 +791,13 @@ func TestNewHAProxyOptions(t *testing.T) {
 		{name: "minutes over the limit", raw: `{"fail-timeout": "999999m"}`, wantErr: "longer than HAProxy's limit"},
 		{name: "injecting a keyword", raw: `{"timeout-client": "1s\n    bind :1"}`, wantErr: "timeout-client"},
 		{name: "trailing space", raw: `{"timeout-client": "1s "}`, wantErr: "timeout-client"},
+		{name: "user root", raw: `{"user": "root"}`, wantErr: "user: \"root\": HAProxy's workers must not run as root"},
+		{name: "group root", raw: `{"group": "root"}`, wantErr: "group: \"root\""},
+		{name: "empty user", raw: `{"user": ""}`, wantErr: "user: \"\" is not a user or group name"},
+		{name: "user with a space", raw: `{"user": "haproxy nobody"}`, wantErr: "user:"},
+		{name: "user injecting a keyword", raw: `{"user": "haproxy\n    bind :1"}`, wantErr: "user:"},
+		{name: "group starting with a dash", raw: `{"group": "-x"}`, wantErr: "group:"},
+		{name: "user too long", raw: `{"user": "` + strings.Repeat("u", 33) + `"}`, wantErr: "user:"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -68,8 +68,28 @@ var ErrNotLB = errors.New("node: not a load balancer")
 // Check reports every problem with cfg: its own validation, what the
 // plugins it names (seed provider, generator) say of their sections, and
 // the backend's application directory, so that `scrimp validate` catches
-// everything startup would.
+// everything startup would, and the bad application files startup skips.
 func Check(cfg *config.Config) error {
+	return errors.Join(checkStart(cfg), CheckAppDir(cfg))
+}
+
+// CheckAppDir reports the problems of a backend's application directory
+// (backend.CheckDir): bad files, which a starting or running backend
+// reports and skips, and names defined twice.
+func CheckAppDir(cfg *config.Config) error {
+	if cfg == nil || cfg.Backend == nil {
+		return nil
+	}
+	if ps := backend.CheckDir(cfg.Backend.ApplicationConfigDir, cfg.Backend.Applications); len(ps) > 0 {
+		return ps
+	}
+	return nil
+}
+
+// checkStart reports the problems that stop a node from starting: all of
+// Check's but the application directory's, whose bad files the backend
+// skips so that one bad file cannot keep the healthy applications down.
+func checkStart(cfg *config.Config) error {
 	var errs []error
 	if ps := cfg.Validate(); len(ps) > 0 {
 		errs = append(errs, ps)
@@ -77,11 +97,6 @@ func Check(cfg *config.Config) error {
 	errs = append(errs, CheckPlugins(cfg)...)
 	if _, err := loadKeys(cfg); err != nil {
 		errs = append(errs, err)
-	}
-	if cfg.Backend != nil {
-		if ps := backend.CheckDir(cfg.Backend.ApplicationConfigDir, cfg.Backend.Applications); len(ps) > 0 {
-			errs = append(errs, ps)
-		}
 	}
 	return errors.Join(errs...)
 }
@@ -131,7 +146,7 @@ func CheckPlugins(cfg *config.Config) []error {
 // cluster of one until Run's join loop finds peers). Nothing runs in the
 // background until Run; a node that never runs must be closed with Close.
 func Start(cfg *config.Config, logger *slog.Logger) (*Node, error) {
-	if err := Check(cfg); err != nil {
+	if err := checkStart(cfg); err != nil {
 		return nil, err
 	}
 	keys, err := loadKeys(cfg)
@@ -236,6 +251,11 @@ func (n *Node) buildLB() error {
 			return err
 		}
 		in.Standalone, in.StateDir = true, m.Dir()
+		// The runner says whether its proxy starts as root and needs
+		// its workers to drop privileges (HAProxy's does).
+		if r, ok := m.(interface{ AsRoot() bool }); ok {
+			in.AsRoot = r.AsRoot()
+		}
 		p, n.proxy = m, m
 	default:
 		e := &proxy.External{Target: setup.Target, Check: setup.Check, Reload: setup.Reload,

@@ -48,6 +48,10 @@ type ManagedHAProxy struct {
 	log     *slog.Logger
 	out     *haproxyOutput
 	sup     *supervisor
+	// asRoot: scrimp, and so HAProxy's master, runs as root (AsRoot).
+	asRoot bool
+
+	warnedRoot bool // Apply's goroutine only
 
 	mu      sync.Mutex
 	current []byte // what haproxy.cfg holds
@@ -84,6 +88,7 @@ func NewManagedHAProxy(binary, dir string, timeout time.Duration, logger *slog.L
 		binary: binary, dir: abs, conf: filepath.Join(abs, "haproxy.cfg"),
 		sock: sock, pidFile: filepath.Join(abs, "haproxy.pid"),
 		timeout: timeout, log: log, out: &haproxyOutput{log: log},
+		asRoot: os.Geteuid() == 0,
 	}
 	h.sup = newSupervisor(procSpec{
 		name: "haproxy", binary: binary,
@@ -131,6 +136,11 @@ func (h *ManagedHAProxy) Apply(ctx context.Context, config []byte) error {
 	h.mu.Unlock()
 	if same && h.sup.current() != nil {
 		return nil
+	}
+	if h.asRoot {
+		if err := h.checkWorkerUser(config); err != nil {
+			return err
+		}
 	}
 	next := h.conf + ".next"
 	if err := WriteAtomic(next, config, 0o644); err != nil {

@@ -12,8 +12,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -98,11 +96,11 @@ func runConfig(ctx context.Context, path, pidFile string) error {
 	}
 	n.Notify = notify
 	if pidFile != "" {
-		if err := os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		if err := writePidFile(pidFile); err != nil {
 			n.Close()
-			return fmt.Errorf("pid file: %w", err)
+			return err
 		}
-		defer os.Remove(pidFile)
+		defer removePidFile(pidFile)
 	}
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -170,6 +168,9 @@ reason and does not change the exit status.`,
 			// file has problems, so one run shows everything.
 			errs := append([]error{err}, node.CheckPlugins(cfg)...)
 			errs = append(errs, node.CheckKeyring(cfg))
+			// Bad application files fail the check although a backend
+			// starts without them: their applications would not be served.
+			errs = append(errs, node.CheckAppDir(cfg))
 			if errors.Join(errs...) != nil {
 				fmt.Fprintln(cmd.ErrOrStderr(), errors.Join(errs...))
 				return errQuiet
@@ -260,15 +261,21 @@ second SIGTERM makes the node stop waiting and leave at once.`,
 			if pidFile == "" {
 				return usageError(cmd, "--pid-file FILE is required")
 			}
-			b, err := os.ReadFile(pidFile)
+			pid, err := readPidFile(pidFile)
 			if err != nil {
 				return err
 			}
-			pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-			if err != nil || pid <= 1 {
-				return fmt.Errorf("%s: no process id in it", pidFile)
+			// FindProcess holds a pidfd: if the pid is reused after the
+			// check, the signal still goes to the process checked.
+			proc, err := os.FindProcess(pid)
+			if err != nil {
+				return fmt.Errorf("process %d: %w", pid, err)
 			}
-			if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+			defer proc.Release()
+			if err := checkScrimp(pid); err != nil {
+				return err
+			}
+			if err := proc.Signal(syscall.SIGTERM); err != nil {
 				return fmt.Errorf("signal process %d: %w", pid, err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "draining process %d\n", pid)
