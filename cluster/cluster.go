@@ -140,6 +140,11 @@ type Cluster struct {
 	changes chan struct{}
 	known   chan struct{} // signalled when a member joins, for pending answers
 	work    chan task
+	// ackWork is the worker's queue for acknowledgements and the beacon
+	// broadcasts before them, taken before work: a flood of fetches and
+	// answers never delays them.
+	ackWork chan task
+	send    *sender // runs every send to a member (sender.go)
 	stop    chan struct{}
 	wg      sync.WaitGroup
 
@@ -167,6 +172,7 @@ func New(cfg Config) (*Cluster, error) {
 		changes: make(chan struct{}, 1),
 		known:   make(chan struct{}, 1),
 		work:    make(chan task, 256),
+		ackWork: make(chan task, 64),
 		stop:    make(chan struct{}),
 
 		nudges:      map[string]nudge{},
@@ -183,6 +189,7 @@ func New(cfg Config) (*Cluster, error) {
 		return nil, err
 	}
 	c.snap.Store(&catalog.Snapshot{})
+	c.send = newSender(c)
 
 	mc.Name = cfg.NodeName
 	mc.BindAddr = cfg.BindAddr
@@ -204,8 +211,19 @@ func New(cfg Config) (*Cluster, error) {
 	mc.Events = events{c}
 	mc.Merge = merger{c}
 	mc.Logger = newStdLogger(cfg.Logger)
+	tr, err := newTransport(mc.BindAddr, mc.BindPort, limitsFor(cfg.Profile), mc.Logger)
+	if err != nil {
+		return nil, err
+	}
+	if mc.BindPort == 0 {
+		// As memberlist does with a transport of its own.
+		mc.BindPort = tr.GetAutoBindPort()
+		mc.AdvertisePort = mc.BindPort
+	}
+	mc.Transport = tr
 	ml, err := memberlist.Create(mc)
 	if err != nil {
+		tr.Shutdown()
 		return nil, fmt.Errorf("cluster: start gossip on %s:%d: %w", cfg.BindAddr, cfg.BindPort, err)
 	}
 	c.ml = ml
@@ -213,6 +231,7 @@ func New(cfg Config) (*Cluster, error) {
 	// record, which UpdateNode rewrites concurrently.
 	c.localAddr = ml.LocalNode().Address()
 	c.wg.Go(c.worker)
+	c.send.start()
 	return c, nil
 }
 
@@ -409,10 +428,10 @@ func (c *Cluster) Acknowledge(snap catalog.Snapshot) {
 		// pulling this node's state, which must carry the beacon by then
 		// (the worker does tasks in order).
 		c.meta.Store(&beacon)
-		c.enqueue(task{kind: taskBroadcast})
+		c.enqueueAck(task{kind: taskBroadcast})
 	}
 	for i, name := range names {
-		c.enqueue(task{kind: taskAck, node: name, digest: direct[i].Digest})
+		c.enqueueAck(task{kind: taskAck, node: name, digest: direct[i].Digest})
 	}
 }
 
@@ -472,6 +491,9 @@ type Stats struct {
 	// RejectedSets counts application sets that hashed to their member's
 	// gossiped digest but failed validation.
 	RejectedSets uint64
+	// SkippedSends counts sends not tried because the member's last send
+	// failed and its backoff had not ended (sender.go).
+	SkippedSends uint64
 }
 
 // counters back Stats.
@@ -479,6 +501,7 @@ type counters struct {
 	droppedTasks      atomic.Uint64
 	malformedMessages atomic.Uint64
 	rejectedSets      atomic.Uint64
+	skippedSends      atomic.Uint64
 }
 
 // Stats returns the member's counters. It never blocks.
@@ -487,6 +510,7 @@ func (c *Cluster) Stats() Stats {
 		DroppedTasks:      c.stats.droppedTasks.Load(),
 		MalformedMessages: c.stats.malformedMessages.Load(),
 		RejectedSets:      c.stats.rejectedSets.Load(),
+		SkippedSends:      c.stats.skippedSends.Load(),
 	}
 }
 
@@ -582,6 +606,7 @@ func (c *Cluster) remove(n *memberlist.Node) {
 	}
 	c.publishLocked()
 	c.mu.Unlock()
+	c.send.forget(n.Name)
 	if known {
 		c.log.Info("member left", "member", n.Name, "addr", n.Address())
 	}

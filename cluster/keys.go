@@ -304,7 +304,7 @@ func (c *Cluster) answerKeyOp(m keyOpMsg) {
 		res = c.applyKeyOp(m.Op, m.Key, m.From)
 	}
 	res.ID = m.ID
-	c.sendTo(m.From, res.keyResultMsg)
+	c.sendTo(m.From, taskKeyOp, laneFast, res.keyResultMsg)
 }
 
 // freshKeyOp refuses a key operation issued more than keyOpMaxAge from
