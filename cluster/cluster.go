@@ -483,7 +483,8 @@ func (c *Cluster) Unacknowledged() []string {
 // refused since New. Each only grows.
 type Stats struct {
 	// DroppedTasks counts work never done because a queue was full: the
-	// worker's, or the table of requests from members not known yet.
+	// worker's, the sender's (a lane, or the sends waiting for one
+	// member), or the table of requests from members not known yet.
 	// Fetches are retried; the other tasks are repeated by their sender.
 	DroppedTasks uint64
 	// MalformedMessages counts messages from peers that did not decode.
