@@ -332,7 +332,8 @@ func (c *Cluster) Members() int { return c.ml.NumMembers() }
 
 // Join contacts the given gossip addresses (host:port) and merges their
 // state. It returns how many were reached; it blocks for up to the
-// profile's TCP timeout per unreachable address.
+// profile's dial limit (limitsFor) per unreachable address, and its TCP
+// timeout per address that accepts but does not answer.
 func (c *Cluster) Join(addrs []string) (int, error) {
 	self := c.LocalAddr()
 	others := slices.DeleteFunc(slices.Clone(addrs), func(a string) bool { return a == self })

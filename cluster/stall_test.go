@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"sync"
 	"syscall"
@@ -247,4 +248,60 @@ func failedSends(c *Cluster) uint64 {
 		}
 	}
 	return n
+}
+
+// TestTransportBoundsStreams: the transport gives up a dial to a member
+// whose TCP never answers at its dial limit, not memberlist's timeout
+// (10 s on a LAN), and a write to a member that accepts but never reads
+// at its stream limit; memberlist sets no deadline on those writes.
+func TestTransportBoundsStreams(t *testing.T) {
+	limits := streamLimits{dial: 200 * time.Millisecond, stream: 300 * time.Millisecond}
+	tr, err := newTransport("127.0.0.153", 0, limits, newStdLogger(testLogger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.Shutdown() })
+
+	hole := newBlackholeTransport(t, "127.0.0.153")
+	t.Cleanup(func() { hole.Shutdown() })
+	ip, port, _ := hole.FinalAdvertiseAddr("", 0)
+	start := time.Now()
+	_, err = tr.DialAddressTimeout(memberlist.Address{Addr: net.JoinHostPort(ip.String(), strconv.Itoa(port)), Name: "hole"}, 10*time.Second)
+	if took := time.Since(start); err == nil || took > 5*time.Second {
+		t.Fatalf("dial to a blackholed port: err %v after %v, want a timeout near %v", err, took, limits.dial)
+	}
+
+	// A listener that accepts and never reads.
+	ln, err := net.Listen("tcp", "127.0.0.153:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []net.Conn
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	conn, err := tr.DialTimeout(ln.Addr().String(), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	big := make([]byte, 64<<20) // far more than the sockets' buffers
+	_, err = conn.Write(big)
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("write to a peer that never reads: %v, want the stream deadline", err)
+	}
 }
