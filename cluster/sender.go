@@ -41,8 +41,13 @@ const (
 	laneCount
 )
 
-// Sender sizes: 8 goroutines in all.
-var laneWorkers = [laneCount]int{laneFast: 4, laneSlow: 2, laneAck: 2}
+// laneWorkers are the goroutines of each lane, 20 in all, idle but for a
+// channel receive when there is nothing to send. The fast lane is the
+// widest because it also takes the first send to each new member: that
+// many members joining at once that never answer (each taking a dial
+// limit) delay no other send; more delay the rest by a dial limit per
+// laneWorkers[laneFast]. A member that failed once is in the slow lane.
+var laneWorkers = [laneCount]int{laneFast: 16, laneSlow: 2, laneAck: 2}
 
 const (
 	laneQueue          = 256 // ready jobs per lane
