@@ -152,6 +152,11 @@ type Cluster struct {
 	changes chan struct{}
 	known   chan struct{} // signalled when a member joins, for pending answers
 	work    chan task
+	// ackWork is the worker's queue for acknowledgements and the beacon
+	// broadcasts before them, taken before work: a flood of fetches and
+	// answers never delays them.
+	ackWork chan task
+	send    *sender // runs every send to a member (sender.go)
 	stop    chan struct{}
 	wg      sync.WaitGroup
 
@@ -179,6 +184,7 @@ func New(cfg Config) (*Cluster, error) {
 		changes: make(chan struct{}, 1),
 		known:   make(chan struct{}, 1),
 		work:    make(chan task, 256),
+		ackWork: make(chan task, 64),
 		stop:    make(chan struct{}),
 
 		nudges:      map[string]nudge{},
@@ -195,6 +201,7 @@ func New(cfg Config) (*Cluster, error) {
 		return nil, err
 	}
 	c.snap.Store(&catalog.Snapshot{})
+	c.send = newSender(c)
 
 	mc.Name = cfg.NodeName
 	mc.BindAddr = cfg.BindAddr
@@ -225,8 +232,19 @@ func New(cfg Config) (*Cluster, error) {
 	mc.Events = events{c}
 	mc.Merge = merger{c}
 	mc.Logger = newStdLogger(cfg.Logger)
+	tr, err := newTransport(mc.BindAddr, mc.BindPort, limitsFor(cfg.Profile), mc.Logger)
+	if err != nil {
+		return nil, err
+	}
+	if mc.BindPort == 0 {
+		// As memberlist does with a transport of its own.
+		mc.BindPort = tr.GetAutoBindPort()
+		mc.AdvertisePort = mc.BindPort
+	}
+	mc.Transport = tr
 	ml, err := memberlist.Create(mc)
 	if err != nil {
+		tr.Shutdown()
 		return nil, fmt.Errorf("cluster: start gossip on %s:%d: %w", cfg.BindAddr, cfg.BindPort, err)
 	}
 	if !slices.ContainsFunc(ml.Members(), func(n *memberlist.Node) bool { return n.Name == cfg.NodeName }) {
@@ -240,6 +258,7 @@ func New(cfg Config) (*Cluster, error) {
 	// record, which UpdateNode rewrites concurrently.
 	c.localAddr = ml.LocalNode().Address()
 	c.wg.Go(c.worker)
+	c.send.start()
 	return c, nil
 }
 
@@ -340,7 +359,8 @@ func (c *Cluster) Members() int { return c.ml.NumMembers() }
 
 // Join contacts the given gossip addresses (host:port) and merges their
 // state. It returns how many were reached; it blocks for up to the
-// profile's TCP timeout per unreachable address.
+// profile's dial limit (limitsFor) per unreachable address, and its TCP
+// timeout per address that accepts but does not answer.
 func (c *Cluster) Join(addrs []string) (int, error) {
 	self := c.LocalAddr()
 	others := slices.DeleteFunc(slices.Clone(addrs), func(a string) bool { return a == self })
@@ -436,10 +456,10 @@ func (c *Cluster) Acknowledge(snap catalog.Snapshot) {
 		// pulling this node's state, which must carry the beacon by then
 		// (the worker does tasks in order).
 		c.meta.Store(&beacon)
-		c.enqueue(task{kind: taskBroadcast})
+		c.enqueueAck(task{kind: taskBroadcast})
 	}
 	for i, name := range names {
-		c.enqueue(task{kind: taskAck, node: name, digest: direct[i].Digest})
+		c.enqueueAck(task{kind: taskAck, node: name, digest: direct[i].Digest})
 	}
 }
 
@@ -491,7 +511,8 @@ func (c *Cluster) Unacknowledged() []string {
 // refused since New. Each only grows.
 type Stats struct {
 	// DroppedTasks counts work never done because a queue was full: the
-	// worker's, or the table of requests from members not known yet.
+	// worker's, the sender's (a lane, or the sends waiting for one
+	// member), or the table of requests from members not known yet.
 	// Fetches are retried; the other tasks are repeated by their sender.
 	DroppedTasks uint64
 	// MalformedMessages counts messages from peers that did not decode.
@@ -499,6 +520,9 @@ type Stats struct {
 	// RejectedSets counts application sets that hashed to their member's
 	// gossiped digest but failed validation.
 	RejectedSets uint64
+	// SkippedSends counts sends not tried because the member's last send
+	// failed and its backoff had not ended (sender.go).
+	SkippedSends uint64
 }
 
 // counters back Stats.
@@ -506,6 +530,7 @@ type counters struct {
 	droppedTasks      atomic.Uint64
 	malformedMessages atomic.Uint64
 	rejectedSets      atomic.Uint64
+	skippedSends      atomic.Uint64
 }
 
 // Stats returns the member's counters. It never blocks.
@@ -514,6 +539,7 @@ func (c *Cluster) Stats() Stats {
 		DroppedTasks:      c.stats.droppedTasks.Load(),
 		MalformedMessages: c.stats.malformedMessages.Load(),
 		RejectedSets:      c.stats.rejectedSets.Load(),
+		SkippedSends:      c.stats.skippedSends.Load(),
 	}
 }
 
@@ -609,6 +635,7 @@ func (c *Cluster) remove(n *memberlist.Node) {
 	}
 	c.publishLocked()
 	c.mu.Unlock()
+	c.send.forget(n.Name)
 	if known {
 		c.log.Info("member left", "member", n.Name, "addr", n.Address())
 	}

@@ -182,8 +182,9 @@ func TestRejectedSetIsNotFetchedAgain(t *testing.T) {
 }
 
 // TestSilentMemberIsFetchingAndAskedAgain: a member that never answers
-// stays fetching its digest, asked again every fetchRetry with a later
-// since, and appears in the snapshot without applications.
+// stays fetching its digest, asked again after fetchRetry and then less
+// often (backing off), with a later since, and appears in the snapshot
+// without applications.
 func TestSilentMemberIsFetchingAndAskedAgain(t *testing.T) {
 	lb := testNode(t, 83, catalog.RoleLB)
 	set := catalog.EncodeMeta(catalog.Meta{Role: catalog.RoleBackend, Applications: []catalog.Application{app("web", 8080)}})
@@ -198,8 +199,16 @@ func TestSilentMemberIsFetchingAndAskedAgain(t *testing.T) {
 	}
 	waitFor(t, "two more requests", 5*time.Second, func() bool { return f.requests.Load() >= 3 })
 	later := waitFetch(t, lb, f.name, fetchFetching, catalog.DigestOf(set))
-	if d := later.since.Sub(first.since); d < fetchRetry {
-		t.Fatalf("since moved by %v after two retries, want at least %v", d, fetchRetry)
+	if later.asked < 3 {
+		t.Fatalf("asked %d times after three requests", later.asked)
+	}
+	// Each retry waited the backoff of the requests before it.
+	var want time.Duration
+	for k := first.asked; k < later.asked; k++ {
+		want += backoffDelay(k, fetchRetry, retryMax)
+	}
+	if d := later.since.Sub(first.since); d < want {
+		t.Fatalf("since moved by %v from request %d to %d, want at least %v (backing off)", d, first.asked, later.asked, want)
 	}
 	var found bool
 	for _, n := range lb.Snapshot().Nodes {

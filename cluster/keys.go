@@ -105,8 +105,8 @@ func fingerprint(key []byte) [fingerprintLen]byte {
 // answered by then are reported in KeyResult.Errors. If this node refuses
 // the operation, nothing is sent and the error wraps ErrKeyRefused.
 // Give ctx a deadline: a member whose answer is lost is waited for until
-// it ends. It blocks for the sends too, which memberlist bounds with its
-// TCP timeout. Safe for concurrent use; at most maxKeyOps run at once.
+// it ends. It blocks for the sends too, which the transport bounds
+// (limitsFor). Safe for concurrent use; at most maxKeyOps run at once.
 func (c *Cluster) KeyOp(ctx context.Context, op KeyOpKind, key []byte) (KeyResult, error) {
 	if c.keyring == nil {
 		return KeyResult{}, ErrNoKeyring
@@ -304,7 +304,7 @@ func (c *Cluster) answerKeyOp(m keyOpMsg) {
 		res = c.applyKeyOp(m.Op, m.Key, m.From)
 	}
 	res.ID = m.ID
-	c.sendTo(m.From, res.keyResultMsg)
+	c.sendTo(m.From, taskKeyOp, laneFast, res.keyResultMsg)
 }
 
 // freshKeyOp refuses a key operation issued more than keyOpMaxAge from

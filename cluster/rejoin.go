@@ -210,7 +210,7 @@ const nudgeEvery = 250 * time.Millisecond
 // knows and the digest is this node's, this node pulls that load
 // balancer's state from the address gossip gives for it, which brings its
 // current beacon, the only place an acknowledgement counts. Runs on the
-// worker; blocks for the push/pull.
+// worker; the push/pull is the sender's, in the acknowledgement lane.
 func (c *Cluster) nudged(name string, digest catalog.Digest, now time.Time) {
 	c.mu.Lock()
 	m, ok := c.members[name]
@@ -234,9 +234,10 @@ func (c *Cluster) nudged(name string, digest catalog.Digest, now time.Time) {
 	c.nudges[name] = nudge{last: now}
 	addr := netip.AddrPortFrom(m.addr, m.port).String()
 	c.mu.Unlock()
-	if _, err := c.ml.Join([]string{addr}); err != nil {
-		c.log.Debug("cannot pull a load balancer's state after its acknowledgement", "member", name, "err", err)
-	}
+	c.send.submit(sendJob{node: name, kind: taskAcked, lane: laneAck, run: func() error {
+		_, err := c.ml.Join([]string{addr})
+		return err
+	}})
 }
 
 // nudgesDue pulls the state of load balancers whose acknowledgement came

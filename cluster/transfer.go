@@ -15,7 +15,7 @@ import (
 const (
 	answerWait = 5 * time.Second        // how long a request from an unknown member is kept
 	maxPending = 64                     // bound on such requests, against floods
-	fetchRetry = time.Second            // ask again when no answer came
+	fetchRetry = retryBase              // ask again when no answer came, the first time (then backing off)
 	workerTick = 250 * time.Millisecond // how often pending fetches are reviewed
 	// broadcastWait is how long a re-broadcast waits for memberlist's
 	// confirmation, which it does not need (UpdateNode cannot skip it).
@@ -39,7 +39,8 @@ const (
 	// (and so does this node's own entry, whose set is Cluster.apps).
 	fetchUnknown fetchKind = iota
 	// fetchFetching: a request went out at fetchState.since and no valid
-	// answer has come; the worker asks again every fetchRetry.
+	// answer has come; the worker asks again after fetchRetry, doubling
+	// for each request unanswered up to retryMax (fetchState.retryAfter).
 	fetchFetching
 	// fetchValid: member.apps is the set the member gossips.
 	fetchValid
@@ -69,12 +70,26 @@ type fetchState struct {
 	kind   fetchKind
 	digest catalog.Digest
 	since  time.Time // fetchFetching: when the last request went out
+	asked  int       // fetchFetching: requests for digest so far, unanswered
+}
+
+// retryAfter is how long after since to ask again: a member that did not
+// answer is asked less and less often, so that members that never answer
+// cost little. A new digest (a new fetchState) starts over.
+func (f fetchState) retryAfter() time.Duration {
+	return backoffDelay(f.asked, fetchRetry, retryMax)
+}
+
+// ask records one more request for f's digest at now.
+func (f *fetchState) ask(now time.Time) {
+	f.kind, f.since = fetchFetching, now
+	f.asked++
 }
 
 func (f fetchState) String() string {
 	switch f.kind {
 	case fetchFetching:
-		return fmt.Sprintf("fetching %s since %s", f.digest, f.since.Format(time.RFC3339Nano))
+		return fmt.Sprintf("fetching %s since %s (asked %d times)", f.digest, f.since.Format(time.RFC3339Nano), f.asked)
 	case fetchValid, fetchRejected:
 		return fmt.Sprintf("%s %s", f.kind, f.digest)
 	}
@@ -98,11 +113,17 @@ func (m *member) track(fetches bool, now time.Time) bool {
 		// Same bad set: asking again would bring the same bytes.
 	case !fetches:
 		m.fetch = fetchState{kind: fetchUnknown, digest: d}
-	case m.fetch.kind == fetchFetching && m.fetch.digest == d && now.Sub(m.fetch.since) < fetchRetry:
+	case m.fetch.kind == fetchFetching && m.fetch.digest == d:
 		// A request for this very set is out; the worker repeats it if
-		// no answer comes.
+		// no answer comes, backing off.
+		if now.Sub(m.fetch.since) < m.fetch.retryAfter() {
+			return false
+		}
+		m.fetch.ask(now)
+		return true
 	default:
-		m.fetch = fetchState{kind: fetchFetching, digest: d, since: now}
+		m.fetch = fetchState{digest: d}
+		m.fetch.ask(now)
 		return true
 	}
 	return false
@@ -156,6 +177,20 @@ var (
 	errPendingFull = fmt.Errorf("%d requests from members not known yet are waiting already", maxPending)
 )
 
+// enqueueAck hands t to the worker's acknowledgement queue without
+// blocking: acknowledgements and the beacon broadcasts before them (in
+// order), and, on a backend, direct acknowledgements received.
+func (c *Cluster) enqueueAck(t task) {
+	if c.stopped() {
+		return
+	}
+	select {
+	case c.ackWork <- t:
+	default:
+		c.dropped(t, errQueueFull)
+	}
+}
+
 // enqueue hands t to the worker without blocking. A dropped fetch is
 // retried by the worker's review; a dropped answer by the requester; a
 // dropped acknowledgement is sent again by the next Acknowledge.
@@ -184,7 +219,8 @@ func (c *Cluster) dropped(t task, err error) {
 	c.log.Warn("cluster dropped a task", "kind", t.kind.String(), "member", sanitize(t.node), "dropped", n, "err", err)
 }
 
-// worker runs the network side of application-set transfer until Close.
+// worker runs application-set transfer until Close. It never waits on the
+// network: sends are the sender's (sender.go). Acknowledgements come first.
 func (c *Cluster) worker() {
 	tick := time.NewTicker(workerTick)
 	defer tick.Stop()
@@ -192,6 +228,16 @@ func (c *Cluster) worker() {
 		select {
 		case <-c.stop:
 			return
+		case t := <-c.ackWork:
+			c.do(t)
+			continue
+		default:
+		}
+		select {
+		case <-c.stop:
+			return
+		case t := <-c.ackWork:
+			c.do(t)
 		case t := <-c.work:
 			c.do(t)
 		case <-tick.C:
@@ -210,7 +256,7 @@ func (c *Cluster) do(t task) {
 	switch t.kind {
 	case taskFetch:
 		c.log.Debug("asking member for its applications", "member", t.node)
-		c.sendTo(t.node, requestMsg{From: c.self})
+		c.sendTo(t.node, taskFetch, laneFast, requestMsg{From: c.self})
 	case taskAnswer:
 		c.mu.Lock()
 		msg := stateMsg{From: c.self, Digest: c.digest, Set: c.state}
@@ -231,11 +277,11 @@ func (c *Cluster) do(t task) {
 			return
 		}
 		c.mu.Unlock()
-		c.sendTo(t.node, msg)
+		c.sendTo(t.node, taskAnswer, laneFast, msg)
 	case taskState:
 		c.receiveState(t.state)
 	case taskAck:
-		c.sendTo(t.node, ackMsg{From: c.self, Digest: t.digest})
+		c.sendTo(t.node, taskAck, laneAck, ackMsg{From: c.self, Digest: t.digest})
 	case taskAcked:
 		c.nudged(t.node, t.digest, time.Now())
 	case taskKeyOp:
@@ -247,22 +293,27 @@ func (c *Cluster) do(t task) {
 	}
 }
 
-// sendTo sends msg to the named member over TCP, at the address gossip
-// gives for it.
-func (c *Cluster) sendTo(name string, msg message) {
+// sendTo has the sender send msg to the named member over TCP, at the
+// address gossip gives for it now, in lane l. It does not block. A fetch
+// request to a member that did not answer the last one goes to the slow
+// lane.
+func (c *Cluster) sendTo(name string, kind taskKind, l lane, msg message) {
 	c.mu.Lock()
 	m, ok := c.members[name]
 	var to *memberlist.Node
+	var slow bool
 	if ok {
 		to = &memberlist.Node{Name: name, Addr: net.IP(m.addr.AsSlice()), Port: m.port}
+		slow = kind == taskFetch && m.fetch.asked > 1
 	}
 	c.mu.Unlock()
 	if !ok {
 		return
 	}
-	if err := c.ml.SendReliable(to, encodeMessage(msg)); err != nil {
-		c.log.Debug("cannot reach member", "member", name, "message", msg.msgType().String(), "err", err)
-	}
+	b := encodeMessage(msg)
+	c.send.submit(sendJob{node: name, kind: kind, lane: l, slow: slow, run: func() error {
+		return c.ml.SendReliable(to, b)
+	}})
 }
 
 // answerPending answers requests from members that were not known yet
@@ -302,8 +353,8 @@ func (c *Cluster) regossipDue() {
 }
 
 // retryFetches asks again for sets that have not arrived: a member being
-// fetched for fetchRetry already, or one whose set is not even asked for.
-// A rejected set is not asked for again.
+// fetched for longer than its backoff (fetchState.retryAfter), or one
+// whose set is not even asked for. A rejected set is not asked for again.
 func (c *Cluster) retryFetches() {
 	if c.role != catalog.RoleLB {
 		return
@@ -315,11 +366,15 @@ func (c *Cluster) retryFetches() {
 		if name == c.self {
 			continue
 		}
-		f := m.fetch
-		if f.kind == fetchUnknown || f.kind == fetchFetching && now.Sub(f.since) >= fetchRetry {
-			m.fetch = fetchState{kind: fetchFetching, digest: m.beacon.Digest, since: now}
-			ask = append(ask, name)
+		switch f := m.fetch; {
+		case f.kind == fetchUnknown || f.kind == fetchFetching && f.digest != m.beacon.Digest:
+			m.fetch = fetchState{digest: m.beacon.Digest}
+		case f.kind == fetchFetching && now.Sub(f.since) >= f.retryAfter():
+		default:
+			continue
 		}
+		m.fetch.ask(now)
+		ask = append(ask, name)
 	}
 	c.mu.Unlock()
 	for _, name := range ask {
@@ -341,7 +396,7 @@ func (c *Cluster) handleMsg(b []byte) {
 		c.enqueue(task{kind: taskAnswer, node: m.From})
 	case ackMsg:
 		if c.role == catalog.RoleBackend {
-			c.enqueue(task{kind: taskAcked, node: m.From, digest: m.Digest})
+			c.enqueueAck(task{kind: taskAcked, node: m.From, digest: m.Digest})
 		}
 	case stateMsg:
 		if c.role == catalog.RoleLB {
