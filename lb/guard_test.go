@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/scrimplb/scrimp/catalog"
@@ -615,5 +616,56 @@ func waitProven(t *testing.T, l *LB, n int) {
 			}
 		}
 		return proven == n
+	})
+}
+
+// TestUncheckedProofByTime runs the loop with the load balancer's checks
+// off, on synctest's fake clock: a crowd that joins and vanishes within
+// the guard's Window is removed at the next render, while backends routed
+// for longer are guarded on a mass loss, for exactly Grace (nothing can
+// renew a guard without checks).
+func TestUncheckedProofByTime(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const window, grace = 10 * time.Second, 30 * time.Second
+		four := webs(4)
+		m := newMembers()
+		m.set(four...)
+		p := &recorder{}
+		l := startLBWith(t, Config{Members: m, Proxy: p, Timing: defaultTiming, Checks: CheckConfig{Disabled: true},
+			Guard: GuardConfig{Window: window, Grace: grace}})
+		settle(time.Second)
+
+		m.set(withCrowd(four)...)
+		settle(2 * time.Second)
+		if c, _ := p.last(); countServers(c) != 20 {
+			t.Fatalf("%d servers routed with the crowd, want 20", countServers(c))
+		}
+		m.set(four...) // the crowd vanishes 2 s after it joined
+		settle(defaultTiming.MaxWait)
+		if c, _ := p.last(); countServers(c) != 4 {
+			t.Fatalf("%d servers routed after the crowd vanished, want 4:\n%s", countServers(c), c)
+		}
+		if s := l.Stats(); s.Guarded != 0 || s.GuardEvents != 0 {
+			t.Fatalf("Guarded = %d, GuardEvents = %d after the crowd vanished; want 0, 0", s.Guarded, s.GuardEvents)
+		}
+
+		settle(window) // the four have been routed for more than a window
+		m.set(four[0])
+		settle(defaultTiming.MaxWait)
+		lost := time.Now()
+		if s := l.Stats(); s.Guarded != 3 || s.GuardEvents != 1 {
+			t.Fatalf("Guarded = %d, GuardEvents = %d after three of four vanished; want 3, 1", s.Guarded, s.GuardEvents)
+		}
+		settle(grace - 2*time.Second)
+		if c, _ := p.last(); countServers(c) != 4 {
+			t.Fatalf("%d servers routed %v into the grace period, want 4", countServers(c), time.Since(lost))
+		}
+		settle(2*time.Second + defaultTiming.MaxWait)
+		if c, _ := p.last(); countServers(c) != 1 {
+			t.Fatalf("%d servers routed %v after the loss (grace %v), want 1", countServers(c), time.Since(lost), grace)
+		}
+		if s := l.Stats(); s.Guarded != 0 {
+			t.Errorf("Guarded = %d after grace, want 0", s.Guarded)
+		}
 	})
 }
