@@ -60,6 +60,10 @@ import (
 //     can make the guard keep is bounded by Grace, and the member could
 //     have kept it routed itself for that long anyway.
 //
+// A server at an address where something does answer the check is proven
+// in this sense: the load balancer cannot tell it from a backend. Keeping
+// such members out is the cluster key's and the ownership rules' work.
+//
 // Guarded backends keep being checked, also when their nodes vanished; one
 // whose check is refused leaves the guard at once, one whose checks time
 // out stays for Grace, and one whose own last check passed when Grace runs
