@@ -1,11 +1,13 @@
 package lb
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -668,4 +670,35 @@ func TestUncheckedProofByTime(t *testing.T) {
 			t.Errorf("Guarded = %d after grace, want 0", s.Guarded)
 		}
 	})
+}
+
+// TestCheckerProof: a checker's proof is its first passing check, and it
+// lasts while the checker does, whatever follows; a new checker (a new
+// address, port or health path) starts unproven.
+func TestCheckerProof(t *testing.T) {
+	cfg := DefaultCheckConfig()
+	timeout := fmt.Errorf("check: %w", context.DeadlineExceeded)
+	tests := []struct {
+		name    string
+		results []error
+		proven  bool
+	}{
+		{"unchecked", nil, false},
+		{"only timeouts", []error{timeout, timeout, timeout}, false},
+		{"only refusals", []error{syscall.ECONNREFUSED, syscall.ECONNREFUSED}, false},
+		{"one pass", []error{nil}, true},
+		{"a pass, then timeouts", []error{nil, timeout, timeout, timeout}, true},
+		{"timeouts, then a pass", []error{timeout, timeout, nil}, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ch := newChecker(instKey{"b1", "web"}, probe{kind: probeTCP, addr: "127.0.0.1:1"}, cfg, func() {})
+			for _, err := range tc.results {
+				ch.record(err)
+			}
+			if ch.proven != tc.proven {
+				t.Errorf("proven = %v, want %v", ch.proven, tc.proven)
+			}
+		})
+	}
 }
