@@ -183,6 +183,11 @@ type checker struct {
 	count   check.Counter
 	refused bool // the last check failed and refused (see check.Refused)
 	passing bool // the last check passed
+	// proven: a check passed since this checker started, that is since
+	// the instance was advertised at this address, port and health
+	// path. The mass-loss guard keeps only proven instances: a name in
+	// gossip that never answered a check is not a backend it may keep.
+	proven bool
 }
 
 // newChecker returns the checker of instance k, up until its checks say
@@ -202,6 +207,10 @@ type health struct {
 	// passing: the last check passed and the instance is not down: the
 	// load balancer reaches it, whatever gossip says.
 	passing bool
+	// proven: a check of it passed since its checker started (this
+	// address, port and health path): it served the load balancer at
+	// least once, so it may be guarded when it is lost.
+	proven bool
 }
 
 // checks runs one checker per checked instance. sync starts and stops them
@@ -276,14 +285,15 @@ func (c *checks) sync(snap catalog.Snapshot, extra []instance) {
 }
 
 // health returns what the checks say of every instance that has been
-// checked; the others count as up.
+// checked; the others count as up (and unproven). The map is never nil:
+// the guard tells checks that are on from checks that are off by it.
 func (c *checks) health() map[instKey]health {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	out := map[instKey]health{}
 	for k, ch := range c.running {
-		if down := ch.count.Down(); down || ch.refused || ch.passing {
-			out[k] = health{down: down, refused: ch.refused, passing: ch.passing && !down}
+		if down := ch.count.Down(); down || ch.refused || ch.passing || ch.proven {
+			out[k] = health{down: down, refused: ch.refused, passing: ch.passing && !down, proven: ch.proven}
 		}
 	}
 	return out
@@ -356,6 +366,7 @@ func (ch *checker) record(err error) (flipped, down bool) {
 	pass := err == nil
 	ch.refused = !pass && check.Refused(err)
 	ch.passing = pass
+	ch.proven = ch.proven || pass
 	flipped, _ = ch.count.Record(pass)
 	return flipped, ch.count.Down()
 }

@@ -210,6 +210,7 @@ func TestMassLossIsGuarded(t *testing.T) {
 			p := &recorder{}
 			l := startLBWith(t, Config{Members: m, Proxy: p, Timing: defaultTiming, Checks: fastChecks, Guard: GuardConfig{Grace: grace}})
 			waitConfig(t, p, "four routed", func(c []byte) bool { return countServers(c) == 4 })
+			waitProven(t, l, 4)
 
 			lost := time.Now()
 			tc.lose(m, bs, nodes, 1, 2, 3)
@@ -252,6 +253,7 @@ func TestGossipLossKeepsReachableBackends(t *testing.T) {
 	p := &recorder{}
 	l := startLBWith(t, Config{Members: m, Proxy: p, Timing: defaultTiming, Checks: fastChecks, Guard: GuardConfig{Grace: grace}})
 	waitConfig(t, p, "three routed", func(c []byte) bool { return countServers(c) == 3 })
+	waitProven(t, l, 3)
 
 	m.set() // the load balancer alone
 	waitFor(t, "the guard", func() bool { return l.Stats().Guarded == 3 })
@@ -290,6 +292,7 @@ func TestSingleLossIsRemovedAtOnce(t *testing.T) {
 			// removed in time.
 			l := startLBWith(t, Config{Members: m, Proxy: p, Timing: defaultTiming, Checks: fastChecks, Guard: GuardConfig{Grace: time.Hour}})
 			waitConfig(t, p, "four routed", func(c []byte) bool { return countServers(c) == 4 })
+			waitProven(t, l, 4)
 			tc.lose(m, bs, nodes, 2)
 			waitConfig(t, p, "b3 removed", func(c []byte) bool { return countServers(c) == 3 && !routes(c, bs[2].addr) })
 			if s := l.Stats(); s.Guarded != 0 || s.GuardEvents != 0 {
@@ -309,6 +312,7 @@ func TestMassRefusalIsNotGuarded(t *testing.T) {
 	p := &recorder{}
 	l := startLBWith(t, Config{Members: m, Proxy: p, Timing: defaultTiming, Checks: fastChecks, Guard: GuardConfig{Grace: time.Hour}})
 	waitConfig(t, p, "four routed", func(c []byte) bool { return countServers(c) == 4 })
+	waitProven(t, l, 4)
 	for _, b := range bs[1:] {
 		b.close()
 	}
@@ -335,6 +339,7 @@ func TestGuardedBackendsAreStillChecked(t *testing.T) {
 	p := &recorder{}
 	l := startLBWith(t, Config{Members: m, Proxy: p, Timing: defaultTiming, Checks: fastChecks, Guard: GuardConfig{Grace: time.Hour}})
 	waitConfig(t, p, "four routed", func(c []byte) bool { return countServers(c) == 4 })
+	waitProven(t, l, 4)
 	m.set(nodes[0])
 	waitFor(t, "the guard", func() bool { return l.Stats().Guarded == 3 })
 	checked := bs[1].accepted.Load()
@@ -354,6 +359,7 @@ func TestDrainingIsNotGuarded(t *testing.T) {
 	p := &recorder{}
 	l := startLBWith(t, Config{Members: m, Proxy: p, Timing: defaultTiming, Checks: fastChecks, Guard: GuardConfig{Grace: time.Hour}})
 	waitConfig(t, p, "four routed", func(c []byte) bool { return countServers(c) == 4 })
+	waitProven(t, l, 4)
 
 	draining := []catalog.Node{nodes[0]}
 	for _, n := range nodes[1:] {

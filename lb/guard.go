@@ -39,20 +39,48 @@ import (
 // a crash is two removals, not a mass loss, and processes that crash on
 // live hosts are gone in about a second however many they are.
 //
+// Only backends proven to serve before the loss are guarded: a loss the
+// guard keeps must be of a real backend, not of a name in gossip. A member
+// that advertises hundreds of servers that never answer, then vanishes,
+// must not have them kept: they are left out once their checks fail and
+// removed at once when they vanish, and they count neither as lost nor as
+// backends the application had (so they cannot hide a real mass loss
+// either). Proven means:
+//   - checked instances (TCP and HTTP applications, checks on): a check
+//     of the load balancer's own passed since it started checking the
+//     instance at its current address, port and health path. A backend
+//     that joined a moment ago and was not checked yet is not proven;
+//     every real one is within about one check Interval.
+//   - instances the load balancer cannot check (checks disabled, UDP
+//     applications): routed without a break for at least Window before
+//     the loss. With no check there is no evidence but time; Window is
+//     how long failure detection may take to declare a mass loss, so a
+//     set that came and went within it was never established. Such a
+//     guard is never renewed (no check of it can pass), so what a member
+//     can make the guard keep is bounded by Grace, and the member could
+//     have kept it routed itself for that long anyway.
+//
+// A server at an address where something does answer the check is proven
+// in this sense: the load balancer cannot tell it from a backend. Keeping
+// such members out is the cluster key's and the ownership rules' work.
+//
 // Guarded backends keep being checked, also when their nodes vanished; one
 // whose check is refused leaves the guard at once, one whose checks time
-// out stays for Grace, and one whose last check passed when Grace runs out
-// is kept for another Grace: the load balancer reaches it, whatever gossip
-// says, so when only gossip is cut off (a firewalled gossip port, seeds
-// unreachable) the running configuration keeps serving. A backend already left out by failing
-// checks when its node vanished is not put back: only what the last
-// configuration routed to is guarded.
+// out stays for Grace, and one whose own last check passed when Grace runs
+// out is kept for another Grace: the load balancer reaches it, whatever
+// gossip says, so when only gossip is cut off (a firewalled gossip port,
+// seeds unreachable) the running configuration keeps serving. A guard is
+// renewed only by that passing check of the instance itself, never because
+// its application lost more backends. A backend already left out by
+// failing checks when its node vanished is not put back: only what the
+// last configuration routed to is guarded.
 //
 // The price: when backends really are cut off from the load balancer, the
 // proxy's passive checks, not the load balancer, keep requests away from
 // them for Grace. Losses that trickle in are removed one by one until they
 // add up to a mass loss within Window; then the ones removed earlier are
-// put back too.
+// put back too. A mass loss within a check interval of the load
+// balancer's start (nothing proven yet) is not guarded.
 type GuardConfig struct {
 	// Disabled turns the guard off: every lost backend is removed at once.
 	Disabled bool
@@ -148,9 +176,16 @@ type loss struct {
 	// before), so the loss is the backend's, not the network's: it is
 	// neither counted nor guarded, until it returns.
 	refused bool
+	// proven: it was proven to serve when it was lost (see GuardConfig).
+	// An unproven loss is neither counted nor guarded.
+	proven bool
 }
 
-func (l loss) guarded() bool { return !l.until.IsZero() && !l.expired && !l.refused }
+func (l loss) guarded() bool { return !l.until.IsZero() && !l.expired && !l.refused && l.proven }
+
+// counts reports whether the loss counts toward a mass loss: proven, and
+// not explained by a refusal.
+func (l loss) counts() bool { return l.proven && !l.refused }
 
 // guardState is what the guard remembers from one render to the next. The
 // zero value is the state before the first render.
@@ -158,6 +193,9 @@ type guardState struct {
 	// routed are the instances the last render routed to, guarded ones
 	// included.
 	routed map[instKey]instance
+	// since is when each of routed was first routed without a break
+	// since: the proof of instances the load balancer does not check.
+	since map[instKey]time.Time
 	// lost are instances lost recently (within Window) or guarded.
 	lost map[instKey]loss
 }
@@ -223,8 +261,8 @@ type guardResult struct {
 }
 
 // step computes what to render from the membership snap, what the load
-// balancer's checks say (checked; instances absent from it are up) and the
-// previous render's state. It is pure: prev is not modified and the result
+// balancer's checks say (checked; instances absent from it are up and
+// unproven; nil when checks are disabled) and the previous render's state. It is pure: prev is not modified and the result
 // depends only on the arguments, so every rule is tested without clocks or
 // networks.
 //
@@ -233,7 +271,8 @@ type guardResult struct {
 // routed instances were lost without proof that the network is not to
 // blame, more than Share of at least Min within Window, keeps those until
 // Grace after the loss was recognised, until they come back, or until a
-// check of them is refused.
+// check of them is refused. Only instances proven to serve (see
+// GuardConfig) count or are kept.
 func (g GuardConfig) step(prev guardState, snap catalog.Snapshot, checked map[instKey]health, now time.Time) guardResult {
 	if !g.Disabled {
 		g = g.withDefaults()
@@ -263,13 +302,31 @@ func (g GuardConfig) step(prev guardState, snap catalog.Snapshot, checked map[in
 		return statusWithdrawn
 	}
 
-	next := guardState{lost: map[instKey]loss{}}
+	proven := func(k instKey) bool {
+		if inst, ok := prev.routed[k]; ok && checked != nil {
+			if _, checkable := probeFor(inst.node, inst.app); checkable {
+				return checked[k].proven
+			}
+		}
+		since, ok := prev.since[k]
+		return ok && now.Sub(since) >= g.Window
+	}
+
+	next := guardState{lost: map[instKey]loss{}, since: map[instKey]time.Time{}}
 	res := guardResult{}
 	if !g.Disabled {
-		res.events = g.track(prev, next.lost, status, checked, now)
+		res.events = g.track(prev, next.lost, status, checked, proven, now)
 	}
 	res.snap, res.checkDown = render(snap, checked, next.lost)
 	next.routed = routedIn(res.snap)
+	for k := range next.routed {
+		next.since[k] = now
+		if _, ok := prev.routed[k]; ok {
+			if since, ok := prev.since[k]; ok {
+				next.since[k] = since
+			}
+		}
+	}
 	res.state = next
 	for _, k := range next.guarded() {
 		if l := next.lost[k]; l.status == statusVanished {
@@ -279,10 +336,12 @@ func (g GuardConfig) step(prev guardState, snap catalog.Snapshot, checked map[in
 	return res
 }
 
-// track fills lost from prev, the current status of every instance and
-// what its checks say, decides which are guarded and returns what to log.
+// track fills lost from prev, the current status of every instance, what
+// its checks say and whether it was proven to serve (asked only of
+// instances prev routed), decides which are guarded and returns what to
+// log.
 func (g GuardConfig) track(prev guardState, lost map[instKey]loss, status func(instKey) instStatus,
-	checked map[instKey]health, now time.Time) []guardEvent {
+	checked map[instKey]health, proven func(instKey) bool, now time.Time) []guardEvent {
 	var events []guardEvent
 	type endKey struct {
 		app    string
@@ -313,7 +372,7 @@ func (g GuardConfig) track(prev guardState, lost map[instKey]loss, status func(i
 			continue
 		}
 		if s := status(k); s == statusVanished || s == statusFailing {
-			lost[k] = loss{inst: inst, status: s, at: now, refused: checked[k].refused}
+			lost[k] = loss{inst: inst, status: s, at: now, refused: checked[k].refused, proven: proven(k)}
 		}
 	}
 	// Guards run out; old losses no longer count.
@@ -341,9 +400,11 @@ func (g GuardConfig) track(prev guardState, lost map[instKey]loss, status func(i
 		}
 	}
 
-	// Tally each application: the instances it had (routed last time,
-	// or lost within the window) and those of them lost for no known
-	// reason.
+	// Tally each application: the proven instances it had (routed last
+	// time, or lost within the window) and those of them lost for no
+	// known reason. Unproven ones count for neither: a crowd of names
+	// that never served must not start a guard, nor hide a real mass
+	// loss by swelling the application.
 	type tally struct {
 		had      map[instKey]bool
 		lost     []instKey
@@ -359,18 +420,18 @@ func (g GuardConfig) track(prev guardState, lost map[instKey]loss, status func(i
 		return t
 	}
 	for k := range prev.routed {
-		if gone[k] {
+		if l, ok := lost[k]; gone[k] || ok && !l.proven || !ok && !proven(k) {
 			continue
 		}
 		get(k.app).had[k] = true
 	}
 	for k, l := range lost {
-		if l.expired {
+		if l.expired || !l.proven {
 			continue
 		}
 		t := get(k.app)
 		t.had[k] = true
-		if l.refused {
+		if !l.counts() {
 			continue
 		}
 		t.lost = append(t.lost, k)
