@@ -2,10 +2,15 @@ package lb
 
 import (
 	"fmt"
+	"io"
+	"log/slog"
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"testing/synctest"
+	"time"
 
 	"github.com/scrimplb/scrimp/catalog"
 )
@@ -396,4 +401,76 @@ func TestDomainMatch(t *testing.T) {
 			t.Errorf("DomainMatch(%q, %q) = %v, want %v", tt.pattern, tt.domain, got, tt.want)
 		}
 	}
+}
+
+// TestLoopKeepsOwners runs the loop with a real generator: the owners
+// persist from one render to the next, a newcomer with the incumbent's
+// domain stays out of the configuration, is counted and logged once, and
+// takes over once the incumbent is gone — and the incumbent, retained with
+// no backends, is then forgotten rather than kept beside it.
+func TestLoopKeepsOwners(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := newMembers()
+		p := &recorder{}
+		var logs strings.Builder
+		var mu sync.Mutex
+		logger := slog.New(slog.NewTextHandler(&lockedWriter{w: &logs, mu: &mu}, nil))
+		l := startLBWith(t, Config{Members: m, Proxy: p, Checks: CheckConfig{Disabled: true}, RetainEmpty: time.Hour, Logger: logger,
+			Admission: Policy{ListenPorts: []PortRange{{80, 80}}}})
+		web := backend("web-1", app("web", "shop.example"))
+		evil := backend("aaa", app("aaa", "shop.example"))
+		m.set(web)
+		settle(time.Second)
+		m.set(web, evil)
+		settle(time.Second)
+		cfg, _ := p.last()
+		if strings.Contains(string(cfg), "# aaa\n") || !strings.Contains(string(cfg), "# web-1\n") {
+			t.Fatalf("configuration does not route web only:\n%s", cfg)
+		}
+		if s := l.Stats(); s.Refused != 1 || s.RefusalEvents != 1 {
+			t.Errorf("stats: %d refused, %d events; want 1 and 1", s.Refused, s.RefusalEvents)
+		}
+		rs := l.Refusals()
+		if len(rs) != 1 || rs[0].Application != "aaa" || rs[0].Node != "aaa" {
+			t.Errorf("refusals %+v", rs)
+		}
+		l.Resync()
+		settle(time.Second)
+		mu.Lock()
+		if n := strings.Count(logs.String(), "refused: not routed"); n != 1 {
+			t.Errorf("%d refusal warnings after two renders, want 1", n)
+		}
+		mu.Unlock()
+		if s := l.Stats(); s.RefusalEvents != 1 {
+			t.Errorf("%d refusal events after another render, want still 1", s.RefusalEvents)
+		}
+
+		m.set(evil)
+		settle(time.Second)
+		cfg, _ = p.last()
+		if !strings.Contains(string(cfg), "# aaa\n") || strings.Contains(string(cfg), "# web-1\n") {
+			t.Fatalf("after the incumbent left, want aaa routed instead of web:\n%s", cfg)
+		}
+		if rs := l.Refusals(); len(rs) != 0 {
+			t.Errorf("refusals %+v, want none", rs)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for _, want := range []string{"no longer refused", "forgetting application without backends: another application holds"} {
+			if !strings.Contains(logs.String(), want) {
+				t.Errorf("log lacks %q:\n%s", want, logs.String())
+			}
+		}
+	})
+}
+
+type lockedWriter struct {
+	w  io.Writer
+	mu *sync.Mutex
+}
+
+func (w *lockedWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.w.Write(b)
 }

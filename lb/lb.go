@@ -339,7 +339,9 @@ func (l *LB) apply(ctx context.Context) (worked bool) {
 	res := l.cfg.Guard.step(l.guard, members, checked, start)
 	l.guard = res.state
 	if l.checks != nil {
-		l.checks.sync(members, res.kept)
+		// Refused instances are not checked: the load balancer does not
+		// connect to what it will not route to (its own address, say).
+		l.checks.sync(l.withoutRefused(members), res.kept)
 	}
 	started := l.logGuard(res.events)
 	adm := l.cfg.Admission.admit(l.owners, res.snap)
@@ -444,6 +446,22 @@ func (l *LB) notifyApplied(snap catalog.Snapshot) {
 	if l.cfg.OnApplied != nil {
 		l.cfg.OnApplied(snap)
 	}
+}
+
+// withoutRefused returns snap without the instances the last render
+// refused. An instance refused no longer is checked from the next render
+// on; until then its checks count as passing.
+func (l *LB) withoutRefused(snap catalog.Snapshot) catalog.Snapshot {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.refusals) == 0 {
+		return snap
+	}
+	refused := make(map[instKey]bool, len(l.refusals))
+	for _, r := range l.refusals {
+		refused[instKey{r.Node, r.Application}] = true
+	}
+	return without(snap, refused, false)
 }
 
 // maxRefusalLines bounds the refusal lines one render logs, so that a
