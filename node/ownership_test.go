@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -168,16 +169,22 @@ func TestRedefinedApplicationDoesNotTakeOver(t *testing.T) {
 // A tcp application on the load balancer's gossip port, which nginx could
 // never bind, is refused and reported; it does not make later
 // configurations fail: a legitimate backend joining afterwards is served
-// and the proxy never refuses a configuration. Another member pointing an
+// and the proxy (nginx, and HAProxy) never refuses a configuration. Another member pointing an
 // application at the load balancer's metrics port (at a loopback address:
 // the load balancer's own) is refused as well: the metrics never show up
 // behind a public listen port.
 func TestForbiddenPortsAreRefused(t *testing.T) {
+	for _, c := range []struct{ generator, net string }{{"nginx", "127.0.133"}, {"haproxy", "127.0.135"}} {
+		t.Run(c.generator, func(t *testing.T) { testForbiddenPorts(t, c.generator, c.net) })
+	}
+}
+
+func testForbiddenPorts(t *testing.T, generator, net3 string) {
 	var logs *tapLines
 	var metricsAddr string
-	tc := newTestClusterSetup(t, "127.0.133", "local", "nginx", nil, func(tc *testCluster) {
+	tc := newTestClusterSetup(t, net3, "local", generator, nil, func(tc *testCluster) {
 		tc.logger, logs = tapLogger(tc.logger)
-		metricsAddr = fmt.Sprintf("127.0.133.1:%d", mustFreePort(t, "127.0.133.1"))
+		metricsAddr = fmt.Sprintf("%s.1:%d", net3, mustFreePort(t, net3+".1"))
 		tc.edit = func(cfg *config.Config) {
 			if cfg.Role == "lb" {
 				cfg.MetricsAddr = metricsAddr
@@ -189,7 +196,7 @@ func TestForbiddenPortsAreRefused(t *testing.T) {
 
 	gossipPort := netip.MustParseAddrPort(tc.seed).Port()
 	metricsPort := netip.MustParseAddrPort(metricsAddr).Port()
-	stealPort := mustFreePort(t, "127.0.133.1")
+	stealPort := mustFreePort(t, net3+".1")
 	tc.addBackendEdit(2, 5*time.Second, 0, renamed("aaa-evil",
 		catalog.Application{Name: "aaa", ListenPort: int(gossipPort), Protocol: catalog.ProtocolTCP},
 		catalog.Application{Name: "aab", ListenPort: stealPort, ApplicationPort: int(metricsPort), Protocol: catalog.ProtocolHTTP},
@@ -212,12 +219,12 @@ func TestForbiddenPortsAreRefused(t *testing.T) {
 		t.Errorf("reason %q, want %q", r.Reason, want)
 	}
 	// Nothing listens on the stolen port: the metrics are not published.
-	if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.133.1:%d", stealPort), time.Second); err == nil {
+	if c, err := net.DialTimeout("tcp", fmt.Sprintf("%s.1:%d", net3, stealPort), time.Second); err == nil {
 		c.Close()
-		t.Errorf("something listens on 127.0.133.1:%d, the port that was to publish the metrics", stealPort)
+		t.Errorf("something listens on %s.1:%d, the port that was to publish the metrics", net3, stealPort)
 	}
-	if strings.Contains(renderedConfig(t, tc), fmt.Sprint(gossipPort)) {
-		t.Errorf("the gossip port %d is in nginx's configuration", gossipPort)
+	if regexp.MustCompile(fmt.Sprintf(`:%d\b`, gossipPort)).MatchString(renderedConfig(t, tc)) {
+		t.Errorf("the gossip port %d is in %s's configuration", gossipPort, generator)
 	}
 }
 
