@@ -474,3 +474,27 @@ func (w *lockedWriter) Write(b []byte) (int, error) {
 	defer w.mu.Unlock()
 	return w.w.Write(b)
 }
+
+// BenchmarkAdmit admits 10,000 backends of one application and one
+// member advertising 4,096 applications of its own, with an incumbent.
+func BenchmarkAdmit(b *testing.B) {
+	var nodes []catalog.Node
+	for i := range 10000 {
+		nodes = append(nodes, backendAt(fmt.Sprintf("web-%05d", i), fmt.Sprintf("10.%d.%d.%d", i/65536, i/256%256, i%256), app("web", "shop.example")))
+	}
+	var many []catalog.Application
+	for i := range 4096 {
+		many = append(many, app(fmt.Sprintf("app-%04d", i), fmt.Sprintf("d%d.example", i), "shop.example"))
+	}
+	nodes = append(nodes, backend("aaa", many...))
+	snap := catalog.NewSnapshot(nodes)
+	p := Policy{ListenPorts: []PortRange{{80, 80}, {443, 443}, {1024, 65535}}, Reserved: []int{7946}}
+	owners := p.admit(Owners{}, snap).owners
+	b.ResetTimer()
+	for b.Loop() {
+		adm := p.admit(owners, snap)
+		if len(adm.refusals) != 4096 {
+			b.Fatalf("%d refusals", len(adm.refusals))
+		}
+	}
+}
