@@ -282,7 +282,12 @@ func (s Server) HostPort() string {
 // Service is one application with every live backend that serves it.
 type Service struct {
 	// Application is the definition taken from the first backend (by node
-	// name) that advertises it; its ApplicationPort is that backend's.
+	// name) that advertises it; its ApplicationPort is that backend's. A
+	// load balancer admits one definition per name before it groups
+	// services (lb's admission: the incumbent keeps it), so node names
+	// never decide the protocol, listen port, domains or paths; only the
+	// remaining settings (balance, health-path, ...) come from that first
+	// backend.
 	Application
 	// Servers are the backends serving it, sorted by node name.
 	Servers []Server

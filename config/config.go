@@ -200,6 +200,17 @@ type LB struct {
 	// TLS lists certificates for https applications, by domain. They stay
 	// on the load balancer; nothing about them travels in gossip.
 	TLS []TLSCert `json:"tls,omitempty"`
+	// ListenPorts are the listen ports members' applications may use:
+	// ports (443) and ranges ("1024-65535"). The ports scrimp itself uses
+	// on this load balancer (gossip, metrics) are never allowed, whatever
+	// this says. An application on another port is refused and reported.
+	ListenPorts []PortRange `json:"listen-ports"`
+	// Applications, when not empty, pins who may advertise what: an
+	// application instance is routed only if a rule allows it, and
+	// refused (reported, routed nowhere) otherwise. Empty (the default)
+	// lets any member advertise; the first to have an application name,
+	// domain and path or listen port keeps it either way.
+	Applications []AppRule `json:"applications,omitempty"`
 }
 
 // LBChecks tunes the load balancer's active checks (TCP connect, or GET of
@@ -331,6 +342,8 @@ func DefaultLB() LB {
 		RetainEmpty:     D(time.Hour),
 		Checks:          LBChecks{Interval: D(500 * time.Millisecond), Timeout: D(400 * time.Millisecond), Fall: 2, Rise: 2},
 		MassLossGuard:   MassLossGuard{Share: 0.5, Min: 2, Window: D(10 * time.Second), Grace: D(time.Minute)},
+		// The usual HTTP ports and every unprivileged one.
+		ListenPorts: []PortRange{"80", "443", "1024-65535"},
 	}
 }
 

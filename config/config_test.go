@@ -261,6 +261,42 @@ func TestConfigParseProblems(t *testing.T) {
 			},
 		},
 		{
+			name: "invalid listen ports",
+			doc:  `{` + lbHead + `, "lb": {"listen-ports": [80, "1024-65535", 0, "9000-8000", "http", 70000, "1-2-3", 8.5, true, null]}}`,
+			want: []want{
+				{"lb.listen-ports[2]", `"0": ports are in 1-65535`},
+				{"lb.listen-ports[3]", `"9000-8000": the range ends before it starts`},
+				{"lb.listen-ports[4]", `"http" is not a port or a range`},
+				{"lb.listen-ports[5]", `"70000": ports are in 1-65535`},
+				{"lb.listen-ports[6]", `"1-2-3" is not a port or a range`},
+				{"lb.listen-ports[7]", `"8.5" is not a port or a range`},
+				{"lb.listen-ports[8]", `expected a port or a range "lo-hi", got true`},
+				{"lb.listen-ports[9]", `"" is not a port or a range`},
+			},
+		},
+		{
+			name: "no listen port allowed",
+			doc:  `{` + lbHead + `, "lb": {"listen-ports": []}}`,
+			want: []want{{"lb.listen-ports", "must allow at least one port"}},
+		},
+		{
+			name: "invalid application rules",
+			doc: `{` + lbHead + `, "lb": {"applications": [
+				{"name": "web", "domains": ["example.com", "*.example.com"], "backends": ["web-*"]},
+				{},
+				{"name": "[web", "domains": ["bad domain"], "backends": ["", "web-["]},
+				{"name": "web", "colour": "red"}
+			]}}`,
+			want: []want{
+				{"lb.applications[1]", "a rule needs a name, domains or backends"},
+				{"lb.applications[2].backends[0]", `"" is not a valid pattern`},
+				{"lb.applications[2].backends[1]", `"web-[" is not a valid pattern`},
+				{"lb.applications[2].domains[0]", `"bad domain"`},
+				{"lb.applications[2].name", `"[web" is not a valid pattern`},
+				{"lb.applications[3].colour", "unknown field"},
+			},
+		},
+		{
 			// Empty target and commands take the proxy kind's defaults
 			// (proxy.Resolve); an empty program is wrong for every kind.
 			name: "external mode with empty programs",
@@ -475,6 +511,28 @@ func TestConfigParseValid(t *testing.T) {
 				}
 				if c.Backend != nil {
 					t.Errorf("backend = %+v, want nil", c.Backend)
+				}
+			},
+		},
+		{
+			name: "listen ports and application rules",
+			doc: `{` + lbHead + `, "lb": {"listen-ports": [443, "8000-8999", "9000"],
+				"applications": [{"name": "web-*", "domains": ["*.example.com"], "backends": ["web-?"]}, {"backends": ["db-1"]}]}}`,
+			check: func(t *testing.T, c *config.Config) {
+				if want := []config.PortRange{"443", "8000-8999", "9000"}; !reflect.DeepEqual(c.LB.ListenPorts, want) {
+					t.Errorf("listen-ports = %q, want %q", c.LB.ListenPorts, want)
+				}
+				if lo, hi, err := c.LB.ListenPorts[1].Bounds(); lo != 8000 || hi != 8999 || err != nil {
+					t.Errorf("bounds of %q = %d, %d, %v", c.LB.ListenPorts[1], lo, hi, err)
+				}
+				want := []config.AppRule{{Name: "web-*", Domains: []string{"*.example.com"}, Backends: []string{"web-?"}}, {Backends: []string{"db-1"}}}
+				if !reflect.DeepEqual(c.LB.Applications, want) {
+					t.Errorf("applications = %+v, want %+v", c.LB.Applications, want)
+				}
+				// The default allows the usual HTTP ports and every
+				// unprivileged one.
+				if want := []config.PortRange{"80", "443", "1024-65535"}; !reflect.DeepEqual(config.DefaultLB().ListenPorts, want) {
+					t.Errorf("default listen-ports = %q, want %q", config.DefaultLB().ListenPorts, want)
 				}
 			},
 		},

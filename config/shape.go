@@ -18,6 +18,7 @@ var (
 	typeOfRawMessage = reflect.TypeFor[json.RawMessage]()
 	typeOfString     = reflect.TypeFor[string]()
 	typeOfStatuses   = reflect.TypeFor[StatusCodes]()
+	typeOfPortRange  = reflect.TypeFor[PortRange]()
 )
 
 // shape is what shape.check found wrong with the form of a JSON document,
@@ -80,6 +81,12 @@ func (s *shape) check(file, path string, v any, t reflect.Type) bool {
 			}
 		}
 		return true
+	case typeOfPortRange:
+		switch v.(type) {
+		case json.Number, string:
+			return true
+		}
+		return mistyped(`a port or a range "lo-hi"`)
 	case typeOfSeed:
 		obj, ok := v.(map[string]any)
 		if !ok {

@@ -191,6 +191,7 @@ func (l *LB) validate(v *validator) {
 	}
 	v.duration("lb.mass-loss-guard.window", l.MassLossGuard.Window, true)
 	v.duration("lb.mass-loss-guard.grace", l.MassLossGuard.Grace, true)
+	l.validateAdmission(v)
 	for i, c := range l.TLS {
 		path := fmt.Sprintf("lb.tls[%d]", i)
 		if len(c.Domains) == 0 {

@@ -81,6 +81,10 @@ type Config struct {
 	// application's backends in the configuration when they are lost at
 	// once. The zero value means DefaultGuardConfig.
 	Guard GuardConfig
+	// Admission is what members may advertise (see Policy); ownership
+	// of application names, domains and listen ports is always kept.
+	// The zero value allows every listen port and member.
+	Admission Policy
 	// OnApplied, if set, is called after the proxy runs a configuration
 	// rendered from snap (applied now, or unchanged because the text was
 	// identical); the cluster uses it to acknowledge draining backends.
@@ -126,6 +130,12 @@ type Stats struct {
 	// CheckDown is how many instances the membership says serve but the
 	// last render left out because they fail the load balancer's checks.
 	CheckDown int
+	// Refused is how many instances the last render refused (see
+	// Refusals): routed nowhere.
+	Refused int
+	// RefusalEvents counts refusals as they began: one per instance
+	// and reason that was not refused so in the render before.
+	RefusalEvents int
 }
 
 // LB is a load balancer control loop.
@@ -146,6 +156,9 @@ type LB struct {
 	known        map[string]seenApp
 	checks       *checks    // nil when checks are disabled or Run is not running
 	guard        guardState // the mass-loss guard's memory
+	owners       Owners     // who holds each application, from the last render
+
+	refusals []Refusal // the last render's, guarded by mu
 
 	mu    sync.Mutex
 	stats Stats
@@ -172,6 +185,15 @@ func (l *LB) Stats() Stats {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.stats
+}
+
+// Refusals returns the instances the last render refused, with the
+// reasons, sorted by application and node. Safe for concurrent use; the
+// result is the caller's.
+func (l *LB) Refusals() []Refusal {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.refusals)
 }
 
 // Resync asks the loop to render from the full membership again, as after
@@ -317,11 +339,23 @@ func (l *LB) apply(ctx context.Context) (worked bool) {
 	res := l.cfg.Guard.step(l.guard, members, checked, start)
 	l.guard = res.state
 	if l.checks != nil {
-		l.checks.sync(members, res.kept)
+		// Refused instances are not checked: the load balancer does not
+		// connect to what it will not route to (its own address, say).
+		l.checks.sync(l.withoutRefused(members), res.kept)
 	}
 	started := l.logGuard(res.events)
-	in.Snapshot = res.snap
-	in.Retained = l.retained(in.Snapshot, start)
+	adm := l.cfg.Admission.admit(l.owners, res.snap)
+	l.owners = adm.owners
+	// The guard keeps only what was routed: never a refused instance.
+	l.guard.routed = routedIn(adm.snap)
+	newRefusals := l.logRefusals(adm.refusals)
+	in.Snapshot = adm.snap
+	retained, dropped := l.owners.retainable(l.retained(in.Snapshot, start))
+	for _, name := range dropped {
+		delete(l.known, name)
+		l.log.Warn("forgetting application without backends: another application holds its name, domains or listen port now", "application", name)
+	}
+	in.Retained = retained
 	in.Previous = l.runtime
 	out, err := l.cfg.Generator.Render(in)
 	l.mu.Lock()
@@ -329,6 +363,9 @@ func (l *LB) apply(ctx context.Context) (worked bool) {
 	l.stats.Guarded = len(res.state.guarded())
 	l.stats.GuardEvents += started
 	l.stats.CheckDown = res.checkDown
+	l.stats.Refused = len(adm.refusals)
+	l.stats.RefusalEvents += newRefusals
+	l.refusals = adm.refusals
 	l.mu.Unlock()
 	if err != nil {
 		l.log.Error("render failed; the running configuration stays", "err", err)
@@ -342,7 +379,7 @@ func (l *LB) apply(ctx context.Context) (worked bool) {
 	}
 	if bytes.Equal(out.Config, l.applied) {
 		l.backoff = 0 // nothing refused is pending
-		l.notifyApplied(in.Snapshot)
+		l.notifyApplied(adm.ack)
 		return
 	}
 	sum := sha256.Sum256(out.Config)
@@ -365,7 +402,7 @@ func (l *LB) apply(ctx context.Context) (worked bool) {
 			l.mu.Unlock()
 			l.log.Info("configuration updated without a reload", "backends", in.Snapshot.Backends(), "applications", len(services),
 				"check-down", res.checkDown, "guarded", len(res.state.guarded()), "took", time.Since(start).Round(time.Microsecond))
-			l.notifyApplied(in.Snapshot)
+			l.notifyApplied(adm.ack)
 			return true
 		}
 		l.mu.Lock()
@@ -400,7 +437,7 @@ func (l *LB) apply(ctx context.Context) (worked bool) {
 	l.log.Info("configuration applied", "backends", in.Snapshot.Backends(), "applications", len(services),
 		"check-down", res.checkDown, "guarded", len(res.state.guarded()),
 		"bytes", len(out.Config), "took", time.Since(start).Round(time.Microsecond))
-	l.notifyApplied(in.Snapshot)
+	l.notifyApplied(adm.ack)
 	return true
 }
 
@@ -409,6 +446,67 @@ func (l *LB) notifyApplied(snap catalog.Snapshot) {
 	if l.cfg.OnApplied != nil {
 		l.cfg.OnApplied(snap)
 	}
+}
+
+// withoutRefused returns snap without the instances the last render
+// refused. An instance refused no longer is checked from the next render
+// on; until then its checks count as passing.
+func (l *LB) withoutRefused(snap catalog.Snapshot) catalog.Snapshot {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.refusals) == 0 {
+		return snap
+	}
+	refused := make(map[instKey]bool, len(l.refusals))
+	for _, r := range l.refusals {
+		refused[instKey{r.Node, r.Application}] = true
+	}
+	return without(snap, refused, false)
+}
+
+// maxRefusalLines bounds the refusal lines one render logs, so that a
+// member advertising thousands of applications floods no log; Refusals
+// has them all.
+const maxRefusalLines = 20
+
+// logRefusals logs the refusals that began since the last render (Warn)
+// and those that ended (Info), and returns how many began.
+func (l *LB) logRefusals(now []Refusal) (began int) {
+	l.mu.Lock()
+	before := l.refusals
+	l.mu.Unlock()
+	was := make(map[Refusal]bool, len(before))
+	for _, r := range before {
+		was[r] = true
+	}
+	is := make(map[Refusal]bool, len(now))
+	for _, r := range now {
+		is[r] = true
+		if was[r] {
+			continue
+		}
+		began++
+		if began <= maxRefusalLines {
+			l.log.Warn("refused: not routed", "application", r.Application, "node", r.Node, "reason", r.Reason)
+		}
+	}
+	if began > maxRefusalLines {
+		l.log.Warn("refused: more instances not routed", "more", began-maxRefusalLines, "refused", len(now))
+	}
+	ended := 0
+	for _, r := range before {
+		if is[r] {
+			continue
+		}
+		ended++
+		if ended <= maxRefusalLines {
+			l.log.Info("no longer refused", "application", r.Application, "node", r.Node, "reason", r.Reason)
+		}
+	}
+	if ended > maxRefusalLines {
+		l.log.Info("more instances no longer refused", "more", ended-maxRefusalLines)
+	}
+	return began
 }
 
 // logGuard logs the guard's events, one line per event and application,

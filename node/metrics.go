@@ -69,6 +69,8 @@ func (n *Node) writeMetrics(w io.Writer) {
 		m.gauge("scrimp_lb_check_down_instances", "Instances the membership says serve but the load balancer's checks fail, left out of the configuration.", float64(s.CheckDown))
 		m.gauge("scrimp_lb_guarded_instances", "Instances lost in a mass loss and kept in the configuration by the mass-loss guard.", float64(s.Guarded))
 		m.counter("scrimp_lb_mass_loss_events_total", "Mass losses the guard caught, one per application.", s.GuardEvents)
+		m.gauge("scrimp_lb_refused_instances", "Application instances the load balancer refuses to route to now: another application holds what they claim, or lb.listen-ports or lb.applications does not allow them.", float64(s.Refused))
+		m.counter("scrimp_lb_refusals_total", "Refusals of application instances as they began, one per instance and reason.", s.RefusalEvents)
 	}
 	if n.backend != nil {
 		counts := map[catalog.State]int{}

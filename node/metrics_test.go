@@ -92,7 +92,8 @@ func TestMetrics(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	for _, name := range []string{"scrimp_lb_renders_total", "scrimp_lb_reloads_total", "scrimp_lb_runtime_updates_total",
-		"scrimp_lb_rejected_total", "scrimp_lb_guarded_instances", "scrimp_lb_mass_loss_events_total", "scrimp_lb_check_down_instances"} {
+		"scrimp_lb_rejected_total", "scrimp_lb_guarded_instances", "scrimp_lb_mass_loss_events_total", "scrimp_lb_check_down_instances",
+		"scrimp_lb_refused_instances", "scrimp_lb_refusals_total"} {
 		if _, ok := lbm[name]; !ok {
 			t.Errorf("load balancer metrics lack %s: %v", name, lbm)
 		}

@@ -205,16 +205,17 @@ func Start(cfg *config.Config, logger *slog.Logger) (*Node, error) {
 	}
 	n.cluster = cl
 
+	// Metrics first: the load balancer keeps members off its port.
+	if err := n.listenMetrics(); err != nil {
+		n.Close()
+		return nil, err
+	}
 	switch role {
 	case catalog.RoleLB:
 		if err := n.buildLB(); err != nil {
 			n.Close()
 			return nil, err
 		}
-	}
-	if err := n.listenMetrics(); err != nil {
-		n.Close()
-		return nil, err
 	}
 	if err := n.startAdmin(); err != nil {
 		n.Close()
@@ -275,7 +276,8 @@ func (n *Node) buildLB() error {
 			Timeout: c.Checks.Timeout.Duration, Fall: c.Checks.Fall, Rise: c.Checks.Rise},
 		Guard: lb.GuardConfig{Disabled: c.MassLossGuard.Disabled, Share: c.MassLossGuard.Share,
 			Min: c.MassLossGuard.Min, Window: c.MassLossGuard.Window.Duration, Grace: c.MassLossGuard.Grace.Duration},
-		Logger: n.log.With("component", "lb"),
+		Admission: admissionPolicy(n.cfg, n.metricsPort(), n.log),
+		Logger:    n.log.With("component", "lb"),
 	})
 	return nil
 }
@@ -397,6 +399,16 @@ func (n *Node) Stats() lb.Stats {
 		return lb.Stats{}
 	}
 	return n.lb.Stats()
+}
+
+// Refusals returns the application instances the load balancer refuses
+// to route to now, with the reasons (see lb.LB.Refusals); nil on a
+// backend.
+func (n *Node) Refusals() []lb.Refusal {
+	if n.lb == nil {
+		return nil
+	}
+	return n.lb.Refusals()
 }
 
 // ProxyReloads returns how many reloads a load balancer's managed proxy
