@@ -16,9 +16,7 @@ import (
 	"time"
 
 	"github.com/scrimplb/scrimp/catalog"
-	"github.com/scrimplb/scrimp/cluster"
 	"github.com/scrimplb/scrimp/config"
-	"github.com/scrimplb/scrimp/internal/loopback"
 )
 
 // TestDirectoryChanges walks one application directory through the
@@ -608,23 +606,8 @@ func TestBadFileAtStartup(t *testing.T) {
 		t.Fatalf("Applications() = %q, want the good application only", got)
 	}
 
-	logger := slog.New(slog.DiscardHandler)
-	start := func(name, ip string, role catalog.Role, apps []catalog.Application) *cluster.Cluster {
-		t.Helper()
-		port, err := loopback.FreePort(ip)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := cluster.New(cluster.Config{NodeName: name, BindAddr: ip, BindPort: port, Profile: "local",
-			Role: role, Applications: apps, Logger: logger})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close(time.Second) })
-		return c
-	}
-	lbc := start("lb-1", lbIP, catalog.RoleLB, nil)
-	bc := start("backend-1", backendIP, catalog.RoleBackend, b.Applications())
+	lbc := startMember(t, "lb-1", lbIP, catalog.RoleLB, nil)
+	bc := startMember(t, "backend-1", backendIP, catalog.RoleBackend, b.Applications())
 	run(t, b, bc)
 	if _, err := bc.Join([]string{lbc.LocalAddr()}); err != nil {
 		t.Fatal(err)

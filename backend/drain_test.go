@@ -11,9 +11,7 @@ import (
 	"time"
 
 	"github.com/scrimplb/scrimp/catalog"
-	"github.com/scrimplb/scrimp/cluster"
 	"github.com/scrimplb/scrimp/config"
-	"github.com/scrimplb/scrimp/internal/loopback"
 )
 
 // drainFake is the cluster and the advertiser of a drain under
@@ -185,25 +183,10 @@ func TestRunDrainTiming(t *testing.T) {
 // draining.
 func TestRunDrainInCluster(t *testing.T) {
 	const lbIP, backendIP = "127.0.31.1", "127.0.31.2"
-	logger := slog.New(slog.DiscardHandler)
-	start := func(name, ip string, role catalog.Role, apps []catalog.Application) *cluster.Cluster {
-		t.Helper()
-		port, err := loopback.FreePort(ip)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := cluster.New(cluster.Config{NodeName: name, BindAddr: ip, BindPort: port, Profile: "local",
-			Role: role, Applications: apps, Logger: logger})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close(time.Second) })
-		return c
-	}
-	lbc := start("lb-1", lbIP, catalog.RoleLB, nil)
+	lbc := startMember(t, "lb-1", lbIP, catalog.RoleLB, nil)
 
 	b, _ := newBackend(t, &config.Backend{Applications: []config.Application{staticApp("web", 8080)}})
-	bc := start("backend-1", backendIP, catalog.RoleBackend, b.Applications())
+	bc := startMember(t, "backend-1", backendIP, catalog.RoleBackend, b.Applications())
 	run(t, b, bc)
 	if _, err := bc.Join([]string{lbc.LocalAddr()}); err != nil {
 		t.Fatal(err)
@@ -229,7 +212,7 @@ func TestRunDrainInCluster(t *testing.T) {
 		}
 	})
 
-	out := RunDrain(context.Background(), b, bc, DrainOptions{Timeout: 10 * time.Second, Grace: 50 * time.Millisecond, Logger: logger})
+	out := RunDrain(context.Background(), b, bc, DrainOptions{Timeout: 10 * time.Second, Grace: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
 	if out.Result != DrainAcknowledged || out.Grace < 50*time.Millisecond {
 		t.Fatalf("drain: %v; want acknowledged with 50ms grace", out)
 	}

@@ -17,7 +17,9 @@ import (
 	"time"
 
 	"github.com/scrimplb/scrimp/catalog"
+	"github.com/scrimplb/scrimp/cluster"
 	"github.com/scrimplb/scrimp/config"
+	"github.com/scrimplb/scrimp/internal/loopback"
 )
 
 // waitLimit bounds every wait in these tests: generous, because a busy
@@ -291,3 +293,20 @@ func (s *sentinel) mark(t *testing.T, adv *fakeAdv, from int, want string) int {
 }
 
 var errTooLarge = errors.New("metadata over 512 bytes")
+
+// startMember starts a real gossip member on ip (local profile, a free
+// port), closed when the test ends.
+func startMember(t *testing.T, name, ip string, role catalog.Role, apps []catalog.Application) *cluster.Cluster {
+	t.Helper()
+	port, err := loopback.FreePort(ip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := cluster.New(cluster.Config{NodeName: name, BindAddr: ip, BindPort: port, Profile: "local",
+		Role: role, Applications: apps, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(time.Second) })
+	return c
+}

@@ -33,6 +33,25 @@ func isolateAWS(t *testing.T) {
 	}
 }
 
+// s3SeedSection serves an empty bucket "seeds" (gofakes3 over HTTP on
+// loopback) for the test and returns the s3 seed provider's section for it.
+func s3SeedSection(t *testing.T) json.RawMessage {
+	t.Helper()
+	store := s3mem.New()
+	if err := store.CreateBucket("seeds"); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(gofakes3.New(store).Server())
+	t.Cleanup(srv.Close)
+	section, err := json.Marshal(map[string]any{
+		"bucket": "seeds", "endpoint": srv.URL, "path-style": true, "checksum-when-required": true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return section
+}
+
 // TestBackendBootstrapsFromS3 runs a load balancer that publishes its
 // gossip address to an S3 bucket (gofakes3 over HTTP on loopback) and a
 // backend whose only seed is that bucket: the backend finds the load
@@ -40,15 +59,7 @@ func isolateAWS(t *testing.T) {
 func TestBackendBootstrapsFromS3(t *testing.T) {
 	requireNginx(t)
 	isolateAWS(t)
-	store := s3mem.New()
-	if err := store.CreateBucket("seeds"); err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(gofakes3.New(store).Server())
-	t.Cleanup(srv.Close)
-	section, _ := json.Marshal(map[string]any{
-		"bucket": "seeds", "endpoint": srv.URL, "path-style": true, "checksum-when-required": true,
-	})
+	section := s3SeedSection(t)
 	s3Seed := func(cfg *config.Config) {
 		cfg.Seed = config.Seed{Provider: "s3", Sections: map[string]json.RawMessage{"s3": section}}
 	}

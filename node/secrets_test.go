@@ -9,15 +9,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/johannesboyne/gofakes3"
-	"github.com/johannesboyne/gofakes3/backend/s3mem"
 
 	"github.com/scrimplb/scrimp/catalog"
 	"github.com/scrimplb/scrimp/config"
@@ -106,13 +102,7 @@ func TestSecretsStayOutOfOutput(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	store := s3mem.New()
-	if err := store.CreateBucket("seeds"); err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(gofakes3.New(store).Server())
-	t.Cleanup(srv.Close)
-	section, _ := json.Marshal(map[string]any{"bucket": "seeds", "endpoint": srv.URL, "path-style": true, "checksum-when-required": true})
+	section := s3SeedSection(t)
 	secure := func(cfg *config.Config) {
 		cfg.Seed = config.Seed{Provider: "s3", Sections: map[string]json.RawMessage{"s3": section}}
 		cfg.Cluster.KeyringFile, cfg.Cluster.Label = ringFile, "prod"
