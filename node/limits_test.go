@@ -2,6 +2,8 @@ package node
 
 import (
 	"fmt"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,14 +15,21 @@ import (
 // One member advertising 500 applications (issue 13: 4,096 of them grew
 // nginx from 16 MB to 550 MB) gets at most lb.limits.apps-per-member of
 // them rendered, the first by name; the rest are refused and reported,
-// and a legitimate application beside them is still served.
+// and a legitimate application beside them is still served, with nginx
+// and with HAProxy.
 func TestAppsPerMemberLimit(t *testing.T) {
+	for _, c := range []struct{ generator, net string }{{"nginx", "127.0.137"}, {"haproxy", "127.0.138"}} {
+		t.Run(c.generator, func(t *testing.T) { testAppsPerMemberLimit(t, c.generator, c.net) })
+	}
+}
+
+func testAppsPerMemberLimit(t *testing.T, generator, net3 string) {
 	const flood, limit = 500, 64
 	if d := config.DefaultLBLimits().AppsPerMember; d != limit {
 		t.Fatalf("default apps-per-member is %d, this test expects %d", d, limit)
 	}
 	var logs *tapLines
-	tc := newTestClusterSetup(t, "127.0.137", "local", "nginx", nil, func(tc *testCluster) {
+	tc := newTestClusterSetup(t, net3, "local", generator, nil, func(tc *testCluster) {
 		tc.host = "shop.example"
 		tc.logger, logs = tapLogger(tc.logger)
 	})
@@ -36,17 +45,20 @@ func TestAppsPerMemberLimit(t *testing.T) {
 	tc.waitDecided(t, "flood-499", "aaa-flood")
 	tc.requireAll(t, legit.name)
 
+	// An nginx upstream or an HAProxy backend per application.
 	conf := renderedConfig(t, tc)
-	if n := strings.Count(conf, "upstream scrimp_flood-"); n != limit {
-		t.Errorf("%d flood upstreams in nginx.conf (%d bytes), want %d", n, len(conf), limit)
+	section := regexp.MustCompile(`(?m)^\s*(?:upstream|backend) scrimp_(flood-\d+)\b`)
+	var rendered []string
+	for _, m := range section.FindAllStringSubmatch(conf, -1) {
+		rendered = append(rendered, m[1])
 	}
-	for _, name := range []string{"flood-000", fmt.Sprintf("flood-%03d", limit-1)} {
-		if !strings.Contains(conf, "upstream scrimp_"+name+" ") {
-			t.Errorf("%s, within the limit by name, is not rendered", name)
-		}
+	var want []string
+	for i := range limit {
+		want = append(want, fmt.Sprintf("flood-%03d", i))
 	}
-	if strings.Contains(conf, fmt.Sprintf("scrimp_flood-%03d ", limit)) {
-		t.Errorf("flood-%03d, beyond the limit, is rendered", limit)
+	if !slices.Equal(rendered, want) {
+		t.Errorf("flood applications in %s's configuration (%d bytes): %d %v, want the first %d by name",
+			generator, len(conf), len(rendered), rendered, limit)
 	}
 	if s := tc.lb.Stats(); s.Refused != flood-limit || s.Rejected != 0 {
 		t.Errorf("stats: %d refused, %d configurations rejected; want %d and 0", s.Refused, s.Rejected, flood-limit)
