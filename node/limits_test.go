@@ -56,6 +56,7 @@ func testAppsPerMemberLimit(t *testing.T, generator, net3 string) {
 	for i := range limit {
 		want = append(want, fmt.Sprintf("flood-%03d", i))
 	}
+	t.Logf("%s configuration with %d of %d flood applications: %d bytes", generator, len(rendered), flood, len(conf))
 	if !slices.Equal(rendered, want) {
 		t.Errorf("flood applications in %s's configuration (%d bytes): %d %v, want the first %d by name",
 			generator, len(conf), len(rendered), rendered, limit)
