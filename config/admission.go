@@ -81,8 +81,24 @@ type AppRule struct {
 	Backends []string `json:"backends,omitempty"`
 }
 
-// validateAdmission checks lb.listen-ports and lb.applications.
+// validateAdmission checks lb.listen-ports, lb.applications and lb.limits.
 func (l *LB) validateAdmission(v *validator) {
+	for _, lim := range []struct {
+		name string
+		n    int
+	}{
+		{"apps-per-member", l.Limits.AppsPerMember},
+		{"domains-per-app", l.Limits.DomainsPerApp},
+		{"paths-per-app", l.Limits.PathsPerApp},
+		{"domains-per-member", l.Limits.DomainsPerMember},
+		{"listen-ports-per-member", l.Limits.ListenPortsPerMember},
+		{"upstream-servers", l.Limits.UpstreamServers},
+		{"listeners", l.Limits.Listeners},
+	} {
+		if lim.n < 1 || lim.n > 1_000_000 {
+			v.add("lb.limits."+lim.name, fmt.Sprintf("%d is not in 1-1000000", lim.n))
+		}
+	}
 	if len(l.ListenPorts) == 0 {
 		v.add("lb.listen-ports", `must allow at least one port, e.g. [80, 443, "1024-65535"]`)
 	}

@@ -211,6 +211,47 @@ type LB struct {
 	// lets any member advertise; the first to have an application name,
 	// domain and path or listen port keeps it either way.
 	Applications []AppRule `json:"applications,omitempty"`
+	// Limits bound what one member, and all members together, can make
+	// the proxy carry, so that a misconfigured or hostile member cannot
+	// exhaust the load balancer's memory; what exceeds them is refused
+	// and reported.
+	Limits LBLimits `json:"limits"`
+}
+
+// LBLimits are the admission limits (lb.limits). Each is at least 1.
+type LBLimits struct {
+	// AppsPerMember bounds the applications one backend may have routed;
+	// beyond it the excess, last by application name, is refused.
+	AppsPerMember int `json:"apps-per-member"`
+	// DomainsPerApp and PathsPerApp bound one application's domains and
+	// paths; an application over either is refused.
+	DomainsPerApp int `json:"domains-per-app"`
+	PathsPerApp   int `json:"paths-per-app"`
+	// DomainsPerMember bounds the distinct domains of one backend's
+	// applications together.
+	DomainsPerMember int `json:"domains-per-member"`
+	// ListenPortsPerMember bounds the distinct listen ports of one
+	// backend's applications.
+	ListenPortsPerMember int `json:"listen-ports-per-member"`
+	// UpstreamServers bounds the application instances routed in total;
+	// a newcomer beyond it is refused, incumbents stay.
+	UpstreamServers int `json:"upstream-servers"`
+	// Listeners bounds the proxy's listeners (listen port and transport)
+	// in total; a newcomer needing another one beyond it is refused.
+	Listeners int `json:"listeners"`
+}
+
+// DefaultLBLimits returns the default lb.limits.
+func DefaultLBLimits() LBLimits {
+	return LBLimits{
+		AppsPerMember:        64,   // a real backend runs a few applications
+		DomainsPerApp:        64,   // an application's names, not a tenant list
+		PathsPerApp:          64,   // path prefixes of one application
+		DomainsPerMember:     256,  // all applications of one backend together
+		ListenPortsPerMember: 16,   // each one a listener on the proxy
+		UpstreamServers:      4096, // instances routed, all members together
+		Listeners:            256,  // listeners, all members together
+	}
 }
 
 // LBChecks tunes the load balancer's active checks (TCP connect, or GET of
@@ -344,6 +385,8 @@ func DefaultLB() LB {
 		MassLossGuard:   MassLossGuard{Share: 0.5, Min: 2, Window: D(10 * time.Second), Grace: D(time.Minute)},
 		// The usual HTTP ports and every unprivileged one.
 		ListenPorts: []PortRange{"80", "443", "1024-65535"},
+		// Per member and in total; see DefaultLBLimits.
+		Limits: DefaultLBLimits(),
 	}
 }
 

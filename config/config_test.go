@@ -275,6 +275,25 @@ func TestConfigParseProblems(t *testing.T) {
 			},
 		},
 		{
+			name: "invalid limits",
+			doc: `{` + lbHead + `, "lb": {"limits": {"apps-per-member": 0, "domains-per-app": -1, "paths-per-app": 1000001,
+				"domains-per-member": 0, "listen-ports-per-member": 0, "upstream-servers": 0, "listeners": 0}}}`,
+			want: []want{
+				{"lb.limits.apps-per-member", "0 is not in 1-1000000"},
+				{"lb.limits.domains-per-app", "-1 is not in 1-1000000"},
+				{"lb.limits.domains-per-member", "0 is not in"},
+				{"lb.limits.listen-ports-per-member", "0 is not in"},
+				{"lb.limits.listeners", "0 is not in"},
+				{"lb.limits.paths-per-app", "1000001 is not in"},
+				{"lb.limits.upstream-servers", "0 is not in"},
+			},
+		},
+		{
+			name: "unknown limit",
+			doc:  `{` + lbHead + `, "lb": {"limits": {"apps": 5}}}`,
+			want: []want{{"lb.limits.apps", "unknown field"}},
+		},
+		{
 			name: "no listen port allowed",
 			doc:  `{` + lbHead + `, "lb": {"listen-ports": []}}`,
 			want: []want{{"lb.listen-ports", "must allow at least one port"}},
@@ -511,6 +530,20 @@ func TestConfigParseValid(t *testing.T) {
 				}
 				if c.Backend != nil {
 					t.Errorf("backend = %+v, want nil", c.Backend)
+				}
+			},
+		},
+		{
+			name: "a partial limits object keeps the other defaults",
+			doc:  `{` + lbHead + `, "lb": {"limits": {"apps-per-member": 8, "listeners": 32}}}`,
+			check: func(t *testing.T, c *config.Config) {
+				want := config.DefaultLBLimits()
+				want.AppsPerMember, want.Listeners = 8, 32
+				if c.LB.Limits != want {
+					t.Errorf("limits = %+v, want %+v", c.LB.Limits, want)
+				}
+				if d := config.DefaultLBLimits(); d.AppsPerMember != 64 || d.ListenPortsPerMember != 16 || d.UpstreamServers != 4096 || d.Listeners != 256 {
+					t.Errorf("default limits = %+v", d)
 				}
 			},
 		},

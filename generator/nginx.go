@@ -41,6 +41,15 @@ type NginxOptions struct {
 	// per client for ten minutes, and keep an old worker alive that long
 	// after each reload.
 	UDPTimeout string `json:"udp-timeout"`
+	// TCPTimeout ends a tcp connection after this long without data
+	// either way (stream proxy_timeout), so an idle connection cannot
+	// hold a worker connection, or an old worker, indefinitely.
+	TCPTimeout string `json:"tcp-timeout"`
+	// WorkerShutdownTimeout bounds how long the workers of an old
+	// configuration keep serving their connections after a reload
+	// (standalone only): without it, frequent reloads with connections
+	// held open pile up old workers and their memory.
+	WorkerShutdownTimeout string `json:"worker-shutdown-timeout"`
 	// RetryAfter is the Retry-After header, in seconds, of the 503 an
 	// application without backends answers with, 1-86400.
 	RetryAfter int `json:"retry-after"`
@@ -71,6 +80,7 @@ func DefaultNginxOptions() NginxOptions {
 	return NginxOptions{
 		WorkerConnections: 1024, MaxFails: 1, FailTimeout: "2s", Keepalive: 16,
 		ConnectTimeout: "5s", NextUpstreamTries: 3, UDPTimeout: "10s", RetryAfter: 5, StreamModule: DebianStreamModule,
+		TCPTimeout: "10m", WorkerShutdownTimeout: "30s",
 	}
 }
 
@@ -94,6 +104,10 @@ func newNginx(raw json.RawMessage) (Generator, error) {
 		return nil, fmt.Errorf("connect-timeout: %q is not a positive nginx time in whole seconds or minutes such as \"5s\"", o.ConnectTimeout)
 	case !isNginxTime(o.UDPTimeout) || strings.Trim(o.UDPTimeout, "0sm") == "":
 		return nil, fmt.Errorf("udp-timeout: %q is not a positive nginx time in whole seconds or minutes such as \"10s\"", o.UDPTimeout)
+	case !isNginxTime(o.TCPTimeout) || strings.Trim(o.TCPTimeout, "0sm") == "":
+		return nil, fmt.Errorf("tcp-timeout: %q is not a positive nginx time in whole seconds or minutes such as \"10m\"", o.TCPTimeout)
+	case !isNginxTime(o.WorkerShutdownTimeout) || strings.Trim(o.WorkerShutdownTimeout, "0sm") == "":
+		return nil, fmt.Errorf("worker-shutdown-timeout: %q is not a positive nginx time in whole seconds or minutes such as \"30s\"", o.WorkerShutdownTimeout)
 	case o.NextUpstreamTries < 1 || o.NextUpstreamTries > 100:
 		// 0 would mean "every backend" to nginx: unbounded work per request.
 		return nil, fmt.Errorf("next-upstream-tries: %d is not in 1-100", o.NextUpstreamTries)
@@ -209,6 +223,7 @@ func (g nginx) Render(in Input) (Output, error) {
 
 func (g nginx) standaloneHeader(w *writer, dir string) {
 	w.line("worker_processes auto;")
+	w.line("worker_shutdown_timeout %s;", g.o.WorkerShutdownTimeout)
 	w.line("pid %s;", filepath.Join(dir, "nginx.pid"))
 	w.line("error_log stderr warn;")
 	w.open("events")
@@ -854,6 +869,7 @@ func (g nginx) renderStream(w *writer, p *ngPlan, listen netip.Addr) {
 			w.line("proxy_pass %s;", upstreamName(a.Name))
 			if port.kind == kindTCP {
 				w.line("proxy_connect_timeout %s;", g.o.ConnectTimeout)
+				w.line("proxy_timeout %s;", g.o.TCPTimeout)
 			} else {
 				w.line("proxy_timeout %s;", g.o.UDPTimeout)
 			}

@@ -43,6 +43,23 @@ type Policy struct {
 	// Allow, when not empty, lists what may be admitted: an instance that
 	// no rule allows is refused.
 	Allow []AllowRule
+	// Limits bound what members can make the proxy carry.
+	Limits Limits
+}
+
+// Limits bound, per member and in total, what admission routes, so that
+// one member cannot make the proxy's configuration (and memory) grow
+// without bound. Zero means no limit. A member over a per-member limit
+// has the excess refused, in order of application name; a newcomer that
+// would take a total beyond its limit is refused, incumbents stay.
+type Limits struct {
+	AppsPerMember        int // applications of one backend
+	DomainsPerApp        int // domains of one application
+	PathsPerApp          int // paths of one application
+	DomainsPerMember     int // distinct domains of one backend's applications
+	ListenPortsPerMember int // distinct listen ports of one backend's applications
+	UpstreamServers      int // instances routed in total
+	Listeners            int // listen ports (and transports) in total
 }
 
 // PortRange is an inclusive range of ports; Lo == Hi for a single port.
@@ -252,8 +269,13 @@ func (p Policy) admit(prev Owners, snap catalog.Snapshot) admission {
 		if n.Role != catalog.RoleBackend {
 			continue
 		}
-		for _, a := range n.Applications {
-			if why := p.check(n, a); why != "" {
+		m := memberUse{ports: map[int]bool{}, domains: map[string]bool{}}
+		for _, a := range byName(n.Applications) {
+			why := p.check(n, a)
+			if why == "" {
+				why = p.Limits.member(&m, a)
+			}
+			if why != "" {
 				refusals = append(refusals, Refusal{Application: a.Name, Node: n.Name, Reason: why})
 				refused[instKey{n.Name, a.Name}] = true
 				continue
@@ -276,6 +298,7 @@ func (p Policy) admit(prev Owners, snap catalog.Snapshot) admission {
 			refused[instKey{node, c.def.name}] = true
 		}
 	}
+	servers := 0 // instances held, against Limits.UpstreamServers
 	// Incumbents first, oldest first. They cannot conflict with each
 	// other unless the policy changed; then the older one wins.
 	incumbents := slices.SortedFunc(maps.Keys(prev.apps), func(a, b string) int {
@@ -294,6 +317,7 @@ func (p Policy) admit(prev Owners, snap catalog.Snapshot) admission {
 		}
 		h.hold(c)
 		next.apps[name] = o
+		servers += len(c.nodes)
 	}
 
 	// Newcomers, most advertised first; equals that conflict are refused.
@@ -320,7 +344,12 @@ func (p Policy) admit(prev Owners, snap catalog.Snapshot) admission {
 					strconv.Quote(rival.def.name), rival.def, len(c.nodes)))
 				continue
 			}
+			if why := p.Limits.total(h, servers, c); why != "" {
+				refuse(c, why)
+				continue
+			}
 			h.hold(c)
+			servers += len(c.nodes)
 			next.apps[c.def.name] = owned{def: c.def, since: next.next}
 			next.next++
 		}
@@ -336,6 +365,72 @@ func (p Policy) admit(prev Owners, snap catalog.Snapshot) admission {
 		adm.ack = without(snap, refused, true)
 	}
 	return adm
+}
+
+// memberUse is what one member's applications admitted so far use,
+// against the per-member limits.
+type memberUse struct {
+	apps    int
+	ports   map[int]bool
+	domains map[string]bool
+}
+
+// byName returns apps sorted by name (a copy if they are not), so that
+// which applications of a member exceed a limit does not depend on the
+// order of its advertisement.
+func byName(apps []catalog.Application) []catalog.Application {
+	cmpName := func(a, b catalog.Application) int { return cmp.Compare(a.Name, b.Name) }
+	if slices.IsSortedFunc(apps, cmpName) {
+		return apps
+	}
+	return slices.SortedStableFunc(slices.Values(apps), cmpName)
+}
+
+// member returns why application a of a member, whose earlier applications
+// use m, is over a per-member limit, or "" after counting it in m.
+func (l Limits) member(m *memberUse, a catalog.Application) string {
+	over := func(n, limit int) bool { return limit > 0 && n > limit }
+	if over(len(a.Domains), l.DomainsPerApp) {
+		return fmt.Sprintf("limit lb.limits.domains-per-app: %d domains, at most %d allowed", len(a.Domains), l.DomainsPerApp)
+	}
+	if over(len(a.Paths), l.PathsPerApp) {
+		return fmt.Sprintf("limit lb.limits.paths-per-app: %d paths, at most %d allowed", len(a.Paths), l.PathsPerApp)
+	}
+	if over(m.apps+1, l.AppsPerMember) {
+		return fmt.Sprintf("limit lb.limits.apps-per-member: this backend advertises more than %d applications; those after the first %d by name are refused",
+			l.AppsPerMember, l.AppsPerMember)
+	}
+	if !m.ports[a.ListenPort] && over(len(m.ports)+1, l.ListenPortsPerMember) {
+		return fmt.Sprintf("limit lb.limits.listen-ports-per-member: this backend's applications use more than %d listen ports", l.ListenPortsPerMember)
+	}
+	var fresh []string
+	for _, d := range a.Domains {
+		d = strings.ToLower(d)
+		if !m.domains[d] && !slices.Contains(fresh, d) {
+			fresh = append(fresh, d)
+		}
+	}
+	if over(len(m.domains)+len(fresh), l.DomainsPerMember) {
+		return fmt.Sprintf("limit lb.limits.domains-per-member: this backend's applications name more than %d domains", l.DomainsPerMember)
+	}
+	m.apps++
+	m.ports[a.ListenPort] = true
+	for _, d := range fresh {
+		m.domains[d] = true
+	}
+	return ""
+}
+
+// total returns why newcomer c, with servers instances held so far, would
+// take a total beyond its limit, or "".
+func (l Limits) total(h holdings, servers int, c *candidate) string {
+	if l.UpstreamServers > 0 && servers+len(c.nodes) > l.UpstreamServers {
+		return fmt.Sprintf("limit lb.limits.upstream-servers: %d instances are routed, at most %d allowed in total", servers, l.UpstreamServers)
+	}
+	if _, ok := h.ports[c.def.listener()]; !ok && l.Listeners > 0 && len(h.ports)+1 > l.Listeners {
+		return fmt.Sprintf("limit lb.limits.listeners: %d listeners are in use, at most %d allowed in total", len(h.ports), l.Listeners)
+	}
+	return ""
 }
 
 func compareDefs(a, b definition) int {

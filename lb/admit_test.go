@@ -498,3 +498,155 @@ func BenchmarkAdmit(b *testing.B) {
 		}
 	}
 }
+
+// TestAdmitLimits checks that each limit refuses the excess, names the
+// limit, and leaves what is within it (and other members) routed.
+func TestAdmitLimits(t *testing.T) {
+	// many is n http applications of one backend, named app-000 ...,
+	// given in reverse order so that the advertisement's order cannot
+	// be what decides.
+	many := func(n int) []catalog.Application {
+		var out []catalog.Application
+		for i := n - 1; i >= 0; i-- {
+			out = append(out, app(fmt.Sprintf("app-%03d", i), fmt.Sprintf("d%03d.example", i)))
+		}
+		return out
+	}
+	domains := func(n int) []string {
+		var out []string
+		for i := range n {
+			out = append(out, fmt.Sprintf("n%d.example", i))
+		}
+		return out
+	}
+	tests := []struct {
+		name         string
+		limits       Limits
+		renders      [][]catalog.Node
+		wantAdmitted []string
+		wantRefused  []string
+		wantReason   string
+	}{
+		{
+			name:   "apps per member: the excess by name is refused, another member is not affected",
+			limits: Limits{AppsPerMember: 2},
+			renders: [][]catalog.Node{{
+				backend("big", many(4)...),
+				backend("web-1", app("web", "shop.example")),
+			}},
+			wantAdmitted: []string{"app-000@big", "app-001@big", "web@web-1"},
+			wantRefused:  []string{"app-002@big", "app-003@big"},
+			wantReason:   "limit lb.limits.apps-per-member",
+		},
+		{
+			name:         "domains per app",
+			limits:       Limits{DomainsPerApp: 3},
+			renders:      [][]catalog.Node{{backend("b", app("wide", domains(4)...), app("ok", domains(3)[:1]...))}},
+			wantAdmitted: []string{"ok@b"},
+			wantRefused:  []string{"wide@b"},
+			wantReason:   "limit lb.limits.domains-per-app: 4 domains, at most 3",
+		},
+		{
+			name:   "paths per app",
+			limits: Limits{PathsPerApp: 1},
+			renders: [][]catalog.Node{{backend("b",
+				with(app("deep", "a.example"), func(a *catalog.Application) { a.Paths = []string{"/a", "/b"} }),
+				with(app("ok", "b.example"), func(a *catalog.Application) { a.Paths = []string{"/a"} }))}},
+			wantAdmitted: []string{"ok@b"},
+			wantRefused:  []string{"deep@b"},
+			wantReason:   "limit lb.limits.paths-per-app",
+		},
+		{
+			name:   "domains per member count distinct domains",
+			limits: Limits{DomainsPerMember: 3},
+			renders: [][]catalog.Node{{backend("b",
+				app("a", "x.example", "y.example"),
+				with(app("b", "X.example", "z.example"), func(a *catalog.Application) { a.Paths = []string{"/b"} }),
+				app("c", "w.example"))}},
+			wantAdmitted: []string{"a@b", "b@b"},
+			wantRefused:  []string{"c@b"},
+			wantReason:   "limit lb.limits.domains-per-member",
+		},
+		{
+			name:   "listen ports per member; a port already used costs nothing",
+			limits: Limits{ListenPortsPerMember: 2},
+			renders: [][]catalog.Node{{backend("b",
+				tcpApp("t1", 5001), tcpApp("t2", 5002), tcpApp("t3", 5003), app("web", "shop.example"))}},
+			wantAdmitted: []string{"t1@b", "t2@b"},
+			wantRefused:  []string{"t3@b", "web@b"},
+			wantReason:   "limit lb.limits.listen-ports-per-member",
+		},
+		{
+			name:   "listeners in total: the incumbents stay, the newcomer is refused",
+			limits: Limits{Listeners: 2},
+			renders: [][]catalog.Node{
+				{backend("b1", tcpApp("t1", 5001)), backend("b2", tcpApp("t2", 5002))},
+				{backend("a0", tcpApp("t0", 5000)), backend("b1", tcpApp("t1", 5001)), backend("b2", tcpApp("t2", 5002))},
+			},
+			wantAdmitted: []string{"t1@b1", "t2@b2"},
+			wantRefused:  []string{"t0@a0"},
+			wantReason:   "limit lb.limits.listeners: 2 listeners are in use, at most 2",
+		},
+		{
+			name:   "listeners in total: sharing an http listener needs no new one",
+			limits: Limits{Listeners: 1},
+			renders: [][]catalog.Node{
+				{backend("b1", app("web", "shop.example"))},
+				{backend("b1", app("web", "shop.example")), backend("b2", app("blog", "blog.example")), backend("b3", tcpApp("t", 5000))},
+			},
+			wantAdmitted: []string{"blog@b2", "web@b1"},
+			wantRefused:  []string{"t@b3"},
+			wantReason:   "limit lb.limits.listeners",
+		},
+		{
+			name:   "upstream servers in total: the incumbent's instances count, a newcomer beyond is refused",
+			limits: Limits{UpstreamServers: 3},
+			renders: [][]catalog.Node{
+				{backend("w1", app("web", "shop.example")), backend("w2", app("web", "shop.example"))},
+				{backend("w1", app("web", "shop.example")), backend("w2", app("web", "shop.example")),
+					backend("x1", app("blog", "blog.example")), backend("x2", app("blog", "blog.example")),
+					backend("y1", app("api", "api.example"))},
+			},
+			wantAdmitted: []string{"api@y1", "web@w1", "web@w2"},
+			wantRefused:  []string{"blog@x1", "blog@x2"},
+			wantReason:   "limit lb.limits.upstream-servers: 2 instances are routed, at most 3",
+		},
+		{
+			name:         "zero limits limit nothing",
+			renders:      [][]catalog.Node{{backend("big", many(100)...)}},
+			wantAdmitted: admittedNames("big", many(100)),
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := Policy{Limits: tt.limits}
+			var owners Owners
+			var adm admission
+			for _, nodes := range tt.renders {
+				adm = p.admit(owners, catalog.NewSnapshot(nodes))
+				owners = adm.owners
+			}
+			if got := admitted(adm.snap); !slices.Equal(got, tt.wantAdmitted) {
+				t.Errorf("admitted %v, want %v", got, tt.wantAdmitted)
+			}
+			if got := refusedOf(adm.refusals); !slices.Equal(got, tt.wantRefused) {
+				t.Errorf("refused %v, want %v\n%v", got, tt.wantRefused, adm.refusals)
+			}
+			for _, r := range adm.refusals {
+				if !strings.Contains(r.Reason, tt.wantReason) {
+					t.Errorf("refusal %+v: reason does not say %q", r, tt.wantReason)
+				}
+			}
+		})
+	}
+}
+
+// admittedNames is "app@node" for each of apps, sorted.
+func admittedNames(node string, apps []catalog.Application) []string {
+	var out []string
+	for _, a := range apps {
+		out = append(out, a.Name+"@"+node)
+	}
+	slices.Sort(out)
+	return out
+}

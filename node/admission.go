@@ -26,6 +26,12 @@ func admissionPolicy(cfg *config.Config, metricsPort int, log *slog.Logger) lb.P
 	for _, r := range cfg.LB.Applications {
 		p.Allow = append(p.Allow, lb.AllowRule{Name: r.Name, Domains: r.Domains, Backends: r.Backends})
 	}
+	l := cfg.LB.Limits
+	p.Limits = lb.Limits{
+		AppsPerMember: l.AppsPerMember, DomainsPerApp: l.DomainsPerApp, PathsPerApp: l.PathsPerApp,
+		DomainsPerMember: l.DomainsPerMember, ListenPortsPerMember: l.ListenPortsPerMember,
+		UpstreamServers: l.UpstreamServers, Listeners: l.Listeners,
+	}
 	p.Reserved = reservedPorts(cfg, metricsPort)
 
 	own := func(s string) {
