@@ -93,6 +93,9 @@ type Config struct {
 	// draining backends are exactly those of the membership. It is called
 	// from the loop's goroutine and must not block.
 	OnApplied func(snap catalog.Snapshot)
+	// OnOutcome, if set, is called with the outcome of every pass (see
+	// History), from the loop's goroutine; it must not block.
+	OnOutcome func(Outcome)
 	// Logger receives one line per applied or rejected configuration.
 	Logger *slog.Logger
 }
@@ -159,6 +162,8 @@ type LB struct {
 	owners       Owners     // who holds each application, from the last render
 
 	refusals []Refusal // the last render's, guarded by mu
+	history  []Outcome // passes that changed something, guarded by mu
+	last     Outcome   // the newest pass, guarded by mu
 
 	mu    sync.Mutex
 	stats Stats
@@ -248,6 +253,7 @@ func (l *LB) Run(ctx context.Context) {
 	// the first change that comes before it.
 	pending := true
 	first = time.Now()
+	initial := true
 	for {
 		select {
 		case <-ctx.Done():
@@ -267,13 +273,17 @@ func (l *LB) Run(ctx context.Context) {
 				continue
 			}
 			pending = false
+			changed := first
+			if initial {
+				changed, initial = time.Time{}, false // no change started the first pass
+			}
 			first, last = time.Time{}, time.Time{}
 			// Only work for the proxy makes the load balancer busy: a
 			// render that changed nothing (a member joined, its
 			// applications not fetched yet) must not delay the change
 			// that follows it by a quiet period.
 			refused := l.Stats().Rejected
-			if l.apply(context.WithoutCancel(ctx)) {
+			if l.apply(context.WithoutCancel(ctx), changed) {
 				lastDone = time.Now()
 			}
 			switch {
@@ -326,10 +336,18 @@ func (l *LB) retained(snap catalog.Snapshot, now time.Time) []catalog.Applicatio
 
 // apply renders the current membership and, if the text changed, hands it
 // to the proxy. It reports whether the proxy was asked to do anything.
-func (l *LB) apply(ctx context.Context) (worked bool) {
+// changed is when the first change it answers was seen, zero if none.
+func (l *LB) apply(ctx context.Context, changed time.Time) (worked bool) {
 	in := l.cfg.Input
 	members := l.cfg.Members.Snapshot()
 	start := time.Now()
+	o := Outcome{At: start}
+	defer func() {
+		if !changed.IsZero() && o.Result != ResultDeferred {
+			o.Latency = time.Since(changed)
+		}
+		l.record(o)
+	}()
 	// Health first: the last results of instances that just vanished
 	// tell the guard whether their hosts were still reachable.
 	var checked map[instKey]health
@@ -367,10 +385,14 @@ func (l *LB) apply(ctx context.Context) (worked bool) {
 	l.stats.RefusalEvents += newRefusals
 	l.refusals = adm.refusals
 	l.mu.Unlock()
+	o.Render = time.Since(start)
 	if err != nil {
+		o.Result, o.Error = ResultRenderFailed, err.Error()
 		l.log.Error("render failed; the running configuration stays", "err", err)
 		return
 	}
+	services, _ := in.Snapshot.Services()
+	o.Bytes, o.Applications, o.Backends = len(out.Config), len(services), in.Snapshot.Backends()
 	if !slices.Equal(out.Warnings, l.warnings) {
 		for _, w := range out.Warnings {
 			l.log.Warn("left out of the configuration", "reason", w)
@@ -378,6 +400,7 @@ func (l *LB) apply(ctx context.Context) (worked bool) {
 		l.warnings = out.Warnings
 	}
 	if bytes.Equal(out.Config, l.applied) {
+		o.Result = ResultUnchanged
 		l.backoff = 0 // nothing refused is pending
 		l.notifyApplied(adm.ack)
 		return
@@ -386,14 +409,17 @@ func (l *LB) apply(ctx context.Context) (worked bool) {
 	retrying := l.retryRefused
 	l.retryRefused = false
 	if sum == l.rejected && !retrying {
+		o.Result = ResultDeferred
 		return // already refused, and nothing changed since: not before the backoff
 	}
-	services, _ := in.Snapshot.Services()
 	rp, slotted := l.cfg.Proxy.(RuntimeProxy)
 	slotted = slotted && out.Runtime != nil
 	if slotted && l.runtime != nil && out.Runtime.Skeleton == l.runtime.Skeleton {
+		began := time.Now()
 		err := rp.Update(ctx, out.Config, out.Runtime)
+		o.Proxy = time.Since(began)
 		if err == nil {
+			o.Result = ResultUpdated
 			l.applied, l.runtime = out.Config, out.Runtime
 			l.rejected, l.backoff = [32]byte{}, 0
 			l.mu.Lock()
@@ -410,7 +436,11 @@ func (l *LB) apply(ctx context.Context) (worked bool) {
 		l.mu.Unlock()
 		l.log.Warn("updating the running proxy failed; reloading instead", "err", err)
 	}
-	if err := l.cfg.Proxy.Apply(ctx, out.Config); err != nil {
+	began := time.Now()
+	err = l.cfg.Proxy.Apply(ctx, out.Config)
+	o.Proxy = time.Since(began)
+	if err != nil {
+		o.Result, o.Error = ResultRejected, err.Error()
 		l.rejected = sum
 		l.mu.Lock()
 		l.stats.Rejected++
@@ -420,6 +450,7 @@ func (l *LB) apply(ctx context.Context) (worked bool) {
 		l.log.Error("configuration rejected; the running configuration stays", "err", err, "retry-in", l.backoff)
 		return true
 	}
+	o.Result = ResultApplied
 	l.applied, l.runtime = out.Config, out.Runtime
 	l.rejected, l.backoff = [32]byte{}, 0
 	if slotted {
