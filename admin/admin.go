@@ -1,8 +1,10 @@
 // Package admin is a node's local admin interface: JSON over HTTP on a
 // unix socket that only the node's user can reach (mode 0600), with
-// versioned paths (/v1/...). It is how `scrimp keys` changes the gossip
-// keyring of a running cluster. Nothing it answers or logs holds key
-// material.
+// versioned paths (/v1/...), and optionally on a TCP address where every
+// request must carry a bearer token. It is how `scrimp keys` changes the
+// gossip keyring of a running cluster, and what `scrimp members`,
+// `status`, `apps`, `render` and `drain` ask. Nothing it answers or logs
+// holds key material or the token.
 //
 // Adding an endpoint is one line in Server.routes and a handler.
 package admin
@@ -34,6 +36,14 @@ type Config struct {
 	Socket string
 	// Keys serves /v1/keys; nil answers those paths with 501.
 	Keys KeyManager
+	// Views serves /v1/members, status, apps, render and drain; nil
+	// answers those paths with 501.
+	Views Views
+	// Addr, if set, is a TCP address (host:port) to serve on as well;
+	// every request there must carry "Authorization: Bearer TOKEN".
+	Addr string
+	// Token is the bearer token of Addr; required with Addr.
+	Token []byte
 	// OpTimeout bounds one cluster-wide operation; 0 means 15s.
 	OpTimeout time.Duration
 	// Logger receives one line per request (method, path, status) and
@@ -46,8 +56,10 @@ type Config struct {
 type Server struct {
 	cfg  Config
 	log  *slog.Logger
-	ln   net.Listener
+	ln   net.Listener // the socket's; nil without Socket
+	tcp  net.Listener // Addr's; nil without
 	srv  *http.Server
+	tsrv *http.Server // serves tcp
 	mux  *http.ServeMux
 	sock os.FileInfo // the socket file created, to remove only that
 
@@ -56,10 +68,11 @@ type Server struct {
 	closeErr  error
 }
 
-// New creates the socket (see Config.Socket) and returns a server that
-// serves nothing until Run. A stale socket left by an earlier run is
-// replaced; any other file at the path, or a socket some process still
-// accepts on, is an error. Close it even if Run is never called.
+// New creates the socket (see Config.Socket) and the TCP listener (see
+// Config.Addr) and returns a server that serves nothing until Run. A stale
+// socket left by an earlier run is replaced; any other file at the path,
+// or a socket some process still accepts on, is an error. Close it even
+// if Run is never called.
 func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -67,23 +80,47 @@ func New(cfg Config) (*Server, error) {
 	if cfg.OpTimeout <= 0 {
 		cfg.OpTimeout = 15 * time.Second
 	}
+	if cfg.Socket == "" && cfg.Addr == "" {
+		return nil, errors.New("admin: neither a socket nor an address to serve on")
+	}
+	if cfg.Addr != "" && len(cfg.Token) < MinTokenLen {
+		return nil, fmt.Errorf("admin address %s: a token of at least %d bytes is required", cfg.Addr, MinTokenLen)
+	}
 	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux()}
 	s.routes()
-	ln, fi, err := listen(cfg.Socket)
-	if err != nil {
-		return nil, err
+	if cfg.Socket != "" {
+		ln, fi, err := listen(cfg.Socket)
+		if err != nil {
+			return nil, err
+		}
+		s.ln, s.sock = ln, fi
 	}
-	s.ln, s.sock = ln, fi
-	s.srv = &http.Server{
-		Handler:           s.logged(s.mux),
+	if cfg.Addr != "" {
+		tcp, err := net.Listen("tcp", cfg.Addr)
+		if err != nil {
+			if s.ln != nil {
+				s.ln.Close()
+				os.Remove(cfg.Socket)
+			}
+			return nil, fmt.Errorf("admin address %s: %w", cfg.Addr, err)
+		}
+		s.tcp = tcp
+	}
+	s.srv = s.httpServer(s.logged(s.mux))
+	s.tsrv = s.httpServer(s.logged(s.authorized(s.mux)))
+	return s, nil
+}
+
+func (s *Server) httpServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
-		WriteTimeout:      cfg.OpTimeout + 10*time.Second,
+		WriteTimeout:      s.cfg.OpTimeout + 10*time.Second,
 		IdleTimeout:       30 * time.Second,
 		MaxHeaderBytes:    16 << 10,
-		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+		ErrorLog:          slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelWarn),
 	}
-	return s, nil
 }
 
 // routes registers every endpoint. A path registered with a method also
@@ -91,6 +128,11 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) routes() {
 	s.handle("GET", "/v1/keys", s.listKeys)
 	s.handle("POST", "/v1/keys/{op}", s.changeKeys)
+	s.handle("GET", "/v1/members", s.members)
+	s.handle("GET", "/v1/status", s.status)
+	s.handle("GET", "/v1/apps", s.apps)
+	s.handle("GET", "/v1/render", s.render)
+	s.handle("POST", "/v1/drain", s.drain)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no endpoint %s", r.URL.Path))
 	})
@@ -104,8 +146,17 @@ func (s *Server) handle(method, path string, h http.HandlerFunc) {
 	})
 }
 
-// Socket returns the socket's path.
+// Socket returns the socket's path; "" when it serves none.
 func (s *Server) Socket() string { return s.cfg.Socket }
+
+// Addr returns the TCP address it serves on, with the port chosen; ""
+// when it serves none.
+func (s *Server) Addr() string {
+	if s.tcp == nil {
+		return ""
+	}
+	return s.tcp.Addr().String()
+}
 
 // Run serves requests until ctx ends or Close is called, then shuts down
 // gracefully (in-flight requests get a few seconds). It returns once
@@ -114,18 +165,42 @@ func (s *Server) Run(ctx context.Context) error {
 	if !s.running.CompareAndSwap(false, true) {
 		return errors.New("admin: Run called twice")
 	}
-	done := make(chan error, 1)
-	go func() { done <- s.srv.Serve(s.ln) }()
+	type served struct {
+		srv *http.Server
+		ln  net.Listener
+	}
+	var all []served
+	if s.ln != nil {
+		all = append(all, served{s.srv, s.ln})
+	}
+	if s.tcp != nil {
+		all = append(all, served{s.tsrv, s.tcp})
+	}
+	done := make(chan error, len(all))
+	for _, sv := range all {
+		go func() { done <- sv.srv.Serve(sv.ln) }()
+	}
 	var err error
 	select {
 	case err = <-done:
+		// One stopped by itself: stop the other too.
+		for _, sv := range all {
+			sv.srv.Close()
+		}
 	case <-ctx.Done():
 		shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if serr := s.srv.Shutdown(shutCtx); serr != nil {
-			s.srv.Close()
+		for _, sv := range all {
+			if serr := sv.srv.Shutdown(shutCtx); serr != nil {
+				sv.srv.Close()
+			}
 		}
 		cancel()
 		err = <-done
+	}
+	for range len(all) - 1 {
+		if e := <-done; err == nil || errors.Is(err, http.ErrServerClosed) {
+			err = e
+		}
 	}
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
@@ -134,29 +209,45 @@ func (s *Server) Run(ctx context.Context) error {
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("admin %s: %w", s.cfg.Socket, err)
+		return fmt.Errorf("admin %s: %w", cmpOr(s.cfg.Socket, s.cfg.Addr), err)
 	}
 	return nil
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
 }
 
 // Close stops serving at once and removes the socket. Safe to call more
 // than once and concurrently with Run.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
-		err := s.srv.Close() // closes the listener too
-		if errors.Is(err, net.ErrClosed) {
-			err = nil
-		}
-		if lerr := s.ln.Close(); lerr != nil && !errors.Is(lerr, net.ErrClosed) && err == nil {
-			err = lerr
-		}
-		// Remove the socket only if it is still the one we made.
-		if fi, serr := os.Lstat(s.cfg.Socket); serr == nil && os.SameFile(fi, s.sock) {
-			if rerr := os.Remove(s.cfg.Socket); rerr != nil && err == nil {
-				err = rerr
+		var errs []error
+		for _, srv := range []*http.Server{s.srv, s.tsrv} {
+			if err := srv.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+				errs = append(errs, err)
 			}
 		}
-		s.closeErr = err
+		for _, ln := range []net.Listener{s.ln, s.tcp} {
+			if ln == nil {
+				continue
+			}
+			if err := ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+				errs = append(errs, err)
+			}
+		}
+		// Remove the socket only if it is still the one we made.
+		if s.ln != nil {
+			if fi, serr := os.Lstat(s.cfg.Socket); serr == nil && os.SameFile(fi, s.sock) {
+				if rerr := os.Remove(s.cfg.Socket); rerr != nil {
+					errs = append(errs, rerr)
+				}
+			}
+		}
+		s.closeErr = errors.Join(errs...)
 	})
 	return s.closeErr
 }

@@ -121,6 +121,7 @@ type Cluster struct {
 	// push/pull would bring the change only much later.
 	regossip []time.Time
 	ackSent  map[string]sentAck // last direct acknowledgement per backend
+	seen     seenBook           // when members were last heard from (members.go)
 
 	// nudges are when this backend last did a push/pull with a load
 	// balancer that sent it a direct acknowledgement (rejoin.go).
@@ -231,6 +232,7 @@ func New(cfg Config) (*Cluster, error) {
 	mc.Delegate = delegate{c}
 	mc.Events = events{c}
 	mc.Merge = merger{c}
+	mc.Ping = pinger{c}
 	mc.Logger = newStdLogger(cfg.Logger)
 	tr, err := newTransport(mc.BindAddr, mc.BindPort, limitsFor(cfg.Profile), mc.Logger)
 	if err != nil {
@@ -605,6 +607,7 @@ func (c *Cluster) upsert(n *memberlist.Node, joined bool) {
 	_, rejoined := c.rejoin[n.Name]
 	delete(c.rejoin, n.Name)
 	m.addr, m.port, m.beacon = addr.Unmap(), n.Port, beacon
+	c.seen.heard(n.Name, time.Now())
 	fetch := m.track(c.role == catalog.RoleLB && n.Name != c.self, time.Now())
 	c.publishLocked()
 	c.mu.Unlock()
@@ -632,6 +635,7 @@ func (c *Cluster) remove(n *memberlist.Node) {
 	delete(c.members, n.Name)
 	if known {
 		c.scheduleRejoinLocked(n.Name, m, time.Now())
+		c.lostLocked(n.Name, m, time.Now())
 	}
 	c.publishLocked()
 	c.mu.Unlock()

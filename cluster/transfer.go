@@ -446,6 +446,7 @@ func (c *Cluster) receiveState(msg stateMsg) {
 		m.apps = []catalog.Application{}
 	}
 	m.fetch = fetchState{kind: fetchValid, digest: msg.Digest}
+	c.seen.heard(msg.From, time.Now())
 	c.publishLocked()
 	c.mu.Unlock()
 	c.log.Info("member applications", "member", msg.From, "apps", len(meta.Applications), "digest", msg.Digest)

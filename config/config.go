@@ -38,6 +38,15 @@ type Config struct {
 	// "/run/scrimp/admin.sock"; empty serves no admin interface. Each node
 	// on one host needs its own.
 	AdminSocket string `json:"admin-socket"`
+	// AdminAddr, if set, is an IP:port where the admin interface is
+	// served over TCP as well, to clients sending the bearer token of
+	// AdminTokenFile; empty (the default) serves none. Prefer loopback or
+	// a private address: the token is sent in the clear.
+	AdminAddr string `json:"admin-addr"`
+	// AdminTokenFile holds the bearer token of AdminAddr on its first
+	// line (at least 16 bytes, e.g. `openssl rand -hex 32`); the file
+	// must not be readable by group or others. Required with AdminAddr.
+	AdminTokenFile string `json:"admin-token-file"`
 	// Cluster configures gossip membership.
 	Cluster Cluster `json:"cluster"`
 	// Seed says how a node finds the cluster to join.

@@ -242,6 +242,16 @@ func TestConfigParseProblems(t *testing.T) {
 			want: []want{{"metrics-addr", `"localhost" is not an IP:port`}},
 		},
 		{
+			name: "admin address without a token file",
+			doc:  `{` + lbHead + `, "admin-addr": "127.0.0.1:9947", "lb": {}}`,
+			want: []want{{"admin-token-file", "required with admin-addr"}},
+		},
+		{
+			name: "admin address without a port",
+			doc:  `{` + lbHead + `, "admin-addr": "localhost", "admin-token-file": "/etc/scrimp/admin.token", "lb": {}}`,
+			want: []want{{"admin-addr", `"localhost" is not an IP:port`}},
+		},
+		{
 			name: "relative admin socket",
 			doc:  `{` + lbHead + `, "admin-socket": "run/admin.sock", "lb": {}}`,
 			want: []want{{"admin-socket", `"run/admin.sock" is not an absolute path`}},

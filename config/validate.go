@@ -54,6 +54,14 @@ func (c *Config) Validate() Problems {
 			v.add("admin-socket", fmt.Sprintf("%d bytes long; a unix socket path may have at most %d here", len(c.AdminSocket), MaxAdminSocket))
 		}
 	}
+	if c.AdminAddr != "" {
+		if _, err := netip.ParseAddrPort(c.AdminAddr); err != nil {
+			v.add("admin-addr", fmt.Sprintf("%q is not an IP:port such as \"127.0.0.1:9947\"", c.AdminAddr))
+		}
+		if c.AdminTokenFile == "" {
+			v.add("admin-token-file", "required with admin-addr: the TCP admin interface never runs without a token")
+		}
+	}
 	c.Cluster.validate(&v)
 	if c.Seed.Provider == "" {
 		v.add("seed.provider", `required, e.g. "static"`)

@@ -164,6 +164,7 @@ type LB struct {
 	refusals []Refusal // the last render's, guarded by mu
 	history  []Outcome // passes that changed something, guarded by mu
 	last     Outcome   // the newest pass, guarded by mu
+	view     View      // the last render's (view.go), guarded by mu
 
 	mu    sync.Mutex
 	stats Stats
@@ -384,6 +385,7 @@ func (l *LB) apply(ctx context.Context, changed time.Time) (worked bool) {
 	l.stats.Refused = len(adm.refusals)
 	l.stats.RefusalEvents += newRefusals
 	l.refusals = adm.refusals
+	l.view = newView(start, members, res, adm.snap)
 	l.mu.Unlock()
 	o.Render = time.Since(start)
 	if err != nil {

@@ -6,27 +6,70 @@ import (
 	"fmt"
 
 	"github.com/scrimplb/scrimp/admin"
+	"github.com/scrimplb/scrimp/config"
 	"github.com/scrimplb/scrimp/keyring"
 	"github.com/scrimplb/scrimp/seed"
 )
 
-// startAdmin creates the admin socket (admin-socket) when one is set; it
-// serves once Run runs. Keys go to the cluster, which changes every live
-// member's keyring.
+// startAdmin creates the admin socket (admin-socket) and the TCP listener
+// (admin-addr) when they are set; they serve once Run runs. Keys go to the
+// cluster, which changes every live member's keyring; the other endpoints
+// read the node (status.go).
 func (n *Node) startAdmin() error {
-	if n.cfg.AdminSocket == "" {
+	if n.cfg.AdminSocket == "" && n.cfg.AdminAddr == "" {
 		return nil
 	}
+	token, err := loadAdminToken(n.cfg)
+	if err != nil {
+		return err
+	}
+	defer clear(token)
 	s, err := admin.New(admin.Config{
 		Socket: n.cfg.AdminSocket,
+		Addr:   n.cfg.AdminAddr,
+		Token:  token,
 		Keys:   n.cluster,
+		Views:  views{n},
 		Logger: n.log.With("component", "admin"),
 	})
 	if err != nil {
-		return fmt.Errorf("%s: admin-socket: %w", n.cfg.File, err)
+		return fmt.Errorf("%s: admin-socket/admin-addr: %w", n.cfg.File, err)
 	}
 	n.admin = s
 	return nil
+}
+
+// loadAdminToken reads admin-token-file when admin-addr is set; nil
+// otherwise.
+func loadAdminToken(cfg *config.Config) ([]byte, error) {
+	if cfg.AdminAddr == "" {
+		return nil, nil
+	}
+	if cfg.AdminTokenFile == "" {
+		return nil, fmt.Errorf("%s: admin-token-file: required with admin-addr", cfg.File)
+	}
+	token, err := admin.LoadToken(cfg.AdminTokenFile)
+	if err != nil {
+		return nil, fmt.Errorf("%s: admin-token-file: %w", cfg.File, err)
+	}
+	return token, nil
+}
+
+// CheckAdmin reports a problem with admin-token-file (unreadable, open to
+// others, too short) when admin-addr is set, as startup would.
+func CheckAdmin(cfg *config.Config) error {
+	token, err := loadAdminToken(cfg)
+	clear(token)
+	return err
+}
+
+// AdminAddr is the TCP address the admin interface serves on, its port
+// chosen; "" when it serves none there.
+func (n *Node) AdminAddr() string {
+	if n.admin == nil {
+		return ""
+	}
+	return n.admin.Addr()
 }
 
 // serveAdmin serves the admin socket until ctx ends.

@@ -37,11 +37,15 @@ type Node struct {
 	// sd_notify lines: "READY=1" once its loops run, "STOPPING=1" when
 	// its context ends. It must not block.
 	Notify func(state string)
+	// Version, if set before Run, is the version the status shows.
+	Version string
 
 	cfg     *config.Config
 	log     *slog.Logger
 	role    catalog.Role
 	seeds   seed.Provider
+	seedLog *seedRecorder // seeds, as the join loop asks them (status.go)
+	started time.Time
 	cluster *cluster.Cluster
 	lb      *lb.LB    // load balancers only
 	proxy   io.Closer // load balancers only
@@ -98,6 +102,7 @@ func checkStart(cfg *config.Config) error {
 	if _, err := loadKeys(cfg); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, CheckAdmin(cfg))
 	return errors.Join(errs...)
 }
 
@@ -163,13 +168,13 @@ func Start(cfg *config.Config, logger *slog.Logger) (*Node, error) {
 	}
 	role, _ := catalog.ParseRole(cfg.Role)
 	abortCtx, abort := context.WithCancel(context.Background())
-	n := &Node{cfg: cfg, log: logger, role: role, abortCtx: abortCtx, abort: abort}
+	n := &Node{cfg: cfg, log: logger, role: role, abortCtx: abortCtx, abort: abort, started: time.Now()}
 	seeds, err := seed.New(cfg.Seed, seed.Env{Logger: logger.With("component", "seed"), DefaultPort: cfg.Cluster.BindPort,
 		Keys: keys, NodeName: cfg.NodeName})
 	if err != nil {
 		return nil, err
 	}
-	n.seeds = seeds
+	n.seeds, n.seedLog = seeds, &seedRecorder{p: seeds}
 
 	cc := cluster.Config{
 		NodeName:      cfg.NodeName,
@@ -295,7 +300,7 @@ func (n *Node) Run(ctx context.Context) error {
 	loopCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	c := n.cfg.Cluster
 	wg.Go(func() {
-		n.cluster.Maintain(loopCtx, n.seeds, cluster.JoinOptions{
+		n.cluster.Maintain(loopCtx, n.seedLog, cluster.JoinOptions{
 			StartAlone:     n.role == catalog.RoleLB,
 			BackoffMin:     c.JoinBackoffMin.Duration,
 			BackoffMax:     c.JoinBackoffMax.Duration,

@@ -95,6 +95,7 @@ func runConfig(ctx context.Context, path, pidFile string) error {
 		return err
 	}
 	n.Notify = notify
+	n.Version = version
 	if pidFile != "" {
 		if err := writePidFile(pidFile); err != nil {
 			n.Close()
@@ -167,7 +168,7 @@ reason and does not change the exit status.`,
 			// Plugins check their own sections even when the rest of the
 			// file has problems, so one run shows everything.
 			errs := append([]error{err}, node.CheckPlugins(cfg)...)
-			errs = append(errs, node.CheckKeyring(cfg))
+			errs = append(errs, node.CheckKeyring(cfg), node.CheckAdmin(cfg))
 			// Bad application files fail the check although a backend
 			// starts without them: their applications would not be served.
 			errs = append(errs, node.CheckAppDir(cfg))

@@ -1,0 +1,72 @@
+package admin
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+)
+
+// MinTokenLen is the shortest bearer token accepted for the TCP address.
+const MinTokenLen = 16
+
+// maxTokenFile bounds a token file.
+const maxTokenFile = 4 << 10
+
+// LoadToken reads the bearer token from path: its first line, trimmed.
+// The file must be a regular file readable by its owner only (no group or
+// other permission bits), and the token at least MinTokenLen bytes. Errors
+// never quote the token.
+func LoadToken(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file", path)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return nil, fmt.Errorf("%s: mode %04o lets others read the token; chmod 600 %s", path, perm, path)
+	}
+	if fi.Size() > maxTokenFile {
+		return nil, fmt.Errorf("%s: %d bytes, a token file holds at most %d", path, fi.Size(), maxTokenFile)
+	}
+	b := make([]byte, fi.Size())
+	if _, err := f.ReadAt(b, 0); err != nil && fi.Size() > 0 {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	token := []byte(strings.TrimSpace(line))
+	clear(b)
+	if len(token) < MinTokenLen {
+		return nil, fmt.Errorf("%s: the token is %d bytes, at least %d are required", path, len(token), MinTokenLen)
+	}
+	return token, nil
+}
+
+var errNoToken = errors.New("missing or wrong bearer token")
+
+// authorized lets through only requests carrying the bearer token. The
+// comparison takes the same time whatever the token sent (both sides are
+// hashed first, so not even the length shows).
+func (s *Server) authorized(h http.Handler) http.Handler {
+	want := sha256.Sum256(s.cfg.Token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		sum := sha256.Sum256([]byte(strings.TrimSpace(got)))
+		if subtle.ConstantTimeCompare(sum[:], want[:]) != 1 || !ok {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="scrimp"`)
+			writeError(w, http.StatusUnauthorized, errNoToken.Error())
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
