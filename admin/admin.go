@@ -133,6 +133,7 @@ func (s *Server) routes() {
 	s.handle("GET", "/v1/apps", s.apps)
 	s.handle("GET", "/v1/render", s.render)
 	s.handle("POST", "/v1/drain", s.drain)
+	s.uiRoutes()
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no endpoint %s", r.URL.Path))
 	})

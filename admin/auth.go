@@ -54,15 +54,25 @@ func LoadToken(path string) ([]byte, error) {
 
 var errNoToken = errors.New("missing or wrong bearer token")
 
-// authorized lets through only requests carrying the bearer token. The
-// comparison takes the same time whatever the token sent (both sides are
-// hashed first, so not even the length shows).
+// authorized lets through only requests carrying the bearer token, or
+// (reads only) the status page's session cookie (see ui.go); without
+// either, a browser gets the page's login. The comparison takes the same
+// time whatever the token sent (both sides are hashed first, so not even
+// the length shows).
 func (s *Server) authorized(h http.Handler) http.Handler {
 	want := sha256.Sum256(s.cfg.Token)
+	ui := newUIAuth(s.cfg.Token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		sum := sha256.Sum256([]byte(strings.TrimSpace(got)))
 		if subtle.ConstantTimeCompare(sum[:], want[:]) != 1 || !ok {
+			if ui.cookieOK(r) {
+				h.ServeHTTP(w, r)
+				return
+			}
+			if ui.serve(w, r) {
+				return
+			}
 			w.Header().Set("WWW-Authenticate", `Bearer realm="scrimp"`)
 			writeError(w, http.StatusUnauthorized, errNoToken.Error())
 			return

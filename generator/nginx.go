@@ -69,7 +69,15 @@ type NginxOptions struct {
 	// sets them itself (nginx rejects a duplicate) — and then make them
 	// large enough for host names longer than about 46 characters.
 	SizeNamesHash *bool `json:"size-names-hash,omitempty"`
+	// StatusPort, if not 0, adds a server on 127.0.0.1:StatusPort (managed
+	// mode only) answering nginx's request counters (stub_status) at
+	// NginxStatusPath, which the status page shows. Loopback only: it
+	// tells anyone who reaches it how busy the proxy is.
+	StatusPort int `json:"status-port,omitempty"`
 }
+
+// NginxStatusPath is the stub_status location of NginxOptions.StatusPort.
+const NginxStatusPath = "/scrimp-stub-status"
 
 // DebianStreamModule is where Debian's libnginx-mod-stream installs the
 // stream module.
@@ -113,6 +121,8 @@ func newNginx(raw json.RawMessage) (Generator, error) {
 		return nil, fmt.Errorf("next-upstream-tries: %d is not in 1-100", o.NextUpstreamTries)
 	case o.RetryAfter < 1 || o.RetryAfter > 86400:
 		return nil, fmt.Errorf("retry-after: %d is not a number of seconds in 1-86400", o.RetryAfter)
+	case o.StatusPort < 0 || o.StatusPort > 65535:
+		return nil, fmt.Errorf("status-port: %d is not a port in 1-65535 (0 for none)", o.StatusPort)
 	}
 	if o.StreamModule != "" {
 		if err := checkConfPath(o.StreamModule); err != nil {
@@ -215,10 +225,24 @@ func (g nginx) Render(in Input) (Output, error) {
 	}
 	g.renderHTTP(w, p, listen, g.defaultServer(in))
 	if in.Standalone {
+		g.statusServer(w)
 		w.close()
 		g.renderStream(w, p, listen)
 	}
 	return Output{Config: w.bytes(), Warnings: p.warnings}, nil
+}
+
+// statusServer writes the loopback-only stub_status server of
+// StatusPort, if set.
+func (g nginx) statusServer(w *writer) {
+	if g.o.StatusPort == 0 {
+		return
+	}
+	w.open("server")
+	w.line("listen 127.0.0.1:%d;", g.o.StatusPort)
+	w.line("location = %s { stub_status; allow 127.0.0.1; deny all; }", NginxStatusPath)
+	w.line("location / { return 404; }")
+	w.close()
 }
 
 func (g nginx) standaloneHeader(w *writer, dir string) {

@@ -438,7 +438,8 @@ var goldenCases = []goldenCase{
 	{
 		name: "options", standalone: true, listen: "127.0.0.1",
 		options: `{"worker-connections": 4096, "max-fails": 3, "fail-timeout": "30s", "keepalive": 0,
-			"connect-timeout": "1m", "next-upstream-tries": 1, "udp-timeout": "2s", "retry-after": 120, "default-server": false}`,
+			"connect-timeout": "1m", "next-upstream-tries": 1, "udp-timeout": "2s", "retry-after": 120, "default-server": false,
+			"status-port": 8089}`,
 		nodes: []catalog.Node{
 			backendNode("b1", "10.0.0.1", httpApp("web", 8080, 8080), grpcApp("rpc", 50051, 50051),
 				protoApp("db", catalog.ProtocolTCP, 15432, 5432), protoApp("dns", catalog.ProtocolUDP, 10053, 53)),
@@ -930,6 +931,7 @@ func TestNewNginxOptions(t *testing.T) {
 		{name: "too many tries", raw: `{"next-upstream-tries": 101}`, wantErr: "next-upstream-tries: 101"},
 		{name: "zero retry-after", raw: `{"retry-after": 0}`, wantErr: "retry-after: 0"},
 		{name: "huge retry-after", raw: `{"retry-after": 86401}`, wantErr: "retry-after: 86401"},
+		{name: "status-port out of range", raw: `{"status-port": 65536}`, wantErr: "status-port: 65536"},
 		{name: "relative stream module", raw: `{"stream-module": "modules/stream.so"}`, wantErr: "stream-module"},
 		{name: "stream module injection", raw: `{"stream-module": "/x.so; include /etc/passwd"}`, wantErr: "stream-module"},
 		{name: "stream module newline", raw: `{"stream-module": "/x.so\ninclude"}`, wantErr: "stream-module"},
