@@ -28,8 +28,10 @@
 
   function badge(state) { return el("span", { class: "badge s-" + state }, state); }
 
-  function table(head, rows, numeric) {
-    const tr = el("tr", null, ...head.map((h, i) => el("th", { class: (numeric || []).includes(i) ? "num" : null }, h)));
+  // table draws a table; cls gives each column's header class ("num",
+  // "hide-narrow"), matching its cells'.
+  function table(head, rows, cls) {
+    const tr = el("tr", null, ...head.map((h, i) => el("th", { class: (cls || [])[i] || null }, h)));
     return el("div", { class: "scroll" }, el("table", null, el("thead", null, tr), el("tbody", null, ...rows)));
   }
 
@@ -100,7 +102,7 @@
 
   function tile(label, value, sub, tone) {
     return el("div", { class: "tile" + (tone ? " " + tone : "") },
-      el("div", { class: "label" }, label), el("div", { class: "value" }, value), sub ? el("div", { class: "sub" }, sub) : null);
+      el("div", { class: "label" }, label), el("div", { class: /[a-z]/i.test(String(value)) ? "value word" : "value" }, value), sub ? el("div", { class: "sub" }, sub) : null);
   }
 
   function drawTiles(st, members, apps, proxy) {
@@ -118,9 +120,11 @@
       ].filter(Boolean).join(" · ") || "none out", total && !counts.up ? "bad" : "good"),
     ];
     if (st.lb) {
-      const last = st.lb.last;
-      tiles.push(tile("Last pass", last ? last.result : "—", last ? ago(last.at) : "not yet",
-        last && (last.result === "rejected" || last.result === "render-failed") ? "bad" : null));
+      const hist = st.lb.history || [], change = hist[hist.length - 1], last = st.lb.last;
+      const failed = (o) => o && (o.result === "rejected" || o.result === "render-failed");
+      tiles.push(tile("Last change", change ? change.result : "—",
+        (change ? ago(change.at) : "none yet") + (last ? " · checked " + ago(last.at) : ""),
+        failed(change) || failed(last) ? "bad" : null));
       tiles.push(tile("Reloads", st.lb.reloads, (st.lb.refused || []).length + " refused · " + st.lb.guarded + " guarded"));
       if (proxy && proxy.available && proxy.nginx) {
         tiles.push(tile("Requests", num(proxy.nginx.requests), rate() + " · " + proxy.nginx.active + " active"));
@@ -160,7 +164,7 @@
         prevStates.set(key, b.state);
         return el("tr", { class: before && before !== b.state ? "changed" : null, data: { app: a.name, node: b.node, state: b.state } },
           el("td", { class: "nowrap" }, b.node),
-          el("td", { class: "mono nowrap" }, b.addr),
+          el("td", { class: "mono nowrap hide-narrow" }, b.addr),
           el("td", null, badge(b.state)),
           el("td", { class: "reason" }, b.reason || ""));
       });
@@ -170,7 +174,7 @@
           el("span", { class: "where" }, where.join(" · ")),
           el("span", { class: "counts" }, ...states.map((s) => el("span", { class: "badge s-" + s }, counts[s] + " " + s)))),
         bar,
-        a.backends.length ? table(["Backend", "Address", "State", ""], rows) : el("p", { class: "empty", style: null }, "no backend"));
+        a.backends.length ? table(["Backend", "Address", "State", ""], rows, [null, "hide-narrow", null, null]) : el("p", { class: "empty", style: null }, "no backend"));
     });
     replace("apps", el("div", { class: "apps" }, ...cards));
   }
@@ -237,7 +241,7 @@
       el("td", { class: "num" }, s.current),
       el("td", { class: "num" }, num(s.total)),
       el("td", { class: "num hide-narrow" }, bytes(s["bytes-out"]))));
-    replace("proxy", rows.length ? table(["Server", "Backend", "Status", "Now", "Total", "Out"], rows, [3, 4, 5]) : el("p", { class: "empty" }, "no server"), src);
+    replace("proxy", rows.length ? table(["Server", "Backend", "Status", "Now", "Total", "Out"], rows, [null, "hide-narrow", null, "num", "num", "num hide-narrow"]) : el("p", { class: "empty" }, "no server"), src);
   }
 
   function drawHistory(st) {
@@ -258,7 +262,8 @@
       el("td", { class: "num hide-narrow" }, bytes(o.bytes)),
       el("td", { class: "err" }, o.error || "")));
     const out = [];
-    if (rows.length) out.push(table(["At", "Result", "Proxy", "Render", "Latency", "Apps / nodes", "Size", ""], rows, [2, 3, 4, 5, 6]));
+    if (rows.length) out.push(table(["At", "Result", "Proxy", "Render", "Latency", "Apps / nodes", "Size", ""], rows,
+      [null, null, "num", "num hide-narrow", "num hide-narrow", "num", "num hide-narrow", null]));
     else out.push(el("p", { class: "empty" }, "No reload yet."));
     const refused = st.lb.refused || [];
     if (refused.length) {
@@ -276,8 +281,8 @@
       el("td", { class: "mono nowrap hide-narrow" }, m.addr),
       el("td", null, badge(m.state)),
       el("td", null, ...(m.applications || []).map((a) => el("span", { class: "chip s-" + a.state, title: a.state }, a.name + (a.state !== "up" ? " (" + a.state + ")" : "")))),
-      el("td", { class: "nowrap muted" }, m.since ? "lost " + ago(m.since) : m.self ? "—" : ago(m["last-seen"]))));
-    replace("members", table(["Name", "Role", "Address", "State", "Applications", "Last seen"], rows));
+      el("td", { class: "nowrap muted hide-narrow" }, m.since ? "lost " + ago(m.since) : m.self ? "—" : ago(m["last-seen"]))));
+    replace("members", table(["Name", "Role", "Address", "State", "Applications", "Last seen"], rows, [null, null, "hide-narrow", null, null, "hide-narrow"]));
   }
 
   function setLive(ok, text) {
