@@ -6,7 +6,8 @@ export PATH := $(PATH):$(GOBIN):/usr/sbin
 VERSITYGW_VERSION := v1.8.0
 # staticcheck 2026.2.2 (module v0.8.2): the newest on the Go module proxy; knows Go 1.26.
 STATICCHECK_VERSION := v0.8.2
-# Packages the tests drive for real: nginx (with the stream module) and HAProxy.
+# Packages the tests drive for real: nginx (with the stream module), HAProxy, and
+# Chromium (headless) for the status page.
 APT_PACKAGES := nginx libnginx-mod-stream haproxy chromium
 
 .PHONY: all build test demo bench deps deps-apt deps-go deps-nginx vet fuzz clean
