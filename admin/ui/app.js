@@ -234,7 +234,8 @@
         spark(), src);
       return;
     }
-    const rows = (proxy.servers || []).map((s) => el("tr", { data: { node: s.node || s.server } },
+    // Empty runtime slots (no node, in maintenance) are not shown.
+    const rows = (proxy.servers || []).filter((s) => s.node || s.status !== "MAINT").map((s) => el("tr", { data: { node: s.node || s.server } },
       el("td", { class: "nowrap" }, s.node || s.server),
       el("td", { class: "hide-narrow" }, s.backend),
       el("td", null, badge(s.status.split(" ")[0])),
