@@ -82,10 +82,10 @@ func step[T any](t *testing.T, ctx context.Context, what string, timeout time.Du
 // screenshot saves a full-page PNG to dir/name and logs its path.
 func screenshot(t *testing.T, ctx context.Context, width, height int64, path string) {
 	t.Helper()
+	n := step(t, ctx, "refreshes", 5*time.Second, chromedp.Evaluate[int](`Number(document.body.dataset.refreshes)`))
 	step(t, ctx, "resize", 10*time.Second, chromedp.Steps(chromedp.EmulateViewport(width, height)))
-	// Let the page lay itself out again and poll once more.
-	step(t, ctx, "relayout", 10*time.Second, chromedp.Poll[chromedp.Void](`document.body.dataset.loaded === "true"`))
-	time.Sleep(1600 * time.Millisecond) // a full poll interval: the page redraws at the new width
+	// The page's next refresh redraws it at the new width.
+	step(t, ctx, "redraw", 10*time.Second, chromedp.Poll[chromedp.Void](fmt.Sprintf(`Number(document.body.dataset.refreshes) > %d`, n)))
 	png := step(t, ctx, "screenshot", 20*time.Second, chromedp.FullScreenshot(100))
 	if err := os.WriteFile(path, png, 0o644); err != nil {
 		t.Fatal(err)

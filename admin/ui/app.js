@@ -315,6 +315,7 @@
       drawMembers(members);
       setLive(true, "live · " + clock(new Date()));
       document.body.dataset.loaded = "true";
+      document.body.dataset.refreshes = String(Number(document.body.dataset.refreshes || 0) + 1);
     } catch (e) {
       setLive(false, e.message);
     } finally {
