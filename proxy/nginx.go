@@ -35,6 +35,8 @@ type ManagedNginx struct {
 	mu      sync.Mutex
 	current []byte // what nginx.conf holds
 	reloads int
+
+	checked checkedSum // Check's and Apply's goroutine only
 }
 
 // NewManagedNginx prepares dir (creating it) for an nginx run by binary.
@@ -110,9 +112,11 @@ func (n *ManagedNginx) Apply(ctx context.Context, config []byte) error {
 	if err := WriteAtomic(next, config, 0o644); err != nil {
 		return fmt.Errorf("proxy: %w", err)
 	}
-	if _, err := run(ctx, n.timeout, n.binary, "-t", "-q", "-p", n.dir+"/", "-c", next, "-e", "stderr"); err != nil {
-		os.Remove(next)
-		return fmt.Errorf("proxy: nginx rejected the new configuration, previous one kept: %w", err)
+	if !n.checked.take(config) { // else Check just tested these bytes
+		if _, err := run(ctx, n.timeout, n.binary, "-t", "-q", "-p", n.dir+"/", "-c", next, "-e", "stderr"); err != nil {
+			os.Remove(next)
+			return fmt.Errorf("proxy: nginx rejected the new configuration, previous one kept: %w", err)
+		}
 	}
 	if err := os.Rename(next, n.conf); err != nil {
 		return fmt.Errorf("proxy: %w", err)
