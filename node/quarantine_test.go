@@ -78,9 +78,8 @@ func testQuarantineHeldPort(t *testing.T, generator, net3 string) {
 	start := time.Now()
 	evil := tc.addBackendEdit(2, 5*time.Second, 0, renamed("evil",
 		catalog.Application{Name: "evil", ListenPort: heldPort, Protocol: catalog.ProtocolTCP}))
-	fine := tc.addBackendEdit(3, 5*time.Second, 0, renamed("fine",
+	tc.addBackendEdit(3, 5*time.Second, 0, renamed("fine",
 		catalog.Application{Name: "fine", ListenPort: finePort, Protocol: catalog.ProtocolTCP}))
-	_ = fine
 	fineAddr := fmt.Sprintf("%s:%d", lbIP, finePort)
 	waitFor(t, "the healthy newcomer served through the proxy", 60*time.Second, func() bool {
 		who, err := getFrom(fineAddr)
