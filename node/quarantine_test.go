@@ -51,13 +51,6 @@ func testQuarantineHeldPort(t *testing.T, generator, net3 string) {
 	var logs *tapLines
 	tc := newTestClusterSetup(t, net3, "local", generator, nil, func(tc *testCluster) {
 		tc.logger, logs = tapLogger(tc.logger)
-		tc.edit = func(cfg *config.Config) {
-			if cfg.LB != nil {
-				// A failed reload is detected within twice this (nginx's
-				// check for new workers), which each failing trial costs.
-				cfg.LB.CommandTimeout = config.D(3 * time.Second)
-			}
-		}
 	})
 	lbIP := net3 + ".1"
 	legit := tc.addBackend(1)
