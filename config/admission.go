@@ -99,6 +99,9 @@ func (l *LB) validateAdmission(v *validator) {
 			v.add("lb.limits."+lim.name, fmt.Sprintf("%d is not in 1-1000000", lim.n))
 		}
 	}
+	if n := l.Limits.ReloadsPerMinute; n < 0 || n > 6000 {
+		v.add("lb.limits.reloads-per-minute", fmt.Sprintf("%d is not in 0-6000 (0: no limit)", n))
+	}
 	if len(l.ListenPorts) == 0 {
 		v.add("lb.listen-ports", `must allow at least one port, e.g. [80, 443, "1024-65535"]`)
 	}

@@ -227,7 +227,8 @@ type LB struct {
 	Limits LBLimits `json:"limits"`
 }
 
-// LBLimits are the admission limits (lb.limits). Each is at least 1.
+// LBLimits are the admission limits (lb.limits) and the reload limit.
+// Each admission limit is at least 1; ReloadsPerMinute may be 0.
 type LBLimits struct {
 	// AppsPerMember bounds the applications one backend may have routed;
 	// beyond it the excess, last by application name, is refused.
@@ -248,6 +249,11 @@ type LBLimits struct {
 	// Listeners bounds the proxy's listeners (listen port and transport)
 	// in total; a newcomer needing another one beyond it is refused.
 	Listeners int `json:"listeners"`
+	// ReloadsPerMinute bounds the proxy's reloads in any 60 s window
+	// (every reload starts new workers while the old ones finish their
+	// connections); changes beyond it wait and are applied together.
+	// Runtime updates without a reload do not count. 0 means no limit.
+	ReloadsPerMinute int `json:"reloads-per-minute"`
 }
 
 // DefaultLBLimits returns the default lb.limits.
@@ -260,6 +266,7 @@ func DefaultLBLimits() LBLimits {
 		ListenPortsPerMember: 16,   // each one a listener on the proxy
 		UpstreamServers:      4096, // instances routed, all members together
 		Listeners:            256,  // listeners, all members together
+		ReloadsPerMinute:     30,   // one every 2 s on average; bursts are coalesced anyway
 	}
 }
 

@@ -287,7 +287,8 @@ func TestConfigParseProblems(t *testing.T) {
 		{
 			name: "invalid limits",
 			doc: `{` + lbHead + `, "lb": {"limits": {"apps-per-member": 0, "domains-per-app": -1, "paths-per-app": 1000001,
-				"domains-per-member": 0, "listen-ports-per-member": 0, "upstream-servers": 0, "listeners": 0}}}`,
+				"domains-per-member": 0, "listen-ports-per-member": 0, "upstream-servers": 0, "listeners": 0,
+				"reloads-per-minute": -1}}}`,
 			want: []want{
 				{"lb.limits.apps-per-member", "0 is not in 1-1000000"},
 				{"lb.limits.domains-per-app", "-1 is not in 1-1000000"},
@@ -295,6 +296,7 @@ func TestConfigParseProblems(t *testing.T) {
 				{"lb.limits.listen-ports-per-member", "0 is not in"},
 				{"lb.limits.listeners", "0 is not in"},
 				{"lb.limits.paths-per-app", "1000001 is not in"},
+				{"lb.limits.reloads-per-minute", "-1 is not in 0-6000"},
 				{"lb.limits.upstream-servers", "0 is not in"},
 			},
 		},
@@ -545,14 +547,14 @@ func TestConfigParseValid(t *testing.T) {
 		},
 		{
 			name: "a partial limits object keeps the other defaults",
-			doc:  `{` + lbHead + `, "lb": {"limits": {"apps-per-member": 8, "listeners": 32}}}`,
+			doc:  `{` + lbHead + `, "lb": {"limits": {"apps-per-member": 8, "listeners": 32, "reloads-per-minute": 0}}}`,
 			check: func(t *testing.T, c *config.Config) {
 				want := config.DefaultLBLimits()
-				want.AppsPerMember, want.Listeners = 8, 32
+				want.AppsPerMember, want.Listeners, want.ReloadsPerMinute = 8, 32, 0
 				if c.LB.Limits != want {
 					t.Errorf("limits = %+v, want %+v", c.LB.Limits, want)
 				}
-				if d := config.DefaultLBLimits(); d.AppsPerMember != 64 || d.ListenPortsPerMember != 16 || d.UpstreamServers != 4096 || d.Listeners != 256 {
+				if d := config.DefaultLBLimits(); d.AppsPerMember != 64 || d.ListenPortsPerMember != 16 || d.UpstreamServers != 4096 || d.Listeners != 256 || d.ReloadsPerMinute != 30 {
 					t.Errorf("default limits = %+v", d)
 				}
 			},

@@ -81,6 +81,9 @@ type Config struct {
 	// application's backends in the configuration when they are lost at
 	// once. The zero value means DefaultGuardConfig.
 	Guard GuardConfig
+	// ReloadLimit bounds the proxy's reloads per minute; changes beyond
+	// it wait and are applied together. The zero value has no limit.
+	ReloadLimit ReloadLimit
 	// Admission is what members may advertise (see Policy); ownership
 	// of application names, domains and listen ports is always kept.
 	// The zero value allows every listen port and member.
@@ -139,6 +142,16 @@ type Stats struct {
 	// RefusalEvents counts refusals as they began: one per instance
 	// and reason that was not refused so in the render before.
 	RefusalEvents int
+	// Quarantined is how many instances are quarantined now: the proxy
+	// refused a configuration with them (see Refusals).
+	Quarantined int
+	// QuarantineEvents counts instances as they were quarantined.
+	QuarantineEvents int
+	// Trials is how many configurations were tried (checked or applied)
+	// to narrow refused ones down.
+	Trials int
+	// ReloadsDelayed is how many reloads the reload limit delayed.
+	ReloadsDelayed int
 }
 
 // LB is a load balancer control loop.
@@ -160,6 +173,19 @@ type LB struct {
 	checks       *checks    // nil when checks are disabled or Run is not running
 	guard        guardState // the mass-loss guard's memory
 	owners       Owners     // who holds each application, from the last render
+
+	// good is every instance of the last configuration the proxy
+	// accepted, by fingerprint: what a refused one is narrowed against.
+	good map[instKey]string
+	// quarantine holds the instances a refused configuration was narrowed
+	// down to; retryQuarantine (Resync) ends every quarantine.
+	quarantine      map[instKey]quarantined
+	retryQuarantine bool
+	reloads         []time.Time // when the last reloads started, for ReloadLimit
+	limitedAt       time.Time   // when the limit last delayed a reload
+	// notBefore is when the reload limit lets the pending changes be
+	// applied; zero when it does not delay them.
+	notBefore time.Time
 
 	refusals []Refusal // the last render's, guarded by mu
 	history  []Outcome // passes that changed something, guarded by mu
@@ -183,7 +209,8 @@ func New(cfg Config) *LB {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &LB{cfg: cfg, log: cfg.Logger, known: map[string]seenApp{}, kick: make(chan struct{}, 1)}
+	return &LB{cfg: cfg, log: cfg.Logger, known: map[string]seenApp{}, quarantine: map[instKey]quarantined{},
+		kick: make(chan struct{}, 1)}
 }
 
 // Stats returns a copy of the counters. Safe for concurrent use.
@@ -203,7 +230,8 @@ func (l *LB) Refusals() []Refusal {
 }
 
 // Resync asks the loop to render from the full membership again, as after
-// a change (SIGHUP does this). It never blocks.
+// a change, and to retry the quarantined instances (SIGHUP does this). It
+// never blocks.
 func (l *LB) Resync() {
 	select {
 	case l.kick <- struct{}{}:
@@ -262,6 +290,7 @@ func (l *LB) Run(ctx context.Context) {
 		case <-l.cfg.Members.Changes():
 		case <-resync:
 		case <-l.kick:
+			l.retryQuarantine = true
 		case <-checkChanged:
 		case <-expiry.C:
 		case <-retry.C:
@@ -284,8 +313,18 @@ func (l *LB) Run(ctx context.Context) {
 			// applications not fetched yet) must not delay the change
 			// that follows it by a quiet period.
 			refused := l.Stats().Rejected
-			if l.apply(context.WithoutCancel(ctx), changed) {
+			l.notBefore = time.Time{}
+			if l.apply(context.WithoutCancel(ctx), ctx.Done(), changed) {
 				lastDone = time.Now()
+			}
+			if !l.notBefore.IsZero() {
+				// The reload limit delays this pass: the changes stay
+				// pending, and those that come meanwhile join them.
+				pending, first, last = true, changed, time.Now()
+				if first.IsZero() {
+					first = last
+				}
+				timer.Reset(time.Until(l.notBefore))
 			}
 			switch {
 			case l.backoff == 0:
@@ -307,18 +346,33 @@ func (l *LB) Run(ctx context.Context) {
 			pending, first = true, now
 		}
 		last = now
-		timer.Reset(time.Until(l.cfg.Timing.Next(lastDone, first, last)))
+		next := l.cfg.Timing.Next(lastDone, first, last)
+		if next.Before(l.notBefore) {
+			next = l.notBefore
+		}
+		timer.Reset(time.Until(next))
 	}
 }
 
-// retained updates the applications seen with backends and returns those
-// that have none now but had some within RetainEmpty, sorted by name.
+// remember notes the applications of snap, a configuration the proxy
+// accepted, as seen with backends at now: only those are retained.
+func (l *LB) remember(snap catalog.Snapshot, now time.Time) {
+	services, _ := snap.Services()
+	for _, s := range services {
+		l.known[s.Name] = seenApp{app: s.Application, last: now}
+	}
+}
+
+// retained returns the applications that have no backends in snap but
+// had some, within RetainEmpty, in a configuration the proxy accepted
+// (see remember), sorted by name; it forgets those seen longer ago. An
+// application the proxy only ever refused (quarantined, say) is not
+// retained: its listener never worked.
 func (l *LB) retained(snap catalog.Snapshot, now time.Time) []catalog.Application {
 	services, _ := snap.Services()
 	live := map[string]bool{}
 	for _, s := range services {
 		live[s.Name] = true
-		l.known[s.Name] = seenApp{app: s.Application, last: now}
 	}
 	var out []catalog.Application
 	for name, seen := range l.known {
@@ -338,13 +392,14 @@ func (l *LB) retained(snap catalog.Snapshot, now time.Time) []catalog.Applicatio
 // apply renders the current membership and, if the text changed, hands it
 // to the proxy. It reports whether the proxy was asked to do anything.
 // changed is when the first change it answers was seen, zero if none.
-func (l *LB) apply(ctx context.Context, changed time.Time) (worked bool) {
+// done is the loop's end, which stops a wait for the reload limit.
+func (l *LB) apply(ctx context.Context, done <-chan struct{}, changed time.Time) (worked bool) {
 	in := l.cfg.Input
 	members := l.cfg.Members.Snapshot()
 	start := time.Now()
 	o := Outcome{At: start}
 	defer func() {
-		if !changed.IsZero() && o.Result != ResultDeferred {
+		if !changed.IsZero() && o.Result != ResultDeferred && o.Result != ResultLimited {
 			o.Latency = time.Since(changed)
 		}
 		l.record(o)
@@ -365,6 +420,12 @@ func (l *LB) apply(ctx context.Context, changed time.Time) (worked bool) {
 	started := l.logGuard(res.events)
 	adm := l.cfg.Admission.admit(l.owners, res.snap)
 	l.owners = adm.owners
+	if q, set := l.quarantineStep(adm.snap); len(set) > 0 {
+		adm.snap = without(adm.snap, set, false)
+		adm.ack = without(adm.ack, set, true)
+		adm.refusals = append(adm.refusals, q...)
+		sortRefusals(adm.refusals)
+	}
 	// The guard keeps only what was routed: never a refused instance.
 	l.guard.routed = routedIn(adm.snap)
 	newRefusals := l.logRefusals(adm.refusals)
@@ -384,6 +445,7 @@ func (l *LB) apply(ctx context.Context, changed time.Time) (worked bool) {
 	l.stats.CheckDown = res.checkDown
 	l.stats.Refused = len(adm.refusals)
 	l.stats.RefusalEvents += newRefusals
+	l.stats.Quarantined = len(l.quarantine)
 	l.refusals = adm.refusals
 	l.view = newView(start, members, res, adm.snap)
 	l.mu.Unlock()
@@ -404,6 +466,7 @@ func (l *LB) apply(ctx context.Context, changed time.Time) (worked bool) {
 	if bytes.Equal(out.Config, l.applied) {
 		o.Result = ResultUnchanged
 		l.backoff = 0 // nothing refused is pending
+		l.accepted(in.Snapshot, start)
 		l.notifyApplied(adm.ack)
 		return
 	}
@@ -430,6 +493,7 @@ func (l *LB) apply(ctx context.Context, changed time.Time) (worked bool) {
 			l.mu.Unlock()
 			l.log.Info("configuration updated without a reload", "backends", in.Snapshot.Backends(), "applications", len(services),
 				"check-down", res.checkDown, "guarded", len(res.state.guarded()), "took", time.Since(start).Round(time.Microsecond))
+			l.accepted(in.Snapshot, start)
 			l.notifyApplied(adm.ack)
 			return true
 		}
@@ -438,40 +502,84 @@ func (l *LB) apply(ctx context.Context, changed time.Time) (worked bool) {
 		l.mu.Unlock()
 		l.log.Warn("updating the running proxy failed; reloading instead", "err", err)
 	}
-	began := time.Now()
-	err = l.cfg.Proxy.Apply(ctx, out.Config)
-	o.Proxy = time.Since(began)
-	if err != nil {
-		o.Result, o.Error = ResultRejected, err.Error()
+	now := time.Now()
+	if at := l.cfg.ReloadLimit.Next(l.reloads, now); at.After(now) {
+		l.noteLimited(at)
+		l.notBefore = at
+		o.Result = ResultLimited
+		return false
+	}
+	// The proxy's own check first, when it has one: a refused
+	// configuration is then narrowed down by checks, not reloads.
+	checkRefused := false
+	if ck, ok := l.cfg.Proxy.(Checker); ok {
+		began := time.Now()
+		err = ck.Check(ctx, out.Config)
+		o.Check = time.Since(began)
+		checkRefused = err != nil
+	}
+	if err == nil {
+		err = l.reload(ctx, done, out, &o)
+	}
+	if err == nil {
+		o.Result = ResultApplied
+		l.rejected, l.backoff = [32]byte{}, 0
+		l.mu.Lock()
+		l.stats.LastError = nil
+		l.mu.Unlock()
+		l.log.Info("configuration applied", "backends", in.Snapshot.Backends(), "applications", len(services),
+			"check-down", res.checkDown, "guarded", len(res.state.guarded()),
+			"bytes", len(out.Config), "took", time.Since(start).Round(time.Microsecond))
+		l.accepted(in.Snapshot, start)
+		l.notifyApplied(adm.ack)
+		return true
+	}
+	full := err
+	o.Error = full.Error()
+	good, bad, ok := l.narrow(ctx, done, in, full, checkRefused, &o)
+	l.mu.Lock()
+	l.stats.Trials += o.Trials
+	l.mu.Unlock()
+	if !ok {
+		o.Result = ResultRejected
 		l.rejected = sum
 		l.mu.Lock()
 		l.stats.Rejected++
-		l.stats.LastError = err
+		l.stats.LastError = full
 		l.mu.Unlock()
 		l.backoff = min(max(2*l.backoff, minBackoff), maxBackoff)
-		l.log.Error("configuration rejected; the running configuration stays", "err", err, "retry-in", l.backoff)
+		l.log.Error("configuration rejected; the running configuration stays", "err", full, "retry-in", l.backoff, "trials", o.Trials)
 		return true
 	}
-	o.Result = ResultApplied
-	l.applied, l.runtime = out.Config, out.Runtime
-	l.rejected, l.backoff = [32]byte{}, 0
-	if slotted {
-		// The configuration carries the slots' values, so a reloaded
-		// proxy starts from them; this re-asserts them on the proxy
-		// that runs now, whatever it started from.
-		if err := rp.Update(ctx, out.Config, out.Runtime); err != nil {
-			l.log.Warn("checking the slots after a reload failed", "err", err)
-		}
+	o.Result, o.Quarantined = ResultQuarantined, len(bad)
+	o.Bytes = len(good.Config)
+	drop := make(map[instKey]bool, len(bad))
+	for k := range bad {
+		drop[k] = true
 	}
+	snap := without(in.Snapshot, drop, false)
+	services, _ = snap.Services()
+	o.Applications, o.Backends = len(services), snap.Backends()
+	l.quarantineFound(in.Snapshot, bad)
+	l.rejected, l.backoff = [32]byte{}, 0
 	l.mu.Lock()
-	l.stats.Applies++
+	l.stats.Rejected++
 	l.stats.LastError = nil
 	l.mu.Unlock()
-	l.log.Info("configuration applied", "backends", in.Snapshot.Backends(), "applications", len(services),
-		"check-down", res.checkDown, "guarded", len(res.state.guarded()),
-		"bytes", len(out.Config), "took", time.Since(start).Round(time.Microsecond))
-	l.notifyApplied(adm.ack)
+	l.log.Warn("configuration refused; applied it without the instances that cause it, which are quarantined until their advertisement changes",
+		"err", full, "quarantined", len(bad), "trials", o.Trials, "backends", snap.Backends(), "applications", len(services),
+		"bytes", len(good.Config), "took", time.Since(start).Round(time.Microsecond))
+	l.accepted(snap, start)
+	l.notifyApplied(without(adm.ack, drop, true))
 	return true
+}
+
+// accepted notes snap as rendered into the configuration the proxy runs:
+// its instances are the base a refused configuration is narrowed against,
+// and its applications may be retained.
+func (l *LB) accepted(snap catalog.Snapshot, now time.Time) {
+	l.good = fingerprints(snap)
+	l.remember(snap, now)
 }
 
 // notifyApplied reports that the proxy runs a configuration rendered from snap.

@@ -23,6 +23,14 @@ const (
 	// ResultDeferred: the same text was refused before and its backoff
 	// has not passed; the proxy was not asked.
 	ResultDeferred Result = "deferred"
+	// ResultQuarantined: the proxy refused the configuration; the
+	// instances that caused it were found and quarantined (see
+	// Refusals), and the rest was applied.
+	ResultQuarantined Result = "quarantined"
+	// ResultLimited: the reload limit (ReloadLimit) delays the reload;
+	// the proxy was not asked, and a later pass applies what changed
+	// meanwhile too.
+	ResultLimited Result = "rate-limited"
 )
 
 // Outcome is one pass of the loop, returned as a value for the status
@@ -50,8 +58,14 @@ type Outcome struct {
 	// nodes the render routed to.
 	Applications int `json:"applications"`
 	Backends     int `json:"backends"`
-	// Error is the generator's or the proxy's error, empty on success.
+	// Error is the generator's or the proxy's error, empty on success;
+	// after a quarantine, the error of the configuration as a whole.
 	Error string `json:"error,omitempty"`
+	// Trials is how many configurations the pass tried (checked or
+	// applied) to narrow a refused one down; Quarantined is how many
+	// instances it quarantined.
+	Trials      int `json:"trials,omitempty"`
+	Quarantined int `json:"quarantined,omitempty"`
 }
 
 // historySize is how many passes that changed something (or failed)
@@ -72,7 +86,7 @@ func (l *LB) History() (changes []Outcome, last Outcome) {
 func (l *LB) record(o Outcome) {
 	l.mu.Lock()
 	l.last = o
-	if o.Result != ResultUnchanged && o.Result != ResultDeferred {
+	if o.Result != ResultUnchanged && o.Result != ResultDeferred && o.Result != ResultLimited {
 		if len(l.history) == historySize {
 			l.history = slices.Delete(l.history, 0, 1)
 		}

@@ -281,8 +281,9 @@ func (n *Node) buildLB() error {
 			Timeout: c.Checks.Timeout.Duration, Fall: c.Checks.Fall, Rise: c.Checks.Rise},
 		Guard: lb.GuardConfig{Disabled: c.MassLossGuard.Disabled, Share: c.MassLossGuard.Share,
 			Min: c.MassLossGuard.Min, Window: c.MassLossGuard.Window.Duration, Grace: c.MassLossGuard.Grace.Duration},
-		Admission: admissionPolicy(n.cfg, n.metricsPort(), n.log),
-		Logger:    n.log.With("component", "lb"),
+		Admission:   admissionPolicy(n.cfg, n.metricsPort(), n.log),
+		ReloadLimit: lb.ReloadLimit{PerMinute: c.Limits.ReloadsPerMinute},
+		Logger:      n.log.With("component", "lb"),
 	})
 	return nil
 }

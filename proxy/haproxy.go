@@ -57,6 +57,8 @@ type ManagedHAProxy struct {
 	current []byte // what haproxy.cfg holds
 	reloads int
 	updates int // successful Updates
+
+	checked checkedSum // Check's and Apply's goroutine only
 }
 
 // NewManagedHAProxy prepares dir (creating it) for an HAProxy run by
@@ -146,9 +148,11 @@ func (h *ManagedHAProxy) Apply(ctx context.Context, config []byte) error {
 	if err := WriteAtomic(next, config, 0o644); err != nil {
 		return fmt.Errorf("proxy: %w", err)
 	}
-	if err := h.check(ctx, next); err != nil {
-		os.Remove(next)
-		return err
+	if !h.checked.take(config) { // else Check just tested these bytes
+		if err := h.check(ctx, next); err != nil {
+			os.Remove(next)
+			return err
+		}
 	}
 	if err := os.Rename(next, h.conf); err != nil {
 		return fmt.Errorf("proxy: %w", err)

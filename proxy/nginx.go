@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,6 +36,65 @@ type ManagedNginx struct {
 	mu      sync.Mutex
 	current []byte // what nginx.conf holds
 	reloads int
+
+	checked checkedSum // Check's and Apply's goroutine only
+
+	emergs emergLog // nginx's [emerg] lines, to explain a failed reload
+}
+
+// emergLog keeps the last [emerg] lines nginx wrote, counted, so that a
+// reload can tell the ones written since it signalled.
+type emergLog struct {
+	mu    sync.Mutex
+	n     int      // lines seen
+	lines []string // the last maxEmergs
+}
+
+const maxEmergs = 16
+
+// emergPid is the "pid#tid: " after nginx's level tag.
+var emergPid = regexp.MustCompile(`^(\[emerg\] )\d+#\d+: `)
+
+// note records line if it is an [emerg] one. Called from the output's
+// copying goroutine.
+func (e *emergLog) note(line string) {
+	i := strings.Index(line, "[emerg]")
+	if i < 0 {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.n++
+	// "[emerg] 12#12: bind()…" → "[emerg] bind()…"
+	e.lines = append(e.lines, emergPid.ReplaceAllString(line[i:], "$1"))
+	if len(e.lines) > maxEmergs {
+		e.lines = e.lines[1:]
+	}
+}
+
+func (e *emergLog) mark() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.n
+}
+
+// since returns the first [emerg] line written after mark ("" if none)
+// and whether nginx gave up binding a listener since then ("still could
+// not bind()"): it then keeps its previous configuration.
+func (e *emergLog) since(mark int) (first string, gaveUp bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	fresh := min(e.n-mark, len(e.lines))
+	if fresh <= 0 {
+		return "", false
+	}
+	tail := e.lines[len(e.lines)-fresh:]
+	for _, l := range tail {
+		if strings.Contains(l, "still could not bind()") {
+			gaveUp = true
+		}
+	}
+	return tail[0], gaveUp
 }
 
 // NewManagedNginx prepares dir (creating it) for an nginx run by binary.
@@ -71,7 +131,7 @@ func NewManagedNginx(binary, dir string, timeout time.Duration, logger *slog.Log
 		pidFile:    filepath.Join(abs, "nginx.pid"),
 		stopSignal: syscall.SIGQUIT, // workers finish in-flight requests
 		timeout:    timeout,
-		output:     func() io.Writer { return &lineLogger{log: n.log} },
+		output:     func() io.Writer { return &lineLogger{log: n.log, note: n.emergs.note} },
 		ready:      n.waitStarted,
 		attrs:      []any{"conf", n.conf},
 		log:        n.log,
@@ -110,9 +170,11 @@ func (n *ManagedNginx) Apply(ctx context.Context, config []byte) error {
 	if err := WriteAtomic(next, config, 0o644); err != nil {
 		return fmt.Errorf("proxy: %w", err)
 	}
-	if _, err := run(ctx, n.timeout, n.binary, "-t", "-q", "-p", n.dir+"/", "-c", next, "-e", "stderr"); err != nil {
-		os.Remove(next)
-		return fmt.Errorf("proxy: nginx rejected the new configuration, previous one kept: %w", err)
+	if !n.checked.take(config) { // else Check just tested these bytes
+		if _, err := run(ctx, n.timeout, n.binary, "-t", "-q", "-p", n.dir+"/", "-c", next, "-e", "stderr"); err != nil {
+			os.Remove(next)
+			return fmt.Errorf("proxy: nginx rejected the new configuration, previous one kept: %w", err)
+		}
 	}
 	if err := os.Rename(next, n.conf); err != nil {
 		return fmt.Errorf("proxy: %w", err)
@@ -126,6 +188,7 @@ func (n *ManagedNginx) Apply(ctx context.Context, config []byte) error {
 		return err
 	}
 	before, verifiable := workers(p.Pid)
+	mark := n.emergs.mark()
 	if err := p.Signal(syscall.SIGHUP); err != nil {
 		return fmt.Errorf("proxy: reload nginx: %w", err)
 	}
@@ -135,7 +198,7 @@ func (n *ManagedNginx) Apply(ctx context.Context, config []byte) error {
 	if !verifiable {
 		return nil // no /proc children list: nothing to verify with
 	}
-	if err := n.verifyReload(ctx, p, before); err != nil {
+	if err := n.verifyReload(ctx, p, before, mark); err != nil {
 		// nginx kept the previous configuration: put it back on disk too,
 		// so a restart of nginx starts what actually ran.
 		if prev != nil {
@@ -184,8 +247,10 @@ func (n *ManagedNginx) waitStarted(ctx context.Context, p *proxyProc) error {
 // there before the reload: nginx starts new workers only once it has read
 // the new configuration and opened its listeners, so a reload that failed
 // inside nginx (a port taken since the check, say) leaves the old workers
-// alone. It signals once more before giving up.
-func (n *ManagedNginx) verifyReload(ctx context.Context, p *proxyProc, before map[int]bool) error {
+// alone. It signals once more before giving up, unless nginx said it
+// could not bind a listener (after its own retries); the error quotes
+// nginx's first [emerg] line since mark.
+func (n *ManagedNginx) verifyReload(ctx context.Context, p *proxyProc, before map[int]bool, mark int) error {
 	wait := min(n.timeout, 5*time.Second)
 	for attempt := 0; attempt < 2; attempt++ {
 		deadline := time.Now().Add(wait)
@@ -199,12 +264,18 @@ func (n *ManagedNginx) verifyReload(ctx context.Context, p *proxyProc, before ma
 					return nil
 				}
 			}
+			if first, gaveUp := n.emergs.since(mark); gaveUp {
+				return fmt.Errorf("proxy: nginx could not load the new configuration, it still runs the previous one: %s", first)
+			}
 			time.Sleep(10 * time.Millisecond)
 		}
 		if attempt == 0 {
 			n.log.Warn("nginx started no new workers after a reload; signalling again", "pid", p.Pid, "waited", wait)
 			p.Signal(syscall.SIGHUP)
 		}
+	}
+	if first, _ := n.emergs.since(mark); first != "" {
+		return fmt.Errorf("proxy: nginx started no new workers within %s of a reload: it still runs the previous configuration: %s", 2*wait, first)
 	}
 	return fmt.Errorf("proxy: nginx started no new workers within %s of a reload: it still runs the previous configuration (see its error log above)", 2*wait)
 }
@@ -237,8 +308,9 @@ func (n *ManagedNginx) Close() error {
 // "[level]" tag names. exec copies the child's output into it from one
 // goroutine, so it needs no lock.
 type lineLogger struct {
-	log *slog.Logger
-	buf []byte
+	log  *slog.Logger
+	note func(line string) // if set, sees every line too
+	buf  []byte
 }
 
 func (w *lineLogger) Write(p []byte) (int, error) {
@@ -250,6 +322,9 @@ func (w *lineLogger) Write(p []byte) (int, error) {
 		}
 		line := string(w.buf[:i])
 		w.buf = w.buf[i+1:]
+		if w.note != nil {
+			w.note(line)
+		}
 		w.log.Log(context.Background(), nginxLevel(line), line)
 	}
 	if len(w.buf) > 64<<10 { // a runaway line: log what there is
