@@ -50,11 +50,12 @@ type metrics struct {
 }
 
 // Buckets, in seconds. Renders and runtime updates are in-process or one
-// socket round trip (sub-millisecond to seconds for huge clusters); checks
+// socket round trip (a tenth of a millisecond to seconds for huge
+// clusters); checks
 // and reloads run the proxy's binary (tens of milliseconds to the command
 // timeout); change → applied adds the coalescing quiet period and max-wait.
 var (
-	fastBuckets    = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+	fastBuckets    = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
 	proxyBuckets   = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
 	latencyBuckets = []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120}
 )
