@@ -29,8 +29,9 @@ type Config struct {
 	// LogLevel is "debug", "info", "warn" or "error".
 	LogLevel string `json:"log-level"`
 	// MetricsAddr is the IP:port where GET /metrics serves this node's
-	// counters in the Prometheus text format; empty (the default) serves
-	// none. Keep it on loopback or a private address.
+	// metrics in the Prometheus text format (docs/metrics.md); empty (the
+	// default) serves none. Keep it on loopback or a private address, or
+	// set MetricsTokenFile.
 	MetricsAddr string `json:"metrics-addr"`
 	// MetricsTokenFile, if set, holds a bearer token that GET /metrics
 	// requires ("Authorization: Bearer TOKEN"): one line of printable
