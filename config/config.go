@@ -29,9 +29,15 @@ type Config struct {
 	// LogLevel is "debug", "info", "warn" or "error".
 	LogLevel string `json:"log-level"`
 	// MetricsAddr is the IP:port where GET /metrics serves this node's
-	// counters in the Prometheus text format; empty (the default) serves
-	// none. Keep it on loopback or a private address.
+	// metrics in the Prometheus text format (docs/metrics.md); empty (the
+	// default) serves none. Keep it on loopback or a private address, or
+	// set MetricsTokenFile.
 	MetricsAddr string `json:"metrics-addr"`
+	// MetricsTokenFile, if set, holds a bearer token that GET /metrics
+	// requires ("Authorization: Bearer TOKEN"): one line of printable
+	// ASCII, in a file only its owner may read (mode 0600). Empty (the
+	// default) serves the metrics to anyone who reaches metrics-addr.
+	MetricsTokenFile string `json:"metrics-token-file,omitempty"`
 	// AdminSocket is the unix socket of the node's local admin interface
 	// (`scrimp keys` uses it), created mode 0600, its directory 0700 if
 	// scrimp creates it. An absolute path of at most 100 bytes; default

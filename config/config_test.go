@@ -252,6 +252,11 @@ func TestConfigParseProblems(t *testing.T) {
 			want: []want{{"admin-addr", `"localhost" is not an IP:port`}},
 		},
 		{
+			name: "metrics token without a metrics address",
+			doc:  `{` + lbHead + `, "metrics-token-file": "/etc/scrimp/metrics.token", "lb": {}}`,
+			want: []want{{"metrics-token-file", "set, but metrics-addr is empty"}},
+		},
+		{
 			name: "relative admin socket",
 			doc:  `{` + lbHead + `, "admin-socket": "run/admin.sock", "lb": {}}`,
 			want: []want{{"admin-socket", `"run/admin.sock" is not an absolute path`}},

@@ -46,6 +46,9 @@ func (c *Config) Validate() Problems {
 			v.add("metrics-addr", fmt.Sprintf("%q is not an IP:port such as \"127.0.0.1:9946\"", c.MetricsAddr))
 		}
 	}
+	if c.MetricsTokenFile != "" && c.MetricsAddr == "" {
+		v.add("metrics-token-file", "set, but metrics-addr is empty: there is no metrics endpoint to protect")
+	}
 	if c.AdminSocket != "" {
 		switch {
 		case !filepath.IsAbs(c.AdminSocket):

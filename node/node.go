@@ -52,6 +52,10 @@ type Node struct {
 	backend *backend.Backend
 	// metricsLn is the metrics-addr listener, nil when it is not set.
 	metricsLn net.Listener
+	// metrics is the node's registry (metrics.go); metricsToken, if set,
+	// is the bearer token its endpoint requires.
+	metrics      *metrics
+	metricsToken []byte
 	// admin serves admin-socket; nil when it is not set.
 	admin *admin.Server
 
@@ -103,6 +107,9 @@ func checkStart(cfg *config.Config) error {
 		errs = append(errs, err)
 	}
 	errs = append(errs, CheckAdmin(cfg))
+	if _, err := readMetricsToken(cfg); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -277,6 +284,7 @@ func (n *Node) buildLB() error {
 		Resync:      c.ResyncInterval.Duration,
 		RetainEmpty: c.RetainEmpty.Duration,
 		OnApplied:   n.cluster.Acknowledge,
+		OnOutcome:   n.observeOutcome,
 		Checks: lb.CheckConfig{Disabled: c.Checks.Disabled, Interval: c.Checks.Interval.Duration,
 			Timeout: c.Checks.Timeout.Duration, Fall: c.Checks.Fall, Rise: c.Checks.Rise},
 		Guard: lb.GuardConfig{Disabled: c.MassLossGuard.Disabled, Share: c.MassLossGuard.Share,
@@ -301,7 +309,7 @@ func (n *Node) Run(ctx context.Context) error {
 	loopCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	c := n.cfg.Cluster
 	wg.Go(func() {
-		n.cluster.Maintain(loopCtx, n.seedLog, cluster.JoinOptions{
+		n.cluster.Maintain(loopCtx, countedSeeds{n.seedLog, n.metrics}, cluster.JoinOptions{
 			StartAlone:     n.role == catalog.RoleLB,
 			BackoffMin:     c.JoinBackoffMin.Duration,
 			BackoffMax:     c.JoinBackoffMax.Duration,
@@ -329,7 +337,7 @@ func (n *Node) Run(ctx context.Context) error {
 			period, jitter = s.PublishSchedule()
 		}
 		wg.Go(func() {
-			seed.RunPublisher(loopCtx, pub, n.cluster.LocalAddr, period, jitter, n.log.With("component", "seed"))
+			seed.RunPublisher(loopCtx, n.metrics.seedPublisher(pub), n.cluster.LocalAddr, period, jitter, n.log.With("component", "seed"))
 		})
 	}
 	n.notify("READY=1")

@@ -16,8 +16,9 @@ func CheckKeyring(cfg *config.Config) error {
 
 // Warnings returns what cfg allows but should not be left so, one line
 // each with its JSON path, for `scrimp validate`: gossip without a keyring
-// (in strong words when it listens beyond loopback) and the encryption
-// transition settings left on. They do not stop a node from starting.
+// (in strong words when it listens beyond loopback), the encryption
+// transition settings left on, and metrics beyond loopback without a
+// token. They do not stop a node from starting.
 func Warnings(cfg *config.Config) []string {
 	c := cfg.Cluster
 	var w []string
@@ -39,6 +40,11 @@ func Warnings(cfg *config.Config) []string {
 			w = append(w, "cluster.gossip-verify-outgoing: false: this node sends plaintext gossip; "+
 				"set it back to true once every node holds the key (docs/security.md)")
 		}
+	}
+	if metricsExposed(cfg) {
+		w = append(w, fmt.Sprintf("metrics-token-file: not set while metrics-addr listens on %s: anyone who reaches it reads "+
+			"this node's metrics; set metrics-token-file (a 0600 file holding a bearer token) or keep metrics-addr on loopback",
+			cfg.MetricsAddr))
 	}
 	return w
 }
