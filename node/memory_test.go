@@ -1,0 +1,350 @@
+package node
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/scrimplb/scrimp/catalog"
+	"github.com/scrimplb/scrimp/config"
+	"github.com/scrimplb/scrimp/keyring"
+)
+
+// The memory attacks of issue 13, measured on the real proxy processes:
+// one keyed member advertising 4,096 applications grew nginx from 16 MB
+// to 550 MB with a 4.5 MB nginx.conf and 800 listeners, kept for an hour
+// after it left; the same set flipping every 4 s while connections were
+// held open grew nginx to 5 GB and 29 processes, old workers never
+// exiting. These tests measure the managed proxy's process tree (its
+// master and every process under it, from /proc) against a baseline
+// taken with only a legitimate application routed.
+
+// floodApps returns n applications named PREFIX-0000…: every fourth a
+// tcp application on its own listen port from tcpBase, the others HTTP
+// applications on port with a domain each, as a member that wants as many
+// server blocks and listeners as it can get would advertise.
+func floodApps(prefix string, n, port, tcpBase int) []catalog.Application {
+	var apps []catalog.Application
+	for i := range n {
+		a := catalog.Application{Name: fmt.Sprintf("%s-%04d", prefix, i)}
+		if i%4 == 3 {
+			a.Protocol, a.ListenPort = catalog.ProtocolTCP, tcpBase+i/4
+		} else {
+			a.Protocol, a.ListenPort = catalog.ProtocolHTTP, port
+			a.Domains = []string{fmt.Sprintf("%s-%04d.flood.example", prefix, i)}
+		}
+		apps = append(apps, a)
+	}
+	return apps
+}
+
+// listenDirective is a listener in a rendered configuration: nginx's
+// "listen ADDR" and HAProxy's "bind ADDR".
+var listenDirective = regexp.MustCompile(`(?m)^\s*(?:listen|bind)\s+(\S+?);?(?:\s|$)`)
+
+// listeners returns the distinct listen addresses of a rendered
+// configuration (nginx repeats one in every server block of its port).
+func listeners(conf string) []string {
+	var out []string
+	for _, m := range listenDirective.FindAllStringSubmatch(conf, -1) {
+		if !slices.Contains(out, m[1]) {
+			out = append(out, m[1])
+		}
+	}
+	return out
+}
+
+// settled waits until the proxy's process tree has the same number of
+// processes in three samples 300 ms apart (a reload's old workers have
+// exited) and returns the last sample.
+func (tc *testCluster) settled(t *testing.T, timeout time.Duration) procUsage {
+	t.Helper()
+	var last []procUsage
+	waitFor(t, "a settled proxy process tree", timeout, func() bool {
+		last = append(last, tc.proxyUsage(t))
+		time.Sleep(300 * time.Millisecond)
+		n := len(last)
+		return n >= 3 && last[n-1].Procs == last[n-2].Procs && last[n-2].Procs == last[n-3].Procs
+	})
+	return last[len(last)-1]
+}
+
+// sampler records the proxy's process tree every interval until stopped,
+// keeping the peaks.
+type sampler struct {
+	stop chan struct{}
+	done chan struct{}
+
+	mu      sync.Mutex
+	samples int
+	peak    procUsage // the largest of each field, not one sample
+	check   func(procUsage) error
+	errs    []error
+}
+
+// startSampler samples tc's proxy every interval; check, if not nil, is
+// called on every sample and what it returns is reported by stopSampling.
+func (tc *testCluster) startSampler(t *testing.T, interval time.Duration, check func(procUsage) error) *sampler {
+	t.Helper()
+	master := tc.proxyMaster(t)
+	s := &sampler{stop: make(chan struct{}), done: make(chan struct{}), check: check}
+	go func() {
+		defer close(s.done)
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		for {
+			u := treeUsage(master)
+			s.mu.Lock()
+			s.samples++
+			s.peak.Procs, s.peak.RSS, s.peak.PSS = max(s.peak.Procs, u.Procs), max(s.peak.RSS, u.RSS), max(s.peak.PSS, u.PSS)
+			if s.check != nil {
+				if err := s.check(u); err != nil && len(s.errs) < 10 {
+					s.errs = append(s.errs, err)
+				}
+			}
+			s.mu.Unlock()
+			select {
+			case <-s.stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	t.Cleanup(s.halt)
+	return s
+}
+
+func (s *sampler) halt() {
+	select {
+	case <-s.stop:
+	default:
+		close(s.stop)
+	}
+	<-s.done
+}
+
+// stopSampling stops s and returns the peaks, failing the test with what
+// check reported.
+func (s *sampler) stopSampling(t *testing.T) procUsage {
+	t.Helper()
+	s.halt()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, err := range s.errs {
+		t.Error(err)
+	}
+	if s.samples < 2 {
+		t.Fatalf("only %d samples of the proxy's processes", s.samples)
+	}
+	return s.peak
+}
+
+// prober sends requests for the legitimate application through the proxy
+// on fresh connections until stopped, counting answers that are not the
+// legitimate backend's as failures.
+type prober struct {
+	stop         chan struct{}
+	done         chan struct{}
+	sent, failed atomic.Int64
+	mu           sync.Mutex
+	firstErr     error
+}
+
+func (tc *testCluster) startProber(t *testing.T, want string, interval time.Duration) *prober {
+	p := &prober{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		for {
+			name, err := tc.get() // no keep-alive: a new connection each
+			if err == nil && name != want {
+				err = fmt.Errorf("answered by %q, want %q", name, want)
+			}
+			p.sent.Add(1)
+			if err != nil {
+				p.failed.Add(1)
+				p.mu.Lock()
+				if p.firstErr == nil {
+					p.firstErr = err
+				}
+				p.mu.Unlock()
+			}
+			select {
+			case <-p.stop:
+				return
+			case <-time.After(interval):
+			}
+		}
+	}()
+	t.Cleanup(p.halt)
+	return p
+}
+
+func (p *prober) halt() {
+	select {
+	case <-p.stop:
+	default:
+		close(p.stop)
+	}
+	<-p.done
+}
+
+// stopProbing stops p and fails the test unless every request of at
+// least min was answered by the legitimate backend.
+func (p *prober) stopProbing(t *testing.T, what string, min int64) {
+	t.Helper()
+	p.halt()
+	sent, failed := p.sent.Load(), p.failed.Load()
+	t.Logf("%s: %d requests on fresh connections, %d failed", what, sent, failed)
+	if failed > 0 || sent < min {
+		t.Errorf("%s: %d of %d requests failed (first: %v); want none of at least %d", what, failed, sent, p.firstErr, min)
+	}
+}
+
+// memoryEdit returns a cluster edit: the gossip keyring and label on
+// every node, and a short lb.retain-empty on the load balancer so that
+// the flood's applications are forgotten soon after it leaves. An expired
+// application goes at the next render, which without a membership change
+// is the next resync: lb.resync-interval is short too.
+func memoryEdit(keyFile string, retain time.Duration) func(*config.Config) {
+	return both(withKeys(keyFile, "prod"), func(cfg *config.Config) {
+		if cfg.LB != nil {
+			cfg.LB.RetainEmpty, cfg.LB.ResyncInterval = config.D(retain), config.D(time.Second)
+		}
+	})
+}
+
+// The bounds of the flood test. The proxy's processes with the
+// legitimate application alone are about 15-20 MiB RSS; lb.limits lets
+// the flood add at most apps-per-member (64) applications and
+// listen-ports-per-member (16) listeners, a few hundred bytes of
+// configuration each, which costs each process well under a MiB. 64 MiB
+// over the baseline leaves room for a reload's second generation of
+// workers and allocator noise, and is a ninth of what the unlimited flood
+// cost (550 MB).
+//
+// After the member left, nginx's master keeps its heap's high-water mark
+// (the allocator does not give it back) and forks the new workers from
+// it, so the RSS summed over the processes counts those pages once per
+// process while PSS counts them once: the return is judged on PSS,
+// within 8 MiB of the baseline (the unlimited flood kept 550 MB for an
+// hour).
+const (
+	floodApps4096   = 4096
+	floodMemory     = 64 << 20
+	floodConfig     = 128 << 10 // 64 applications, vs 4.5 MB unlimited
+	floodRetain     = 3 * time.Second
+	floodReturnSlop = 8 << 20
+)
+
+// One keyed member advertising 4,096 applications, with domains and tcp
+// listen ports, while a legitimate application is served: its first 64
+// are routed (one is requested to show the flood is live), the rest
+// refused; the legitimate application answers every request all along;
+// the configuration stays small, the listeners few, and the proxy's
+// process tree within 64 MiB of its baseline. After the member leaves
+// and lb.retain-empty passes, configuration, processes and memory are
+// back near the baseline.
+func TestMemoryAppFlood(t *testing.T) {
+	if testing.Short() {
+		t.Skip("about 20 s per proxy: a real proxy flooded by 4,096 applications")
+	}
+	for _, c := range []struct{ generator, net string }{{"nginx", "127.0.161"}, {"haproxy", "127.0.162"}} {
+		t.Run(c.generator, func(t *testing.T) { testMemoryAppFlood(t, c.generator, c.net) })
+	}
+}
+
+func testMemoryAppFlood(t *testing.T, generator, net3 string) {
+	limits := config.DefaultLBLimits()
+	keys := writeKeyFile(t, keyring.Generate())
+	tc := newTestClusterSetup(t, net3, "local", generator, nil, func(tc *testCluster) {
+		tc.edit = memoryEdit(keys, floodRetain)
+		tc.host = "shop.example"
+	})
+	legit := tc.addBackendEdit(1, 5*time.Second, 0, webFor("shop.example", 1))
+	tc.waitServed(10*time.Second, legit.name)
+	base := tc.settled(t, 15*time.Second)
+	baseConf := renderedConfig(t, tc)
+	t.Logf("%s baseline, the legitimate application alone: %v; configuration %d bytes, %d listeners; RSS/PSS of each: %s",
+		generator, base, len(baseConf), len(listeners(baseConf)), strings.Join(base.Each, ", "))
+
+	probe := tc.startProber(t, legit.name, 20*time.Millisecond)
+	samples := tc.startSampler(t, 200*time.Millisecond, nil)
+	start := time.Now()
+	apps := floodApps("flood", floodApps4096, tc.listenPort, 20000)
+	flood := tc.addBackendEdit(2, 5*time.Second, 0, renamed("aaa-flood", apps...))
+	last := apps[len(apps)-1].Name
+	tc.waitDecided(t, last, "aaa-flood")
+	t.Logf("the load balancer decided on all %d applications %s after the member started", len(apps), time.Since(start).Round(time.Millisecond))
+
+	// The flood is live: its first application answers through the
+	// proxy, its last does not.
+	for _, c := range []struct {
+		app    string
+		served bool
+	}{{apps[0].Name, true}, {last, false}} {
+		waitFor(t, fmt.Sprintf("%s served=%v", c.app, c.served), 10*time.Second, func() bool {
+			name, err := tc.getHost(c.app + ".flood.example")
+			return (err == nil && name == flood.name) == c.served
+		})
+	}
+	if s := tc.lb.Stats(); s.Refused < floodApps4096-limits.AppsPerMember {
+		t.Errorf("%d applications refused, want at least %d", s.Refused, floodApps4096-limits.AppsPerMember)
+	}
+	conf := renderedConfig(t, tc)
+	ls := listeners(conf)
+	// The flood's instances, by its node name (its app answers with the
+	// harness's name).
+	routed := strings.Count(conf, "# aaa-flood\n")
+	if generator == "haproxy" {
+		routed = strings.Count(conf, "server aaa-flood ")
+	}
+	t.Logf("%s with the flood: configuration %d bytes (%+d), %d listeners, %d flood instances routed",
+		generator, len(conf), len(conf)-len(baseConf), len(ls), routed)
+	if len(conf) > floodConfig {
+		t.Errorf("the configuration is %d bytes with the flood, want at most %d", len(conf), floodConfig)
+	}
+	if max := len(listeners(baseConf)) + limits.ListenPortsPerMember; len(ls) > max || len(ls) <= len(listeners(baseConf)) {
+		t.Errorf("%d listeners with the flood %v, want more than the baseline's %d and at most %d", len(ls), ls, len(listeners(baseConf)), max)
+	}
+	if routed == 0 || routed > limits.AppsPerMember {
+		t.Errorf("%d flood instances routed, want 1 to %d", routed, limits.AppsPerMember)
+	}
+	tc.requireAll(t, legit.name)
+	peak := samples.stopSampling(t)
+	t.Logf("%s peak during the flood: %v (baseline %v)", generator, peak, base)
+	if peak.RSS > base.RSS+floodMemory {
+		t.Errorf("the %s processes peaked at RSS %s, over the baseline %s + %s", generator, mib(peak.RSS), mib(base.RSS), mib(floodMemory))
+	}
+
+	// The member leaves; after lb.retain-empty its applications are gone.
+	left := time.Now()
+	flood.stop()
+	waitFor(t, "no flood application in the configuration", floodRetain+15*time.Second, func() bool {
+		return !strings.Contains(renderedConfig(t, tc), "flood")
+	})
+	after := tc.settled(t, 15*time.Second)
+	afterConf := renderedConfig(t, tc)
+	t.Logf("%s %s after the member left: %v; configuration %d bytes, %d listeners; RSS/PSS of each: %s",
+		generator, time.Since(left).Round(time.Millisecond), after, len(afterConf), len(listeners(afterConf)), strings.Join(after.Each, ", "))
+	probe.stopProbing(t, "the legitimate application during the flood", 200)
+	if len(afterConf) != len(baseConf) || after.Procs != base.Procs {
+		t.Errorf("after the flood left: configuration %d bytes and %d processes, want the baseline's %d and %d",
+			len(afterConf), after.Procs, len(baseConf), base.Procs)
+	}
+	if after.PSS > base.PSS+floodReturnSlop || after.RSS > base.RSS+floodMemory {
+		t.Errorf("after the flood left: PSS %s and RSS %s, want back within %s of the baseline PSS %s and RSS within %s of %s",
+			mib(after.PSS), mib(after.RSS), mib(floodReturnSlop), mib(base.PSS), mib(floodMemory), mib(base.RSS))
+	}
+}
+
+// getHost is get with another Host header.
+func (tc *testCluster) getHost(host string) (string, error) {
+	c := *tc
+	c.host = host
+	return c.get()
+}
