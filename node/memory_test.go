@@ -1,9 +1,16 @@
 package node
 
 import (
+	"bufio"
+	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -11,7 +18,9 @@ import (
 	"time"
 
 	"github.com/scrimplb/scrimp/catalog"
+	"github.com/scrimplb/scrimp/cluster"
 	"github.com/scrimplb/scrimp/config"
+	"github.com/scrimplb/scrimp/internal/loopback"
 	"github.com/scrimplb/scrimp/keyring"
 )
 
@@ -101,7 +110,7 @@ func (tc *testCluster) startSampler(t *testing.T, interval time.Duration, check 
 			u := treeUsage(master)
 			s.mu.Lock()
 			s.samples++
-			s.peak.Procs, s.peak.RSS, s.peak.PSS = max(s.peak.Procs, u.Procs), max(s.peak.RSS, u.RSS), max(s.peak.PSS, u.PSS)
+			s.peak.Procs, s.peak.RSS, s.peak.PSS, s.peak.Own = max(s.peak.Procs, u.Procs), max(s.peak.RSS, u.RSS), max(s.peak.PSS, u.PSS), max(s.peak.Own, u.Own)
 			if s.check != nil {
 				if err := s.check(u); err != nil && len(s.errs) < 10 {
 					s.errs = append(s.errs, err)
@@ -153,6 +162,7 @@ type prober struct {
 	sent, failed atomic.Int64
 	mu           sync.Mutex
 	firstErr     error
+	slowest      time.Duration
 }
 
 func (tc *testCluster) startProber(t *testing.T, want string, interval time.Duration) *prober {
@@ -160,19 +170,22 @@ func (tc *testCluster) startProber(t *testing.T, want string, interval time.Dura
 	go func() {
 		defer close(p.done)
 		for {
+			sent := time.Now()
 			name, err := tc.get() // no keep-alive: a new connection each
 			if err == nil && name != want {
 				err = fmt.Errorf("answered by %q, want %q", name, want)
 			}
+			took := time.Since(sent)
 			p.sent.Add(1)
 			if err != nil {
 				p.failed.Add(1)
-				p.mu.Lock()
-				if p.firstErr == nil {
-					p.firstErr = err
-				}
-				p.mu.Unlock()
 			}
+			p.mu.Lock()
+			p.slowest = max(p.slowest, took)
+			if err != nil && p.firstErr == nil {
+				p.firstErr = fmt.Errorf("sent at %s: %w", sent.Format("15:04:05.000"), err)
+			}
+			p.mu.Unlock()
 			select {
 			case <-p.stop:
 				return
@@ -199,7 +212,9 @@ func (p *prober) stopProbing(t *testing.T, what string, min int64) {
 	t.Helper()
 	p.halt()
 	sent, failed := p.sent.Load(), p.failed.Load()
-	t.Logf("%s: %d requests on fresh connections, %d failed", what, sent, failed)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t.Logf("%s: %d requests on fresh connections, %d failed, the slowest answered in %s", what, sent, failed, p.slowest.Round(time.Millisecond))
 	if failed > 0 || sent < min {
 		t.Errorf("%s: %d of %d requests failed (first: %v); want none of at least %d", what, failed, sent, p.firstErr, min)
 	}
@@ -317,8 +332,9 @@ func testMemoryAppFlood(t *testing.T, generator, net3 string) {
 	tc.requireAll(t, legit.name)
 	peak := samples.stopSampling(t)
 	t.Logf("%s peak during the flood: %v (baseline %v)", generator, peak, base)
-	if peak.RSS > base.RSS+floodMemory {
-		t.Errorf("the %s processes peaked at RSS %s, over the baseline %s + %s", generator, mib(peak.RSS), mib(base.RSS), mib(floodMemory))
+	if peak.RSS > base.RSS+floodMemory || peak.Own > base.Own+floodMemory {
+		t.Errorf("the %s processes peaked at RSS %s and own memory %s, over the baseline's %s and %s + %s",
+			generator, mib(peak.RSS), mib(peak.Own), mib(base.RSS), mib(base.Own), mib(floodMemory))
 	}
 
 	// The member leaves; after lb.retain-empty its applications are gone.
@@ -336,9 +352,9 @@ func testMemoryAppFlood(t *testing.T, generator, net3 string) {
 		t.Errorf("after the flood left: configuration %d bytes and %d processes, want the baseline's %d and %d",
 			len(afterConf), after.Procs, len(baseConf), base.Procs)
 	}
-	if after.PSS > base.PSS+floodReturnSlop || after.RSS > base.RSS+floodMemory {
-		t.Errorf("after the flood left: PSS %s and RSS %s, want back within %s of the baseline PSS %s and RSS within %s of %s",
-			mib(after.PSS), mib(after.RSS), mib(floodReturnSlop), mib(base.PSS), mib(floodMemory), mib(base.RSS))
+	if after.Own > base.Own+floodReturnSlop || after.RSS > base.RSS+floodMemory {
+		t.Errorf("after the flood left: own memory %s and RSS %s, want back within %s of the baseline's %s and RSS within %s of %s",
+			mib(after.Own), mib(after.RSS), mib(floodReturnSlop), mib(base.Own), mib(floodMemory), mib(base.RSS))
 	}
 }
 
@@ -347,4 +363,291 @@ func (tc *testCluster) getHost(host string) (string, error) {
 	c := *tc
 	c.host = host
 	return c.get()
+}
+
+// streamGet sends one HTTP request over conn, a TCP connection through
+// the proxy's stream listener to the legitimate application, and returns
+// who answered.
+func streamGet(conn net.Conn, r *bufio.Reader) (string, error) {
+	conn.SetDeadline(time.Now().Add(2 * time.Second))
+	defer conn.SetDeadline(time.Time{})
+	if _, err := io.WriteString(conn, "GET / HTTP/1.1\r\nHost: shop.example\r\n\r\n"); err != nil {
+		return "", err
+	}
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return strings.TrimPrefix(strings.TrimSpace(string(body)), loopback.AppAnswer), nil
+}
+
+// heldConn is a connection through the proxy the test keeps open.
+type heldConn struct {
+	conn net.Conn
+	r    *bufio.Reader
+}
+
+// streamDial opens a connection to addr and sends one request on it,
+// failing unless want answers.
+func streamDial(addr, want string) (heldConn, error) {
+	conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return heldConn{}, err
+	}
+	h := heldConn{conn: conn, r: bufio.NewReader(conn)}
+	name, err := streamGet(conn, h.r)
+	if err == nil && name != want {
+		err = fmt.Errorf("answered by %q, want %q", name, want)
+	}
+	if err != nil {
+		conn.Close()
+		return heldConn{}, err
+	}
+	return h, nil
+}
+
+// The flipping attack's timing. Old workers get flipShutdown (nginx
+// worker_shutdown_timeout, HAProxy hard-stop-after) to finish their
+// connections; flipSlack more covers the proxy's timer granularity and a
+// loaded machine. The member flips every flipEvery for flipFor.
+const (
+	flipShutdown = 2 * time.Second
+	flipSlack    = 2 * time.Second
+	flipEvery    = 1500 * time.Millisecond
+	flipFor      = 20 * time.Second
+	flipMemory   = 64 << 20
+)
+
+// One keyed member flips its application set between two sets of 4,096
+// every 1.5 s for 20 s, each flip a reload, while the test keeps opening
+// connections through the proxy to the legitimate application and holds
+// them open, as an attacker pinning every generation of old workers
+// would. The old workers must go within the shutdown bound: sampled every
+// 500 ms, the processes never outnumber the master and one generation of
+// workers per reload within that bound; memory (PSS) stays within 64 MiB
+// of the baseline; the legitimate application answers every request on
+// a fresh connection, HTTP and TCP; and once the member is gone the
+// process tree is back to the master and its workers within the bound.
+func TestMemoryFlippingApps(t *testing.T) {
+	if testing.Short() {
+		t.Skip("about 35 s per proxy: a real proxy reloaded every 1.5 s with connections held open")
+	}
+	for _, c := range []struct {
+		generator, net string
+		options        json.RawMessage
+	}{
+		{"nginx", "127.0.163", json.RawMessage(fmt.Sprintf(`{"worker-shutdown-timeout": "%ds"}`, flipShutdown/time.Second))},
+		{"haproxy", "127.0.164", json.RawMessage(fmt.Sprintf(`{"hard-stop-after": "%ds"}`, flipShutdown/time.Second))},
+	} {
+		t.Run(c.generator, func(t *testing.T) { testMemoryFlippingApps(t, c.generator, c.net, c.options) })
+	}
+}
+
+func testMemoryFlippingApps(t *testing.T, generator, net3 string, options json.RawMessage) {
+	key := keyring.Generate()
+	keys := writeKeyFile(t, key)
+	tc := newTestClusterSetup(t, net3, "local", generator, options, func(tc *testCluster) {
+		// Under the race detector each flip costs the load balancer
+		// seconds of CPU (4,096 applications decoded and admitted), and
+		// the legitimate app runs in this same starved process: checks
+		// that allow 400 ms took it out of routing (404s) although it
+		// never failed. Checks allowing 2 s still take out a dead app.
+		tc.edit = both(memoryEdit(keys, floodRetain), func(cfg *config.Config) {
+			if cfg.LB != nil {
+				cfg.LB.Checks.Interval, cfg.LB.Checks.Timeout = config.D(2500*time.Millisecond), config.D(2*time.Second)
+			}
+		})
+		tc.host = "shop.example"
+	})
+	// The legitimate backend serves HTTP by domain and, through a tcp
+	// listener, the same app as a stream.
+	tcpAddr := fmt.Sprintf("%s.1:%d", net3, mustFreePort(t, net3+".1"))
+	_, tcpPort, _ := strings.Cut(tcpAddr, ":")
+	legit := tc.addBackendEdit(1, 5*time.Second, 0, both(webFor("shop.example", 1), func(cfg *config.Config) {
+		web := cfg.Backend.Applications[0].Application
+		port, _ := strconv.Atoi(tcpPort)
+		cfg.Backend.Applications = append(cfg.Backend.Applications, config.Application{Application: catalog.Application{
+			Name: "web-tcp", ListenPort: port, ApplicationPort: web.ApplicationPort, Protocol: catalog.ProtocolTCP}})
+	}))
+	tc.waitServed(10*time.Second, legit.name)
+	waitFor(t, "the legitimate tcp application served", 10*time.Second, func() bool {
+		h, err := streamDial(tcpAddr, legit.name)
+		if err == nil {
+			h.conn.Close()
+		}
+		return err == nil
+	})
+	base := tc.settled(t, 15*time.Second)
+	workers := base.Procs - 1
+	t.Logf("%s baseline: %v (%d workers); RSS/PSS of each: %s", generator, base, workers, strings.Join(base.Each, ", "))
+
+	// The attacker: a keyed member advertising set a, then b, then a….
+	ip := net3 + ".50"
+	appCtx, stopApp := context.WithCancel(context.Background())
+	var appWG sync.WaitGroup
+	appPort, err := loopback.ServeApp(appCtx, &appWG, ip, "flipper")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		stopApp()
+		appWG.Wait()
+	})
+	sets := [2][]catalog.Application{
+		floodApps("flip-a", floodApps4096, tc.listenPort, 21000),
+		floodApps("flip-b", floodApps4096, tc.listenPort, 22100),
+	}
+	for _, set := range sets {
+		for i := range set {
+			set[i].ApplicationPort = appPort
+		}
+	}
+	flipper, err := cluster.New(cluster.Config{
+		NodeName: "aaa-flipper", BindAddr: ip, Profile: "local", Role: catalog.RoleBackend,
+		Applications: sets[0], Keys: [][]byte{key}, Label: "prod",
+		Logger: tc.logger.With("node", "aaa-flipper", "component", "cluster"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var closeOnce sync.Once
+	leave := func() { closeOnce.Do(func() { flipper.Close(time.Second) }) }
+	t.Cleanup(leave)
+	if _, err := flipper.Join([]string{tc.seed}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the flipper routed", 15*time.Second, func() bool { return tc.routed("aaa-flipper") })
+	master := tc.proxyMaster(t)
+
+	// Every 500 ms: a worker of an earlier configuration (one with a
+	// full generation of workers started after it) must be gone within
+	// the shutdown bound of when it was first seen old.
+	oldSince := map[int]time.Time{}
+	var oldest time.Duration
+	var maxOld int
+	samples := tc.startSampler(t, 500*time.Millisecond, func(u procUsage) error {
+		now := time.Now()
+		old := u.old(workers)
+		maxOld = max(maxOld, len(old))
+		var err error
+		for _, pid := range old {
+			if _, ok := oldSince[pid]; !ok {
+				oldSince[pid] = now
+			}
+			age := now.Sub(oldSince[pid])
+			oldest = max(oldest, age)
+			if age > flipShutdown+flipSlack && err == nil {
+				err = fmt.Errorf("%s worker %d still runs %s after a newer generation of workers started, want gone within %s: %s; their connections: %s",
+					generator, pid, age.Round(time.Millisecond), flipShutdown+flipSlack, strings.Join(u.Each, ", "), strings.Join(connectionsOf(liveTree(master)), "; "))
+			}
+		}
+		return err
+	})
+	probe := tc.startProber(t, legit.name, 50*time.Millisecond)
+
+	// Fresh stream connections every 100 ms, each must be answered; and
+	// one connection every 200 ms kept open, pinning the workers of
+	// every configuration.
+	stop := make(chan struct{})
+	var streamSent, streamFailed atomic.Int64
+	var streamErr atomic.Value
+	var held []heldConn
+	var loops sync.WaitGroup
+	loops.Go(func() {
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for n := 0; ; n++ {
+			h, err := streamDial(tcpAddr, legit.name)
+			streamSent.Add(1)
+			if err != nil {
+				streamFailed.Add(1)
+				streamErr.CompareAndSwap(nil, err)
+			} else if n%2 == 0 {
+				held = append(held, h)
+			} else {
+				h.conn.Close()
+			}
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+		}
+	})
+	t.Cleanup(func() {
+		for _, h := range held {
+			h.conn.Close()
+		}
+	})
+
+	start, reloads := time.Now(), tc.lb.ProxyReloads()
+	for i := 1; time.Since(start) < flipFor; i++ {
+		time.Sleep(flipEvery)
+		if err := flipper.UpdateApplications(catalog.RoleBackend, sets[i%2], time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	loops.Wait()
+	t.Logf("%s flipped for %s: %d reloads, %d connections held open", generator,
+		time.Since(start).Round(time.Millisecond), tc.lb.ProxyReloads()-reloads, len(held))
+	changes, _ := tc.lb.lb.History()
+	for _, o := range changes {
+		if o.At.After(start) {
+			t.Logf("pass at %s: %s, render %s, proxy %s, %d bytes", o.At.Format("15:04:05.000"), o.Result, o.Render.Round(time.Millisecond), o.Proxy.Round(time.Millisecond), o.Bytes)
+		}
+	}
+
+	// The member leaves; its applications go after lb.retain-empty.
+	// Once a render without them has been applied, the workers of every
+	// earlier configuration have at most the shutdown bound left.
+	leave()
+	waitFor(t, "no flipped application in the configuration", floodRetain+15*time.Second, func() bool {
+		return !strings.Contains(renderedConfig(t, tc), "flip-")
+	})
+	renders := tc.lb.Stats().Renders
+	tc.lb.lb.Resync()
+	waitFor(t, "a render after the flipped applications went", 10*time.Second, func() bool { return tc.lb.Stats().Renders > renders })
+	gone := time.Now()
+	var after procUsage
+	deadline := gone.Add(flipShutdown + flipSlack)
+	for after = tc.proxyUsage(t); after.Procs != base.Procs && time.Now().Before(deadline); after = tc.proxyUsage(t) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	back := time.Since(gone)
+	peak := samples.stopSampling(t)
+	probe.stopProbing(t, "the legitimate application over HTTP during the flipping", 50)
+	if n, failed := streamSent.Load(), streamFailed.Load(); failed > 0 || n < 50 {
+		t.Errorf("the legitimate application over TCP: %d of %d fresh connections failed (first: %v)", failed, n, streamErr.Load())
+	} else {
+		t.Logf("the legitimate application over TCP: %d fresh connections, none failed", n)
+	}
+	cut := 0
+	for _, h := range held {
+		if _, err := streamGet(h.conn, h.r); err != nil {
+			cut++
+		}
+	}
+	t.Logf("%s: peak %v with at most %d old workers at once, the longest seen %s; baseline %v; %d of %d held connections closed by old workers' shutdown",
+		generator, peak, maxOld, oldest.Round(time.Millisecond), base, cut, len(held))
+	t.Logf("%s %s after the last configuration was applied: %v; RSS/PSS of each: %s",
+		generator, back.Round(time.Millisecond), after, strings.Join(after.Each, ", "))
+	if after.Procs != base.Procs {
+		t.Errorf("%s after the last configuration was applied, %d %s processes, want the baseline's %d (the master and %d workers); the connections of each: %s",
+			back.Round(time.Millisecond), after.Procs, generator, base.Procs, workers, strings.Join(connectionsOf(liveTree(tc.proxyMaster(t))), "; "))
+	}
+	if peak.Own > base.Own+flipMemory {
+		t.Errorf("the %s processes peaked at own memory %s, over the baseline %s + %s", generator, mib(peak.Own), mib(base.Own), mib(flipMemory))
+	}
+	if after.Own > base.Own+floodReturnSlop {
+		t.Errorf("after the attack: own memory %s, want within %s of the baseline %s", mib(after.Own), mib(floodReturnSlop), mib(base.Own))
+	}
 }
