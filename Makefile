@@ -6,11 +6,28 @@ export PATH := $(PATH):$(GOBIN):/usr/sbin
 VERSITYGW_VERSION := v1.8.0
 # staticcheck 2026.2.2 (module v0.8.2): the newest on the Go module proxy; knows Go 1.26.
 STATICCHECK_VERSION := v0.8.2
-# Packages the tests drive for real: nginx (with the stream module), HAProxy, and
+# Packages the tests drive for real: nginx (with the stream module),
+# HAProxy, systemd for `systemd-analyze verify` of the units, and
 # Chromium (headless) for the status page.
-APT_PACKAGES := nginx libnginx-mod-stream haproxy chromium
+APT_PACKAGES := nginx libnginx-mod-stream haproxy systemd chromium
+# nfpm builds the Debian package (`make deb`); run with `go run`, pinned here.
+NFPM_VERSION := v2.48.0
+# The version stamped on the binary and the package (packaging/version.sh:
+# the nearest vX.Y.Z tag, else 0.0.0+gitN.HASH); `make deb VERSION=1.2.3`.
+VERSION ?= $(shell packaging/version.sh)
+GOARCH  ?= $(shell $(GO) env GOARCH)
+# deb: where the package goes (its binary is built at bin/deb/scrimp).
+DEB_DIR ?= dist
+# install: GNU-style locations; DESTDIR is prepended to every one of them.
+# The units read /etc/scrimp, so SYSCONFDIR does not follow PREFIX.
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+DOCDIR     ?= $(PREFIX)/share/doc/scrimp
+SYSCONFDIR ?= /etc
+DESTDIR    ?=
 
-.PHONY: all build test demo bench deps deps-apt deps-go deps-nginx vet fuzz clean
+.PHONY: all build test demo bench deps deps-apt deps-go deps-nginx vet fuzz clean deb install uninstall
 
 all: build
 
@@ -73,5 +90,42 @@ deps-go:
 	@staticcheck -version 2>/dev/null | grep -qF '($(STATICCHECK_VERSION:v%=%))' || { echo "installing staticcheck $(STATICCHECK_VERSION)"; \
 		$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION); }
 
+# deb: the Debian package, $(DEB_DIR)/scrimp_VERSION_ARCH.deb: a static
+# binary, the systemd units, examples in /etc/scrimp/examples, the docs
+# (packaging/nfpm.yaml; the user and state directory come from postinst).
+deb:
+	@case "$(VERSION)" in [0-9]*) ;; *) echo "VERSION '$(VERSION)' must start with a digit"; exit 1;; esac
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(GOARCH) $(GO) build -trimpath -ldflags '-s -w -X main.version=$(VERSION)' \
+		-o bin/deb/scrimp ./cmd/scrimp
+	mkdir -p $(DEB_DIR)
+	VERSION='$(VERSION)' GOARCH='$(GOARCH)' \
+		$(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION) package \
+		--config packaging/nfpm.yaml --packager deb --target $(DEB_DIR)/
+
+# install: for people who build from source (the package does the same
+# and creates the scrimp user). Units get ExecStart=$(BINDIR)/scrimp.
+install:
+	$(GO) build -trimpath -ldflags '-X main.version=$(VERSION)' -o bin/scrimp ./cmd/scrimp
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR)/docs $(DESTDIR)$(DOCDIR)/examples \
+		$(DESTDIR)$(SYSCONFDIR)/scrimp/examples/templates
+	install -m 0755 bin/scrimp $(DESTDIR)$(BINDIR)/scrimp
+	for u in scrimp-lb.service scrimp-backend.service; do \
+		sed 's|/usr/bin/scrimp|$(BINDIR)/scrimp|' systemd/$$u > $(DESTDIR)$(UNITDIR)/$$u && chmod 0644 $(DESTDIR)$(UNITDIR)/$$u || exit 1; \
+	done
+	install -m 0644 config.example.json $(DESTDIR)$(SYSCONFDIR)/scrimp/examples/lb.json
+	install -m 0644 examples/*.json $(DESTDIR)$(SYSCONFDIR)/scrimp/examples/
+	install -m 0644 examples/templates/* $(DESTDIR)$(SYSCONFDIR)/scrimp/examples/templates/
+	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/
+	install -m 0644 docs/*.md $(DESTDIR)$(DOCDIR)/docs/
+	install -m 0644 systemd/scrimp-lb-external.conf $(DESTDIR)$(DOCDIR)/examples/
+	@echo "installed scrimp $(VERSION) under $(DESTDIR)$(PREFIX); as root, once: create the service user and its state directory:"
+	@echo "  useradd --system --user-group --home-dir /var/lib/scrimp --no-create-home --shell /usr/sbin/nologin scrimp"
+	@echo "  install -d -o scrimp -g scrimp -m 0700 /var/lib/scrimp && chown root:scrimp /etc/scrimp && chmod 1770 /etc/scrimp"
+	@echo "  systemctl daemon-reload"
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/scrimp $(DESTDIR)$(UNITDIR)/scrimp-lb.service $(DESTDIR)$(UNITDIR)/scrimp-backend.service
+	rm -rf $(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSCONFDIR)/scrimp/examples
+
 clean:
-	rm -rf bin
+	rm -rf bin dist

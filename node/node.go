@@ -34,8 +34,10 @@ import (
 // accessors are safe for concurrent use while Run runs.
 type Node struct {
 	// Notify, if set before Run, is told the node's state as systemd's
-	// sd_notify lines: "READY=1" once its loops run, "STOPPING=1" when
-	// its context ends. It must not block.
+	// sd_notify lines: "READY=1" once the node is of use (a backend sees a
+	// load balancer; a load balancer's proxy runs its first configuration),
+	// "STOPPING=1" when Run's context ends, never READY after it. It is
+	// called from Run's goroutines, one call at a time, and must not block.
 	Notify func(state string)
 	// Version, if set before Run, is the version the status shows.
 	Version string
@@ -63,8 +65,16 @@ type Node struct {
 	abortCtx context.Context
 	abort    context.CancelFunc
 
+	// ready is closed (readyOnce) when a load balancer's proxy first runs
+	// a configuration; a backend's readiness is its cluster's (awaitReady).
+	ready     chan struct{}
+	readyOnce sync.Once
+
 	mu      sync.Mutex
 	drained *backend.DrainOutcome // set when a backend's drain is over
+	// stopping is set, under mu, when STOPPING=1 has been sent: READY=1
+	// must not follow it.
+	stopping bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -175,7 +185,7 @@ func Start(cfg *config.Config, logger *slog.Logger) (*Node, error) {
 	}
 	role, _ := catalog.ParseRole(cfg.Role)
 	abortCtx, abort := context.WithCancel(context.Background())
-	n := &Node{cfg: cfg, log: logger, role: role, abortCtx: abortCtx, abort: abort, started: time.Now()}
+	n := &Node{cfg: cfg, log: logger, role: role, abortCtx: abortCtx, abort: abort, started: time.Now(), ready: make(chan struct{})}
 	seeds, err := seed.New(cfg.Seed, seed.Env{Logger: logger.With("component", "seed"), DefaultPort: cfg.Cluster.BindPort,
 		Keys: keys, NodeName: cfg.NodeName})
 	if err != nil {
@@ -283,8 +293,11 @@ func (n *Node) buildLB() error {
 		Timing:      lb.Timing{Quiet: c.QuietPeriod.Duration, MaxWait: c.MaxWait.Duration},
 		Resync:      c.ResyncInterval.Duration,
 		RetainEmpty: c.RetainEmpty.Duration,
-		OnApplied:   n.cluster.Acknowledge,
-		OnOutcome:   n.observeOutcome,
+		OnApplied: func(snap catalog.Snapshot) {
+			n.cluster.Acknowledge(snap)
+			n.readyOnce.Do(func() { close(n.ready) })
+		},
+		OnOutcome: n.observeOutcome,
 		Checks: lb.CheckConfig{Disabled: c.Checks.Disabled, Interval: c.Checks.Interval.Duration,
 			Timeout: c.Checks.Timeout.Duration, Fall: c.Checks.Fall, Rise: c.Checks.Rise},
 		Guard: lb.GuardConfig{Disabled: c.MassLossGuard.Disabled, Share: c.MassLossGuard.Share,
@@ -340,9 +353,20 @@ func (n *Node) Run(ctx context.Context) error {
 			seed.RunPublisher(loopCtx, n.metrics.seedPublisher(pub), n.cluster.LocalAddr, period, jitter, n.log.With("component", "seed"))
 		})
 	}
-	n.notify("READY=1")
+	wg.Go(func() {
+		if n.awaitReady(loopCtx) {
+			n.mu.Lock()
+			if !n.stopping {
+				n.notify("READY=1")
+			}
+			n.mu.Unlock()
+		}
+	})
 	<-ctx.Done()
+	n.mu.Lock()
+	n.stopping = true
 	n.notify("STOPPING=1")
+	n.mu.Unlock()
 	if n.backend != nil {
 		b := n.cfg.Backend
 		out := backend.RunDrain(n.abortCtx, n.backend, n.cluster, backend.DrainOptions{
@@ -355,6 +379,42 @@ func (n *Node) Run(ctx context.Context) error {
 	stop()
 	wg.Wait()
 	return n.Close()
+}
+
+// readyPoll bounds how long awaitReady can miss a change signal that
+// another reader of the cluster's Changes took.
+const readyPoll = time.Second
+
+// awaitReady blocks until the node is of use, and reports false if ctx
+// ends first. A load balancer is ready once its proxy runs a configuration
+// (the first OnApplied): it has formed or joined its cluster in Start and
+// serves what it knows. A backend is ready once it sees a load balancer,
+// that is, once it has joined; until then it keeps retrying its seeds.
+func (n *Node) awaitReady(ctx context.Context) bool {
+	if n.lb != nil {
+		select {
+		case <-n.ready:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	t := time.NewTicker(readyPoll)
+	defer t.Stop()
+	for {
+		self := n.cluster.LocalName()
+		for _, m := range n.cluster.Snapshot().Nodes {
+			if m.Name != self && m.Role == catalog.RoleLB {
+				return true
+			}
+		}
+		select {
+		case <-n.cluster.Changes():
+		case <-t.C:
+		case <-ctx.Done():
+			return false
+		}
+	}
 }
 
 func (n *Node) notify(state string) {
