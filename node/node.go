@@ -50,6 +50,9 @@ type Node struct {
 	metricsLn net.Listener
 	// admin serves admin-socket; nil when it is not set.
 	admin *admin.Server
+	// xds serves the membership to proxyless gRPC clients; nil when
+	// xds.listen-addr is not set (node/xds.go).
+	xds *xdsFeed
 
 	// abort ends a drain at once (Abort); abortCtx is its context.
 	abortCtx context.Context
@@ -210,6 +213,10 @@ func Start(cfg *config.Config, logger *slog.Logger) (*Node, error) {
 		n.Close()
 		return nil, err
 	}
+	if err := n.buildXDS(); err != nil {
+		n.Close()
+		return nil, err
+	}
 	switch role {
 	case catalog.RoleLB:
 		if err := n.buildLB(); err != nil {
@@ -264,7 +271,7 @@ func (n *Node) buildLB() error {
 		p, n.proxy = e, e
 	}
 	n.lb = lb.New(lb.Config{
-		Members:     n.cluster,
+		Members:     n.members(),
 		Generator:   gen,
 		Input:       in,
 		Proxy:       p,
@@ -307,6 +314,9 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	if n.backend != nil {
 		wg.Go(func() { n.backend.Run(loopCtx, n.cluster) })
+	}
+	if n.xds != nil {
+		wg.Go(func() { n.xds.run(loopCtx) })
 	}
 	if n.metricsLn != nil {
 		wg.Go(func() { n.serveMetrics(loopCtx) })
@@ -479,6 +489,9 @@ func (n *Node) close() error {
 		if err := n.metricsLn.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 			errs = append(errs, err)
 		}
+	}
+	if n.xds != nil {
+		errs = append(errs, n.xds.srv.Close())
 	}
 	if n.cluster != nil {
 		errs = append(errs, n.cluster.Close(n.cfg.Cluster.LeaveTimeout.Duration))
