@@ -7,9 +7,10 @@ import (
 )
 
 // XDS configures the xDS control plane a node serves to proxyless gRPC
-// clients (docs/xds.md): the grpc applications of the membership, as this
+// clients: the grpc applications of the membership, as this
 // node admits them, for gRPC's `xds:///APP` resolver. Optional on any
-// node; absent or with an empty listen-addr, none is served.
+// node; absent or with an empty listen-addr, none is served. README.md,
+// "Proxy path or xDS", tells when to use it.
 type XDS struct {
 	// ListenAddr is the IP:port the xDS server listens on; empty (the
 	// default) serves none.
