@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -53,8 +54,8 @@ func (tc *testCluster) addGreeter(i int) *grpcBackend {
 // TestXDSEndToEnd runs real scrimp nodes (a load balancer with nginx and
 // its xDS server, backends advertising a real gRPC greeter) and a gRPC
 // client dialling xds:///greeter: the classic experiment's even split,
-// backends joining (time to first call), one crashing and one leaving
-// gracefully, with no failed call.
+// scaling 3 → 10 (time to first call), one crashing and a graceful
+// scale-down to 2, with no failed call.
 func TestXDSEndToEnd(t *testing.T) {
 	const net = "127.0.151"
 	port, err := loopback.FreePort(net + ".1")
@@ -187,40 +188,52 @@ func TestXDSEndToEnd(t *testing.T) {
 		}
 	}
 
-	// Scale up: each new backend gets calls within 2s of its start (the
-	// node's start: its join is gossip's business, so this includes it).
-	for i := 4; i <= 6; i++ {
+	// Scale 3 → 10: each new backend gets calls within 2s of its start
+	// (the node's start: its gossip join is included).
+	var slowest time.Duration
+	for i := 4; i <= 10; i++ {
 		started := time.Now()
 		b := tc.addGreeter(i)
 		bs = append(bs, b)
 		d := firstCall(b.name, started, 2*time.Second)
+		slowest = max(slowest, d)
 		t.Logf("%s: first call over xDS %s after its node started", b.name, d.Round(time.Millisecond))
 	}
+	t.Logf("scale 3 → 10: slowest start to first call %s", slowest.Round(time.Millisecond))
 	failures("scale up")
 
 	// A crash: the app dies with its node, which does not leave. The
 	// client's connection breaks at once; calls in flight are retried.
-	bs[5].srv.Stop()
-	bs[5].kill()
+	crashed := bs[9]
+	crashed.srv.Stop()
+	crashed.kill()
 	time.Sleep(500 * time.Millisecond)
 	failures("crash")
 
-	// A graceful stop: the node drains (announced DRAINING), leaves, then
-	// its app stops.
-	bs[4].stop()
-	bs[4].srv.GracefulStop()
+	// Scale down gracefully to 2: each node drains (announced DRAINING),
+	// leaves, then its app stops.
+	var stops sync.WaitGroup
+	for _, b := range bs[2:9] {
+		stops.Go(func() {
+			b.stop()
+			b.srv.GracefulStop()
+		})
+	}
+	stops.Wait()
 	time.Sleep(300 * time.Millisecond)
-	failures("graceful stop")
+	failures("graceful scale-down to 2")
 	mu.Lock()
 	clear(first)
 	mu.Unlock()
 	time.Sleep(300 * time.Millisecond)
 	mu.Lock()
-	got := len(first)
-	_, crashed := first[bs[5].name]
-	_, left := first[bs[4].name]
+	var got []string
+	for name := range first {
+		got = append(got, name)
+	}
 	mu.Unlock()
-	if got != 4 || crashed || left {
-		t.Errorf("after a crash and a graceful stop, calls went to %d backends (crashed %v, left %v), want the 4 others", got, crashed, left)
+	slices.Sort(got)
+	if !slices.Equal(got, []string{"backend-1", "backend-2"}) {
+		t.Errorf("after a crash and a graceful scale-down to 2, calls went to %v", got)
 	}
 }
