@@ -61,6 +61,9 @@ type Config struct {
 	LB *LB `json:"lb,omitempty"`
 	// Backend configures a backend; present only when Role is "backend".
 	Backend *Backend `json:"backend,omitempty"`
+	// XDS configures the xDS control plane for proxyless gRPC clients;
+	// optional on any node.
+	XDS *XDS `json:"xds,omitempty"`
 }
 
 // Cluster configures the gossip layer.

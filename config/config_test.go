@@ -724,7 +724,7 @@ func TestConfigParseValid(t *testing.T) {
 }
 
 // TestConfigExamples checks that the shipped examples are valid, and that
-// config.example.json, which spells out every lb and cluster field, still
+// config.example.json, which spells out every lb, cluster and xds field, still
 // shows the defaults.
 func TestConfigExamples(t *testing.T) {
 	files, err := filepath.Glob("../examples/*.json")
@@ -756,6 +756,9 @@ func TestConfigExamples(t *testing.T) {
 			wantCluster.KeyringFile, wantCluster.Label = "/etc/scrimp/keyring.json", "prod"
 			if !reflect.DeepEqual(c.Cluster, wantCluster) {
 				t.Errorf("cluster section differs from DefaultCluster:\n got %+v\nwant %+v", c.Cluster, wantCluster)
+			}
+			if c.XDS == nil || !reflect.DeepEqual(*c.XDS, config.DefaultXDS()) {
+				t.Errorf("xds section differs from DefaultXDS:\n got %+v\nwant %+v", c.XDS, config.DefaultXDS())
 			}
 		})
 	}

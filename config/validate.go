@@ -90,6 +90,9 @@ func (c *Config) Validate() Problems {
 	} else if role == catalog.RoleBackend {
 		v.add("backend", `required when role is "backend"`)
 	}
+	if c.XDS != nil {
+		c.XDS.validate(&v)
+	}
 	return v.problems
 }
 

@@ -62,7 +62,7 @@ func admissionPolicy(cfg *config.Config, metricsPort int, log *slog.Logger) lb.P
 }
 
 // reservedPorts are the ports scrimp itself uses on this node: gossip
-// (bind and advertised) and metrics (0: none).
+// (bind and advertised), metrics (0: none) and xDS.
 func reservedPorts(cfg *config.Config, metricsPort int) []int {
 	ports := []int{cfg.Cluster.BindPort}
 	if cfg.Cluster.AdvertisePort != 0 {
@@ -70,6 +70,11 @@ func reservedPorts(cfg *config.Config, metricsPort int) []int {
 	}
 	if metricsPort != 0 {
 		ports = append(ports, metricsPort)
+	}
+	if cfg.XDS != nil {
+		if ap, err := netip.ParseAddrPort(cfg.XDS.ListenAddr); err == nil {
+			ports = append(ports, int(ap.Port()))
+		}
 	}
 	slices.Sort(ports)
 	return slices.Compact(ports)

@@ -60,6 +60,9 @@ type Node struct {
 	metricsToken []byte
 	// admin serves admin-socket; nil when it is not set.
 	admin *admin.Server
+	// xds serves the membership to proxyless gRPC clients; nil when
+	// xds.listen-addr is not set (node/xds.go).
+	xds *xdsFeed
 
 	// abort ends a drain at once (Abort); abortCtx is its context.
 	abortCtx context.Context
@@ -232,6 +235,10 @@ func Start(cfg *config.Config, logger *slog.Logger) (*Node, error) {
 		n.Close()
 		return nil, err
 	}
+	if err := n.buildXDS(); err != nil {
+		n.Close()
+		return nil, err
+	}
 	switch role {
 	case catalog.RoleLB:
 		if err := n.buildLB(); err != nil {
@@ -286,7 +293,7 @@ func (n *Node) buildLB() error {
 		p, n.proxy = e, e
 	}
 	n.lb = lb.New(lb.Config{
-		Members:     n.cluster,
+		Members:     n.members(),
 		Generator:   gen,
 		Input:       in,
 		Proxy:       p,
@@ -335,6 +342,9 @@ func (n *Node) Run(ctx context.Context) error {
 	if n.backend != nil {
 		wg.Go(func() { n.backend.Run(loopCtx, n.cluster) })
 	}
+	if n.xds != nil {
+		wg.Go(func() { n.xds.run(loopCtx) })
+	}
 	if n.metricsLn != nil {
 		wg.Go(func() { n.serveMetrics(loopCtx) })
 	}
@@ -381,9 +391,9 @@ func (n *Node) Run(ctx context.Context) error {
 	return n.Close()
 }
 
-// readyPoll bounds how long awaitReady can miss a change signal that
-// another reader of the cluster's Changes took.
-const readyPoll = time.Second
+// readyPoll is how often a backend looks for a load balancer in its
+// membership until it finds one (reading a snapshot is cheap).
+const readyPoll = 100 * time.Millisecond
 
 // awaitReady blocks until the node is of use, and reports false if ctx
 // ends first. A load balancer is ready once its proxy runs a configuration
@@ -408,8 +418,9 @@ func (n *Node) awaitReady(ctx context.Context) bool {
 				return true
 			}
 		}
+		// Polled, not on Changes(): that channel has one reader (the
+		// xDS fan-out, when configured), and a stolen notice would delay it.
 		select {
-		case <-n.cluster.Changes():
 		case <-t.C:
 		case <-ctx.Done():
 			return false
@@ -553,6 +564,9 @@ func (n *Node) close() error {
 		if err := n.metricsLn.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 			errs = append(errs, err)
 		}
+	}
+	if n.xds != nil {
+		errs = append(errs, n.xds.srv.Close())
 	}
 	if n.cluster != nil {
 		errs = append(errs, n.cluster.Close(n.cfg.Cluster.LeaveTimeout.Duration))

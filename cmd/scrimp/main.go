@@ -67,6 +67,7 @@ Nodes find each other through a seed provider and gossip (memberlist).`,
 	root.Flags().StringVar(&pidFile, "pid-file", "", "write the process id here while running (for scrimp drain)")
 	root.AddCommand(newValidateCmd(), newVersionCmd(), newDemoCmd(), newSeedsCmd(), newDrainCmd())
 	root.AddCommand(newKeysCmd())
+	root.AddCommand(newXDSBootstrapCmd())
 	return root
 }
 
