@@ -147,7 +147,7 @@ func (n *Node) observeOutcome(o lb.Outcome) {
 // refusalReasons are the values of scrimp_lb_refusals_total's reason
 // label: a fixed set, so that members, whose names and domains appear in
 // the reasons' text, cannot create series.
-var refusalReasons = []string{"ownership", "listen-port", "own-address", "allow-list", "limit", "other"}
+var refusalReasons = []string{"ownership", "listen-port", "own-address", "allow-list", "limit", "quarantined", "other"}
 
 // refusalReason sorts the free text of an lb.Refusal's reason (see
 // lb/admit.go) into one of refusalReasons. It matches the text lb writes
@@ -155,6 +155,8 @@ var refusalReasons = []string{"ownership", "listen-port", "own-address", "allow-
 // to another kind by naming its application or domain so.
 func refusalReason(reason string) string {
 	switch {
+	case strings.HasPrefix(reason, lb.QuarantineReason):
+		return "quarantined"
 	case strings.HasPrefix(reason, "limit lb.limits."):
 		return "limit"
 	case strings.HasPrefix(reason, "contested: application "),
@@ -184,6 +186,7 @@ type liveCollector struct {
 	members, backends                                          *prometheus.Desc
 	renders, reloads, updates, updateFailures, rejected        *prometheus.Desc
 	lastOK, checkDown, guarded, guardEvents, refused           *prometheus.Desc
+	quarantined, trials, reloadsDelayed                        *prometheus.Desc
 	dropped, malformed, rejectedSets, skippedSends, backendApp *prometheus.Desc
 }
 
@@ -207,6 +210,9 @@ func newLiveCollector(n *Node) *liveCollector {
 		checkDown:      d("scrimp_lb_check_down_instances", "Instances the membership says serve but the load balancer's checks fail, left out of the configuration."),
 		guarded:        d("scrimp_lb_guarded_instances", "Instances lost in a mass loss and kept in the configuration by the mass-loss guard."),
 		guardEvents:    d("scrimp_lb_mass_loss_events_total", "Mass losses the guard caught, one per application."),
+		quarantined:    d("scrimp_lb_quarantined_instances", "Application instances quarantined because the proxy refused the configuration they gave; retried when their advertisement changes."),
+		trials:         d("scrimp_lb_quarantine_trials_total", "Configurations checked or applied to narrow a refused configuration down to the instances that cause it."),
+		reloadsDelayed: d("scrimp_lb_reloads_delayed_total", "Passes that waited because lb.limits.reloads-per-minute was reached."),
 		refused: d("scrimp_lb_refused_instances", "Application instances the load balancer refuses to route to now: another application holds what they claim, "+
 			"or lb.listen-ports, lb.applications or lb.limits do not allow them."),
 		backendApp: d("scrimp_backend_applications", "Applications this backend advertises, by state.", "state"),
@@ -218,7 +224,7 @@ func newLiveCollector(n *Node) *liveCollector {
 func (c *liveCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.members, c.dropped, c.malformed, c.rejectedSets, c.skippedSends,
 		c.renders, c.reloads, c.updates, c.updateFailures, c.rejected, c.lastOK, c.backends,
-		c.checkDown, c.guarded, c.guardEvents, c.refused, c.backendApp} {
+		c.checkDown, c.guarded, c.guardEvents, c.refused, c.backendApp, c.quarantined, c.trials, c.reloadsDelayed} {
 		ch <- d
 	}
 }
@@ -256,6 +262,9 @@ func (c *liveCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.guarded, float64(s.Guarded))
 		counter(c.guardEvents, float64(s.GuardEvents))
 		gauge(c.refused, float64(s.Refused))
+		gauge(c.quarantined, float64(s.Quarantined))
+		counter(c.trials, float64(s.Trials))
+		counter(c.reloadsDelayed, float64(s.ReloadsDelayed))
 	}
 	if n.backend != nil {
 		counts := map[catalog.State]int{}

@@ -22,6 +22,7 @@ import (
 	"github.com/scrimplb/scrimp/catalog"
 	"github.com/scrimplb/scrimp/config"
 	"github.com/scrimplb/scrimp/internal/loopback"
+	"github.com/scrimplb/scrimp/lb"
 )
 
 // families is a scrape parsed by the Prometheus text parser.
@@ -173,6 +174,9 @@ var (
 		"scrimp_lb_check_down_instances":          dto.MetricType_GAUGE,
 		"scrimp_lb_guarded_instances":             dto.MetricType_GAUGE,
 		"scrimp_lb_mass_loss_events_total":        dto.MetricType_COUNTER,
+		"scrimp_lb_quarantined_instances":         dto.MetricType_GAUGE,
+		"scrimp_lb_quarantine_trials_total":       dto.MetricType_COUNTER,
+		"scrimp_lb_reloads_delayed_total":         dto.MetricType_COUNTER,
 		"scrimp_lb_refused_instances":             dto.MetricType_GAUGE,
 		"scrimp_lb_refusals_total":                dto.MetricType_COUNTER,
 		// New.
@@ -415,6 +419,7 @@ func TestMetricRefusalReasons(t *testing.T) {
 		{"port not allowed", "listen port 22 is not one lb.listen-ports allows", "listen-port"},
 		{"own address", "address 127.0.0.1 is this load balancer's own, and port 9946 is scrimp's or its proxy's", "own-address"},
 		{"allow list", "no rule of lb.applications allows this application from this backend", "allow-list"},
+		{"quarantined", lb.QuarantineReason + "nginx: [emerg] bind() to 0.0.0.0:7000 failed (98: Address already in use)", "quarantined"},
 		{"limit", "limit lb.limits.apps-per-member: this backend advertises more than 2 applications; those after the first 2 by name are refused", "limit"},
 		{"total limit", "limit lb.limits.upstream-servers: 10 instances are routed, at most 10 allowed in total", "limit"},
 		{"unknown", "quarantined: flapped 12 times", "other"},
