@@ -23,7 +23,7 @@ var (
 	}
 	exampleConfigs = []string{"lb.json", "backend.json", "lb-external.json", "lb-haproxy.json", "lb-haproxy-external.json"}
 	// left is everything that must be gone after a purge.
-	left = []string{"/etc/scrimp", "/var/lib/scrimp", "/run/scrimp", "/usr/share/doc/scrimp"}
+	left = []string{"/etc/scrimp", "/var/lib/scrimp", "/usr/share/doc/scrimp"}
 )
 
 // dpkg runs dpkg, waiting while another process (an apt-get of another

@@ -138,11 +138,15 @@ func runAsService(t *testing.T) {
 	} else {
 		l.Close()
 	}
-	// RuntimeDirectory=scrimp: the admin sockets' directory.
-	if err := os.Mkdir("/run/scrimp", 0o700); err != nil {
+	// RuntimeDirectory=scrimp makes the admin sockets' directory. Other
+	// tests running at the same time may use /run/scrimp (the default
+	// admin-socket), so this one has its own, made as systemd would.
+	const runDir = "/run/scrimp-pkgtest"
+	if err := os.Mkdir(runDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	run(t, "chown", "scrimp:scrimp", "/run/scrimp")
+	t.Cleanup(func() { os.RemoveAll(runDir) })
+	run(t, "chown", "scrimp:scrimp", runDir)
 
 	app := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "hello from the packaged backend")
@@ -157,12 +161,13 @@ func runAsService(t *testing.T) {
 	lbPort, bePort := freePort(t, lbIP), freePort(t, beIP)
 	cluster := `"profile": "local", "keyring-file": "/etc/scrimp/keyring.json", "label": "pkgtest"`
 	writeFile(t, "/etc/scrimp/lb.json", fmt.Sprintf(`{"role": "lb", "node-name": "pkg-lb",
+  "admin-socket": "/run/scrimp-pkgtest/lb.sock",
   "cluster": {"bind-addr": %q, "bind-port": %d, %s},
   "seed": {"provider": "static", "static": {"addresses": []}},
   "lb": {"generator": "nginx", "mode": "managed", "listen-addr": %q, "state-dir": "/var/lib/scrimp"}}
 `, lbIP, lbPort, cluster, lbIP), 0o644, false)
 	writeFile(t, "/etc/scrimp/backend.json", fmt.Sprintf(`{"role": "backend", "node-name": "pkg-backend",
-  "admin-socket": "/run/scrimp/backend.sock",
+  "admin-socket": "/run/scrimp-pkgtest/backend.sock",
   "cluster": {"bind-addr": %q, "bind-port": %d, %s},
   "seed": {"provider": "static", "static": {"addresses": ["%s:%d"]}},
   "backend": {"drain-timeout": "5s", "drain-grace": "0s", "applications": [

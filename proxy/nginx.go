@@ -261,6 +261,7 @@ func (n *ManagedNginx) verifyReload(ctx context.Context, p *proxyProc, before ma
 			}
 			for w := range now {
 				if !before[w] {
+					n.awaitOldWorkers(ctx, before)
 					return nil
 				}
 			}
@@ -278,6 +279,35 @@ func (n *ManagedNginx) verifyReload(ctx context.Context, p *proxyProc, before ma
 		return fmt.Errorf("proxy: nginx started no new workers within %s of a reload: it still runs the previous configuration: %s", 2*wait, first)
 	}
 	return fmt.Errorf("proxy: nginx started no new workers within %s of a reload: it still runs the previous configuration (see its error log above)", 2*wait)
+}
+
+// oldWorkerWait bounds how long a reload waits for the old workers to
+// stop accepting connections.
+const oldWorkerWait = time.Second
+
+// awaitOldWorkers waits, at most oldWorkerWait, until none of the workers
+// in old still accepts connections: each has exited or has been told to
+// shut down (nginx retitles it "worker process is shutting down"). The
+// master starts the new workers first and tells the old ones only about
+// 100 ms later, and until then they take new connections with the old
+// configuration; a reload is not done before that.
+func (n *ManagedNginx) awaitOldWorkers(ctx context.Context, old map[int]bool) {
+	deadline := time.Now().Add(oldWorkerWait)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		accepting := false
+		for w := range old {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", w))
+			if err == nil && len(b) > 0 && !bytes.Contains(b, []byte("shutting down")) {
+				accepting = true
+				break
+			}
+		}
+		if !accepting {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	n.log.Debug("old nginx workers still accept connections after a reload", "waited", oldWorkerWait)
 }
 
 // workers returns the child processes of pid, from /proc; ok is false
