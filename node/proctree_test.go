@@ -238,8 +238,19 @@ func (tc *testCluster) proxyMaster(t testing.TB) int {
 	if err != nil {
 		t.Fatalf("proxy master: pid file %q: %v", b, err)
 	}
-	p, ok := procStat(pid)
-	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	// HAProxy's master re-executes itself on a reload: for a moment its
+	// command line reads empty. Look again for up to 2 s.
+	var (
+		p       procInfo
+		cmdline []byte
+	)
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		p, ok = procStat(pid)
+		cmdline, _ = os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if ok && p.live() && p.ppid == os.Getpid() && bytes.Contains(cmdline, []byte(d.Dir())) || time.Now().After(deadline) {
+			break
+		}
+	}
 	if !ok || !p.live() || p.ppid != os.Getpid() || !bytes.Contains(cmdline, []byte(d.Dir())) {
 		t.Fatalf("pid %d from %s is not a live %s master under this test (state %q, parent %d, command %q)",
 			pid, k.PidFile, tc.generator, p.state, p.ppid, bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '}))
