@@ -36,6 +36,9 @@ type Input struct {
 	// TLS holds the load balancer's certificates (files on the load
 	// balancer, never sent over gossip), for https applications.
 	TLS []TLSCert
+	// ACME, when set, routes the HTTP-01 challenge path of its domains on
+	// its plain-HTTP port to scrimp's challenge handler (see ACMERoute).
+	ACME *ACMERoute
 	// Retained are applications that had backends and lost them all. A
 	// generator keeps their listeners and answers 503 with Retry-After
 	// (HTTP) instead of refusing connections or routing them elsewhere.

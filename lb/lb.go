@@ -88,6 +88,9 @@ type Config struct {
 	// of application names, domains and listen ports is always kept.
 	// The zero value allows every listen port and member.
 	Admission Policy
+	// Certs, if set, supplies certificates that change at run time (see
+	// CertSource); nil means only Input.TLS.
+	Certs CertSource
 	// OnApplied, if set, is called after the proxy runs a configuration
 	// rendered from snap (applied now, or unchanged because the text was
 	// identical); the cluster uses it to acknowledge draining backends.
