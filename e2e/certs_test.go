@@ -527,4 +527,3 @@ func TestChallengeRoute(t *testing.T) {
 
 // certSourceIsCertSource keeps fileCerts in step with the interface.
 var _ lb.CertSource = (*fileCerts)(nil)
-
