@@ -215,3 +215,40 @@ func TestCertPayload(t *testing.T) {
 		})
 	}
 }
+
+// TestExternalReloadCerts checks and reloads a system proxy without
+// writing its file; a failed check means no reload.
+func TestExternalReloadCerts(t *testing.T) {
+	tests := []struct {
+		name      string
+		check     string
+		wantErr   string
+		wantCalls string
+	}{
+		{name: "checked and reloaded", check: `echo check >> "$LOG"`, wantCalls: "check\nreload\n"},
+		{name: "check fails: no reload", check: `echo check >> "$LOG"; echo "bad certificate" >&2; exit 1`, wantErr: "bad certificate", wantCalls: "check\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			log := filepath.Join(dir, "log")
+			t.Setenv("LOG", log)
+			target := filepath.Join(dir, "scrimp.conf")
+			if err := os.WriteFile(target, []byte("running\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			e := &External{Target: target, Check: script(t, dir, "check", tt.check), Reload: script(t, dir, "reload", `echo reload >> "$LOG"`), Timeout: 10 * time.Second}
+			err := e.ReloadCerts(context.Background())
+			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Errorf("ReloadCerts: %v, want error %q", err, tt.wantErr)
+			}
+			calls, _ := os.ReadFile(log)
+			if string(calls) != tt.wantCalls {
+				t.Errorf("calls %q, want %q", calls, tt.wantCalls)
+			}
+			if got, _ := os.ReadFile(target); string(got) != "running\n" {
+				t.Errorf("target changed to %q", got)
+			}
+		})
+	}
+}
