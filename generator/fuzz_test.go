@@ -341,15 +341,15 @@ func knobsFor(b []byte) fuzzKnobs {
 	h.Write(b)
 	s := h.Sum64()
 	return fuzzKnobs{
-		nodes:    1 + int(s%3),
-		addrs:    s >> 2,
-		seed:     s >> 8,
-		retain:   (s >> 16) & (s >> 32) & (s >> 48), // about one in eight
-		tls:      s >> 24,
-		pem:      s>>61&1 == 1,
-		drain:    (s >> 20) & (s >> 44),
-		conflict: s>>62&1 == 1,
-		listen:   []string{"0.0.0.0", "::", "127.0.0.1"}[(s>>40)%3],
+		nodes:      1 + int(s%3),
+		addrs:      s >> 2,
+		seed:       s >> 8,
+		retain:     (s >> 16) & (s >> 32) & (s >> 48), // about one in eight
+		tls:        s >> 24,
+		pem:        s>>61&1 == 1,
+		drain:      (s >> 20) & (s >> 44),
+		conflict:   s>>62&1 == 1,
+		listen:     []string{"0.0.0.0", "::", "127.0.0.1"}[(s>>40)%3],
 		acme:       s>>63&1 == 1,
 		acmeShared: s>>60&1 == 1,
 	}
