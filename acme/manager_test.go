@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -76,7 +77,7 @@ func startManager(t *testing.T, pebble *pebbletest.Server, port int, storage cer
 		CARoots:       rootsOf(t, pebble.CARootFile),
 		AllowList:     []string{"app.test", "*.apps.test"},
 		HTTPPort:      uint16(port),
-		ChallengeAddr: net.JoinHostPort("127.0.0.1", itoa(port)),
+		ChallengeAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
 		Dir:           dir,
 		Storage:       storage,
 		Logger:        testLogger(t),
@@ -102,9 +103,6 @@ func (h *harness) stop() {
 	h.done <- nil // later stops return at once
 }
 
-func itoa(n int) string { return strings.TrimSpace(strings.Repeat(" ", 0) + func() string { return fmtInt(n) }()) }
-
-func fmtInt(n int) string { return (&net.TCPAddr{Port: n}).String()[1:] }
 
 // waitFor polls cond until it returns "" or the deadline passes.
 func waitFor(t *testing.T, within time.Duration, cond func() string) {
