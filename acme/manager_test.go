@@ -4,11 +4,13 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -18,6 +20,7 @@ import (
 	"github.com/caddyserver/certmagic"
 
 	"github.com/scrimplb/scrimp/internal/pebbletest"
+	"github.com/scrimplb/scrimp/internal/s3test"
 )
 
 // testLogger writes to the test log.
@@ -102,7 +105,6 @@ func (h *harness) stop() {
 	h.m.Close()
 	h.done <- nil // later stops return at once
 }
-
 
 // waitFor polls cond until it returns "" or the deadline passes.
 func waitFor(t *testing.T, within time.Duration, cond func() string) {
@@ -220,4 +222,125 @@ func statusString(m *Manager) string {
 		b.WriteString(s.Domain + "=" + string(s.State) + " " + s.LastError + "; ")
 	}
 	return b.String()
+}
+
+func TestSharedStorage(t *testing.T) {
+	endpoint := s3test.Start(t)
+	objs := newObjects(t, endpoint, "shared/")
+	port := freePort(t)
+	pebble := pebbletest.Start(t, pebbletest.Options{HTTPPort: port})
+	// A's handler is where Pebble validates; B's is elsewhere, so any
+	// order B places is answered by A from the shared storage.
+	sa, sb := NewS3Storage(objs, 0, testLogger(t)), NewS3Storage(objs, 0, testLogger(t))
+	t.Cleanup(sa.Close)
+	t.Cleanup(sb.Close)
+	a := startManager(t, pebble, port, sa, nil)
+	b := startManager(t, pebble, port, sb, func(o *Options) { o.ChallengeAddr = "127.0.0.1:0" })
+
+	t.Run("token-from-another-lb", func(t *testing.T) {
+		// A challenge that B's order stored is answered by A.
+		chal := map[string]any{
+			"type": "http-01", "url": "https://ca.invalid/chal/1", "status": "pending", "token": "tok-by-b",
+			"keyAuthorization": "tok-by-b.thumbprint", "identifier": map[string]string{"type": "dns", "value": "other.apps.test"},
+		}
+		data, _ := json.Marshal(chal)
+		key := path.Join(path.Join("acme", certmagic.StorageKeys.Safe(b.m.issuer.IssuerKey())), "challenge_tokens",
+			certmagic.StorageKeys.Safe("other.apps.test")+".json")
+		if err := sb.Store(context.Background(), key, data); err != nil {
+			t.Fatal(err)
+		}
+		req, _ := http.NewRequest(http.MethodGet, "http://"+a.m.Handler().String()+"/.well-known/acme-challenge/tok-by-b", nil)
+		req.Host = "other.apps.test"
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || string(body) != "tok-by-b.thumbprint" {
+			t.Fatalf("A answered %s %q, want B's key authorization", resp.Status, body)
+		}
+		sb.Delete(context.Background(), key)
+	})
+
+	t.Run("one-order", func(t *testing.T) {
+		start := time.Now()
+		a.m.SetDomains([]string{"app.test"})
+		b.m.SetDomains([]string{"app.test"})
+		for _, h := range []*harness{a, b} {
+			waitFor(t, 90*time.Second, func() string {
+				if leaf := leafOf(t, filepath.Join(h.dir, "app.test.crt")); isPlaceholder(leaf) {
+					return "still the placeholder; status " + statusString(h.m)
+				}
+				return ""
+			})
+		}
+		t.Logf("both load balancers serve a certificate %s after SetDomains", time.Since(start).Round(time.Millisecond))
+		la, lb := leafOf(t, filepath.Join(a.dir, "app.test.crt")), leafOf(t, filepath.Join(b.dir, "app.test.crt"))
+		if la.SerialNumber.Cmp(lb.SerialNumber) != 0 {
+			t.Errorf("serials differ: %x and %x", la.SerialNumber, lb.SerialNumber)
+		}
+		if n := pebble.Orders(); n != 1 {
+			t.Errorf("Pebble accepted %d orders, want 1", n)
+		}
+		roots, _ := pebble.Roots(t)
+		verifyServes(t, roots, filepath.Join(b.dir, "app.test.crt"), filepath.Join(b.dir, "app.test.key"), "app.test")
+	})
+}
+
+func TestRenewal(t *testing.T) {
+	port := freePort(t)
+	pebble := pebbletest.Start(t, pebbletest.Options{HTTPPort: port, Validity: 40 * time.Second})
+	h := startManager(t, pebble, port, &certmagic.FileStorage{Path: t.TempDir()}, func(o *Options) {
+		o.RenewCheckInterval = time.Second
+		o.RenewalWindowRatio = 0.5
+	})
+	crt := filepath.Join(h.dir, "app.test.crt")
+	h.m.SetDomains([]string{"app.test"})
+	var first *x509.Certificate
+	waitFor(t, 60*time.Second, func() string {
+		if first = leafOf(t, crt); isPlaceholder(first) {
+			return "still the placeholder; status " + statusString(h.m)
+		}
+		return ""
+	})
+	drain(h.m.Changes())
+	issued := time.Now()
+	var second *x509.Certificate
+	waitFor(t, 60*time.Second, func() string {
+		if second = leafOf(t, crt); second.SerialNumber.Cmp(first.SerialNumber) == 0 {
+			return "not renewed; status " + statusString(h.m)
+		}
+		return ""
+	})
+	t.Logf("renewed %s after issuance (lifetime %s): not after %s → %s", time.Since(issued).Round(time.Millisecond),
+		first.NotAfter.Sub(first.NotBefore), first.NotAfter.Format(time.TimeOnly), second.NotAfter.Format(time.TimeOnly))
+	select {
+	case <-h.m.Changes():
+	case <-time.After(5 * time.Second):
+		t.Fatal("no change signalled for the renewal")
+	}
+
+	// The CA goes away: renewals fail, the current certificate stays.
+	pebble.Stop()
+	waitFor(t, 60*time.Second, func() string {
+		if st := h.m.Status(); len(st) != 1 || st[0].State != StateFailed || h.m.Failures() == 0 {
+			return "no failure reported; status " + statusString(h.m)
+		}
+		return ""
+	})
+	if cur := leafOf(t, crt); cur.SerialNumber.Cmp(second.SerialNumber) != 0 {
+		t.Errorf("after a failed renewal the file holds %x, want the current %x", cur.SerialNumber, second.SerialNumber)
+	}
+	t.Logf("failed renewal reported: %s", statusString(h.m))
+}
+
+func drain(c <-chan struct{}) {
+	for {
+		select {
+		case <-c:
+		default:
+			return
+		}
+	}
 }
