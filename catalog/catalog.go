@@ -106,6 +106,12 @@ type Application struct {
 	// FailTimeout. Zero and empty mean the generator's defaults.
 	MaxFails    int    `json:"max-fails,omitempty"`
 	FailTimeout string `json:"fail-timeout,omitempty"`
+	// RedirectHTTP (https only) asks the load balancer to answer plain
+	// HTTP requests for the application's exact domains on its plain-HTTP
+	// port (lb.acme's) with a 308 redirect to https, except the ACME
+	// challenge path; a plain http application serving the same domain
+	// there keeps it.
+	RedirectHTTP bool `json:"redirect-http,omitempty"`
 	// State is the application's health on this backend as the backend
 	// sees it; only "up" (or empty) instances receive traffic. It is set by
 	// the backend at run time, not in configuration files.
@@ -200,6 +206,9 @@ func (a Application) Validate() []error {
 	httpOnly("domains", len(a.Domains) > 0)
 	httpOnly("paths", len(a.Paths) > 0)
 	httpOnly("health-path", a.HealthPath != "")
+	if a.RedirectHTTP && a.Protocol != ProtocolHTTPS {
+		errs = append(errs, fmt.Errorf("redirect-http: only for https, not %s", a.Protocol))
+	}
 	if len(a.Paths) > MaxPaths {
 		errs = append(errs, fmt.Errorf("paths: %d paths, at most %d allowed", len(a.Paths), MaxPaths))
 	}

@@ -227,6 +227,7 @@ func TestApplicationValidate(t *testing.T) {
 		{name: "valid", modify: func(*Application) {}},
 		{name: "no domains", modify: func(a *Application) { a.Domains = nil }},
 		{name: "udp without domains is accepted", modify: func(a *Application) { a.Protocol = ProtocolUDP; a.Domains = nil }},
+		{name: "redirect-http on http", modify: func(a *Application) { a.RedirectHTTP = true }, want: []string{"redirect-http: only for https, not http"}},
 		{name: "domains on tcp", modify: func(a *Application) { a.Protocol = ProtocolTCP }, want: []string{"domains: only for http, https and grpc, not tcp"}},
 		{name: "paths and health path", modify: func(a *Application) { a.Paths = []string{"/api/", "/v1.2/x_y~z"}; a.HealthPath = "/healthz" }},
 		{name: "dot-dot path", modify: func(a *Application) { a.Paths = []string{"/a/../b"} }, want: []string{"paths[0]: "}},

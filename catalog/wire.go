@@ -34,6 +34,8 @@ type Meta struct {
 //	      0x10 uvarint max fails
 //	      0x20 string fail timeout
 //	      0x40 state byte
+//	      0x80 more flags byte, whose bits are:
+//	           0x01 redirect-http (no value)
 //	string = uvarint length | bytes
 //
 // Optional fields cost nothing when unset, which matters inside
@@ -87,6 +89,13 @@ func appendApp(b []byte, a Application) []byte {
 	if a.State != "" {
 		flags |= flagState
 	}
+	var more byte
+	if a.RedirectHTTP {
+		more |= moreRedirectHTTP
+	}
+	if more != 0 {
+		flags |= flagMore
+	}
 	b = append(b, flags)
 	if flags&flagPaths != 0 {
 		b = binary.AppendUvarint(b, uint64(len(a.Paths)))
@@ -113,6 +122,9 @@ func appendApp(b []byte, a Application) []byte {
 	if flags&flagState != 0 {
 		b = append(b, byte(slices.Index(states, a.State)))
 	}
+	if flags&flagMore != 0 {
+		b = append(b, more)
+	}
 	return b
 }
 
@@ -125,7 +137,15 @@ const (
 	flagMaxFails
 	flagFailTimeout
 	flagState
-	flagsKnown = flagPaths | flagBalance | flagWeight | flagHealth | flagMaxFails | flagFailTimeout | flagState
+	// flagMore says that a second flags byte follows the optional fields.
+	flagMore
+	flagsKnown = flagPaths | flagBalance | flagWeight | flagHealth | flagMaxFails | flagFailTimeout | flagState | flagMore
+)
+
+// Bits of the second flags byte (after flagMore).
+const (
+	moreRedirectHTTP byte = 1 << iota
+	moreKnown             = moreRedirectHTTP
 )
 
 func appendString(b []byte, s string) []byte {
@@ -220,6 +240,13 @@ func DecodeMeta(b []byte) (Meta, error) {
 			if d.err == nil {
 				a.State = states[si]
 			}
+		}
+		if flags&flagMore != 0 {
+			more := d.byte()
+			if d.err == nil && (more == 0 || more&^moreKnown != 0) {
+				return Meta{}, fmt.Errorf("application %d: unknown or empty second field flags %#x", i, more)
+			}
+			a.RedirectHTTP = more&moreRedirectHTTP != 0
 		}
 		if d.err != nil {
 			break

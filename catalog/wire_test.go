@@ -87,6 +87,8 @@ func TestMetaRoundTrip(t *testing.T) {
 				HealthPath: "/healthz", MaxFails: 100, FailTimeout: "1m",
 			}, {
 				Name: "some", ListenPort: 81, ApplicationPort: 8081, Protocol: ProtocolTCP, Balance: BalanceLeastConn, Weight: 2, State: StateDraining,
+			}, {
+				Name: "tls", ListenPort: 443, ApplicationPort: 8443, Protocol: ProtocolHTTPS, Domains: []string{"a.io"}, RedirectHTTP: true,
 			}}},
 		},
 		{
@@ -160,7 +162,9 @@ func TestDecodeMetaRejects(t *testing.T) {
 	}{
 		{name: "nil", in: nil, wantErr: "metadata is empty"},
 		{name: "empty", in: []byte{}, wantErr: "metadata is empty"},
-		{name: "unknown option flag", in: header(RoleBackend, 1).str("web").b(0).uv(80).uv(80).uv(0).b(0x80), wantErr: "unknown field flags 0x80"},
+		{name: "unknown second option flag", in: header(RoleBackend, 1).str("web").b(0).uv(80).uv(80).uv(0).b(0x80).b(0x02), wantErr: "second field flags 0x2"},
+		{name: "empty second option flags", in: header(RoleBackend, 1).str("web").b(0).uv(80).uv(80).uv(0).b(0x80).b(0), wantErr: "second field flags 0x0"},
+		{name: "second option flags truncated", in: header(RoleBackend, 1).str("web").b(0).uv(80).uv(80).uv(0).b(0x80), wantErr: "truncated"},
 		{name: "unknown state", in: header(RoleBackend, 1).str("web").b(0).uv(80).uv(80).uv(0).b(0x40).b(7), wantErr: "unknown state 7"},
 		{name: "unknown balance", in: header(RoleBackend, 1).str("web").b(0).uv(80).uv(80).uv(0).b(0x02).b(9).str(""), wantErr: "unknown balance 9"},
 		{name: "weight over limit", in: header(RoleBackend, 1).str("web").b(0).uv(80).uv(80).uv(0).b(0x04).uv(101), wantErr: "value 101 over the limit"},

@@ -269,6 +269,7 @@ type hapPort struct {
 	tcpApp int    // the tcp application, -1 for HTTP ports
 	routes []hapRoute
 	certs  []string // crt files of an https port, the default first
+	acme   *hapACME // challenge routes and redirects of the plain-HTTP port
 }
 
 // hapPlan is everything Render writes, decided before any text is.
@@ -345,6 +346,7 @@ func (g haproxy) Render(in Input) (Output, error) {
 		w.line("mode http")
 		w.line(`http-request return status 404 content-type text/plain string "scrimp: no application for this host and path"`)
 	}
+	acmeBackend(w, p)
 	out := Output{Config: w.b, Warnings: p.warnings}
 	if rt != nil {
 		out.Runtime = &Runtime{Skeleton: w.skeleton(), Slots: rt.slots}
@@ -441,8 +443,9 @@ func (g haproxy) plan(in Input) hapPlan {
 			}
 		}
 	}
+	g.planACME(&p, in, byPort)
 	for _, port := range byPort {
-		if port.tcpApp >= 0 || len(port.routes) > 0 {
+		if port.tcpApp >= 0 || len(port.routes) > 0 || port.acme != nil {
 			p.ports = append(p.ports, port)
 		}
 	}
@@ -692,12 +695,13 @@ func (g haproxy) frontend(w *hapWriter, listen netip.Addr, p hapPlan, port *hapP
 	}
 	w.line("http-request set-header X-Forwarded-Proto %s", scheme)
 
-	hostRules := slices.ContainsFunc(port.routes, func(r hapRoute) bool { return r.host != "" })
+	hostRules := slices.ContainsFunc(port.routes, func(r hapRoute) bool { return r.host != "" }) || port.acme != nil
 	if hostRules {
 		// The Host header (HTTP/2's :authority) without its port, in lower
 		// case like every validated domain.
 		w.line("http-request set-var(%s) req.hdr(host),field(1,:),lower", haproxyHostVar)
 	}
+	acmeRules(w, port.acme)
 	// One ACL per application for its exact host names, in application
 	// order; wildcards get one condition each, since they are ordered by
 	// suffix length across applications.

@@ -64,6 +64,7 @@ type hapGoldenCase struct {
 	tls        []hapTLS
 	warnings   []string
 	asRoot     bool // Input.AsRoot
+	acme       *ACMERoute
 }
 
 var (
@@ -423,7 +424,7 @@ func newHAProxyGen(t testing.TB, options string) Generator {
 }
 
 func (c hapGoldenCase) input(stateDir, tlsDir string) Input {
-	in := Input{Snapshot: catalog.NewSnapshot(c.nodes), ListenAddr: c.listen, Standalone: c.standalone, Retained: c.retained, AsRoot: c.asRoot}
+	in := Input{Snapshot: catalog.NewSnapshot(c.nodes), ListenAddr: c.listen, Standalone: c.standalone, Retained: c.retained, AsRoot: c.asRoot, ACME: c.acme}
 	if c.standalone {
 		in.StateDir = stateDir
 	}
@@ -621,7 +622,7 @@ func hapAssertStructure(t *testing.T, config []byte) {
 				t.Errorf("line %d %q: quote, backslash or '$' outside the generator's return lines", i+1, line)
 			}
 		case line == "global" || line == "defaults scrimp" || strings.HasPrefix(line, "frontend scrimp.port-") ||
-			strings.HasPrefix(line, "backend scrimp_") || line == "backend scrimp.not-found":
+			strings.HasPrefix(line, "backend scrimp_") || line == "backend scrimp.not-found" || line == "backend "+haproxyACMEBackend:
 			if strings.Count(line, " ") > 1 {
 				t.Errorf("line %d %q: a section header with more than a name", i+1, line)
 			}

@@ -382,6 +382,11 @@ type ngPort struct {
 type ngHost struct {
 	cert TLSCert           // kindTLS only
 	locs map[string]*ngApp // path prefix → application
+	// acme, if valid, is the challenge handler the ACME challenge path
+	// goes to (placeACME); redirect, if set, answers paths without a
+	// route with a 308 to this URL prefix.
+	acme     netip.AddrPort
+	redirect string
 }
 
 type portKey struct {
@@ -421,6 +426,7 @@ func (g nginx) plan(in Input) *ngPlan {
 			pl.placeHTTP(a)
 		}
 	}
+	pl.placeACME()
 	p := pl.p
 	for _, use := range pl.ports {
 		if use.kind == kindTCP || use.kind == kindUDP {
@@ -716,6 +722,10 @@ func groupHosts(port *ngPort) []hostGroup {
 		sig = append(sig[:0], vh.cert.Cert...)
 		sig = append(sig, 0)
 		sig = append(sig, vh.cert.Key...)
+		sig = append(sig, 0)
+		sig = vh.acme.AppendTo(sig)
+		sig = append(sig, 0)
+		sig = append(sig, vh.redirect...)
 		for _, path := range sortedPaths(vh) {
 			a := vh.locs[path]
 			sig = append(sig, 0)
@@ -759,9 +769,16 @@ func (g nginx) serverBody(w *writer, kind listenKind, vh *ngHost) {
 			g.proxySettings(w)
 		}
 	}
+	if vh.acme.IsValid() {
+		acmeLocation(w, vh.acme)
+	}
 	if vh.locs["/"] == nil {
 		w.open("location /")
-		w.line("return 404;")
+		if vh.redirect != "" {
+			w.line("return 308 %s$request_uri;", vh.redirect)
+		} else {
+			w.line("return 404;")
+		}
 		w.close()
 	}
 	for _, path := range paths {

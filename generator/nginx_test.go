@@ -111,6 +111,7 @@ type goldenCase struct {
 	nodes      []catalog.Node
 	tls        []TLSCert             // paths under goldenTLSDir
 	retained   []catalog.Application // applications without backends
+	acme       *ACMERoute
 	warnings   []string
 }
 
@@ -477,7 +478,7 @@ func (c goldenCase) inputTLS(stateDir, tlsDir string) Input {
 	}
 	return Input{
 		Snapshot: catalog.NewSnapshot(c.nodes), ListenAddr: c.listen, Standalone: c.standalone,
-		StateDir: stateDir, TLS: certs, Retained: c.retained,
+		StateDir: stateDir, TLS: certs, Retained: c.retained, ACME: c.acme,
 	}
 }
 

@@ -1,7 +1,9 @@
 package lb
 
 import (
+	"bytes"
 	"context"
+	"time"
 
 	"github.com/scrimplb/scrimp/generator"
 )
@@ -29,4 +31,91 @@ type CertProxy interface {
 	// running proxy. It may block; the loop calls it from one goroutine,
 	// never concurrently with Apply or Update.
 	UpdateCerts(ctx context.Context, certs []generator.TLSCert) error
+}
+
+// Reloader is a Proxy that can reload the configuration it runs, unchanged,
+// so that it reads the certificate files it names again. A Proxy's Apply
+// does nothing for the text it already runs; without Reloader the loop
+// calls Apply with that text all the same.
+type Reloader interface {
+	Proxy
+	// Reload checks and reloads the running configuration. It may
+	// block; the loop calls it from one goroutine, never concurrently
+	// with Apply.
+	Reload(ctx context.Context) error
+}
+
+// certsIn returns the certificates of certs whose certificate file config
+// names: those the running proxy has loaded and can be given new contents
+// of. Others are used by no application (the text would differ if they
+// were).
+func certsIn(config []byte, certs []generator.TLSCert) []generator.TLSCert {
+	var out []generator.TLSCert
+	for _, c := range certs {
+		if c.Cert != "" && bytes.Contains(config, []byte(c.Cert)) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// liveCerts makes the new contents of the certificate files live while
+// the configuration text stays the same: through a CertProxy without a
+// reload, else (or when that fails) by reloading the running text, within
+// the reload limit. It sets o's result and reports whether the proxy was
+// asked to do anything. Called from the loop.
+func (l *LB) liveCerts(ctx context.Context, certs []generator.TLSCert, o *Outcome) bool {
+	start := time.Now()
+	if cp, ok := l.cfg.Proxy.(CertProxy); ok {
+		used := certsIn(l.applied, certs)
+		err := cp.UpdateCerts(ctx, used)
+		o.Proxy += time.Since(start)
+		if err == nil {
+			o.Result = ResultCertsUpdated
+			l.certsPending = false
+			l.mu.Lock()
+			l.stats.CertUpdates++
+			l.mu.Unlock()
+			l.log.Info("certificates updated without a reload", "certificates", len(used), "took", time.Since(start).Round(time.Microsecond))
+			return true
+		}
+		l.mu.Lock()
+		l.stats.CertUpdateFailures++
+		l.mu.Unlock()
+		l.log.Warn("loading new certificates into the running proxy failed; reloading instead", "err", err)
+	}
+	now := time.Now()
+	if at := l.cfg.ReloadLimit.Next(l.reloads, now); at.After(now) {
+		l.noteLimited(at)
+		l.notBefore = at
+		o.Result = ResultLimited
+		return false
+	}
+	began := time.Now()
+	l.reloads = l.cfg.ReloadLimit.keep(l.reloads, began)
+	var err error
+	if r, ok := l.cfg.Proxy.(Reloader); ok {
+		err = r.Reload(ctx)
+	} else {
+		err = l.cfg.Proxy.Apply(ctx, l.applied)
+	}
+	o.Proxy += time.Since(began)
+	if err != nil {
+		o.Result, o.Error = ResultRejected, err.Error()
+		l.backoff = min(max(2*l.backoff, minBackoff), maxBackoff)
+		l.mu.Lock()
+		l.stats.Rejected++
+		l.stats.LastError = err
+		l.mu.Unlock()
+		l.log.Error("reloading for new certificates failed; the proxy serves the previous ones", "err", err, "retry-in", l.backoff)
+		return true
+	}
+	o.Result = ResultCertsReloaded
+	l.certsPending = false
+	l.mu.Lock()
+	l.stats.CertReloads++
+	l.stats.LastError = nil
+	l.mu.Unlock()
+	l.log.Info("configuration reloaded for new certificates", "took", time.Since(start).Round(time.Microsecond))
+	return true
 }

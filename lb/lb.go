@@ -155,6 +155,12 @@ type Stats struct {
 	Trials int
 	// ReloadsDelayed is how many reloads the reload limit delayed.
 	ReloadsDelayed int
+	// CertUpdates is how many times new certificate contents were made
+	// live without a reload (CertProxy); CertUpdateFailures how many of
+	// those attempts failed and fell back to a reload; CertReloads how
+	// many reloads of unchanged text were made for new certificate
+	// contents.
+	CertUpdates, CertUpdateFailures, CertReloads int
 }
 
 // LB is a load balancer control loop.
@@ -189,6 +195,9 @@ type LB struct {
 	// notBefore is when the reload limit lets the pending changes be
 	// applied; zero when it does not delay them.
 	notBefore time.Time
+	// certsPending: Certs reported a change that no reload or
+	// UpdateCerts has made live yet.
+	certsPending bool
 
 	refusals []Refusal // the last render's, guarded by mu
 	history  []Outcome // passes that changed something, guarded by mu
@@ -260,6 +269,7 @@ func (l *LB) Run(ctx context.Context) {
 		resync       <-chan time.Time
 		resyncTicker *time.Ticker
 		checkChanged <-chan struct{}
+		certChanges  <-chan struct{}
 		expiry       = time.NewTimer(time.Hour) // the next guard's end
 		retry        = time.NewTimer(time.Hour) // the next try of a failed apply
 	)
@@ -280,6 +290,9 @@ func (l *LB) Run(ctx context.Context) {
 		defer resyncTicker.Stop()
 		resync = resyncTicker.C
 	}
+	if l.cfg.Certs != nil {
+		certChanges = l.cfg.Certs.Changes()
+	}
 	defer timer.Stop()
 	// The first render happens at once (timer is at 0); last is set by
 	// the first change that comes before it.
@@ -295,6 +308,10 @@ func (l *LB) Run(ctx context.Context) {
 		case <-l.kick:
 			l.retryQuarantine = true
 		case <-checkChanged:
+		case <-certChanges:
+			// New contents of a file the proxy may already have loaded:
+			// even an unchanged text must be made live again.
+			l.certsPending = true
 		case <-expiry.C:
 		case <-retry.C:
 			// A reload can fail for a passing reason (a slow machine, a
@@ -440,6 +457,13 @@ func (l *LB) apply(ctx context.Context, done <-chan struct{}, changed time.Time)
 	}
 	in.Retained = retained
 	in.Previous = l.runtime
+	var certs []generator.TLSCert
+	if l.cfg.Certs != nil {
+		var route *generator.ACMERoute
+		certs, route = l.cfg.Certs.Certs()
+		in.TLS = append(slices.Clip(in.TLS), certs...)
+		in.ACME = route
+	}
 	out, err := l.cfg.Generator.Render(in)
 	l.mu.Lock()
 	l.stats.Renders++
@@ -469,9 +493,12 @@ func (l *LB) apply(ctx context.Context, done <-chan struct{}, changed time.Time)
 	if bytes.Equal(out.Config, l.applied) {
 		o.Result = ResultUnchanged
 		l.backoff = 0 // nothing refused is pending
+		if l.certsPending && l.applied != nil {
+			worked = l.liveCerts(ctx, certs, &o)
+		}
 		l.accepted(in.Snapshot, start)
 		l.notifyApplied(adm.ack)
-		return
+		return worked
 	}
 	sum := sha256.Sum256(out.Config)
 	retrying := l.retryRefused
@@ -496,6 +523,9 @@ func (l *LB) apply(ctx context.Context, done <-chan struct{}, changed time.Time)
 			l.mu.Unlock()
 			l.log.Info("configuration updated without a reload", "backends", in.Snapshot.Backends(), "applications", len(services),
 				"check-down", res.checkDown, "guarded", len(res.state.guarded()), "took", time.Since(start).Round(time.Microsecond))
+			if l.certsPending {
+				l.liveCerts(ctx, certs, &o)
+			}
 			l.accepted(in.Snapshot, start)
 			l.notifyApplied(adm.ack)
 			return true

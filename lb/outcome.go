@@ -31,6 +31,14 @@ const (
 	// the proxy was not asked, and a later pass applies what changed
 	// meanwhile too.
 	ResultLimited Result = "rate-limited"
+	// ResultCertsUpdated: the text was unchanged but certificate files
+	// got new contents (Config.Certs), which a CertProxy loaded without
+	// a reload.
+	ResultCertsUpdated Result = "certs-updated"
+	// ResultCertsReloaded: the text was unchanged but certificate files
+	// got new contents, and the proxy reloaded the running text to load
+	// them.
+	ResultCertsReloaded Result = "certs-reloaded"
 )
 
 // Outcome is one pass of the loop, returned as a value for the status

@@ -340,6 +340,7 @@ func (l *LB) reload(ctx context.Context, done <-chan struct{}, out generator.Out
 		return err
 	}
 	l.applied, l.runtime = out.Config, out.Runtime
+	l.certsPending = false // a reload reads every certificate file again
 	if rp, ok := l.cfg.Proxy.(RuntimeProxy); ok && out.Runtime != nil {
 		// The configuration carries the slots' values, so a reloaded
 		// proxy starts from them; this re-asserts them on the proxy
