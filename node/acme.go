@@ -160,9 +160,9 @@ func (n *Node) ACMEStatus() []acme.DomainStatus {
 
 // acmeCollector exports the certificate manager's state at scrape time.
 type acmeCollector struct {
-	n                  *Node
-	expiry, failures   *prometheus.Desc
-	state *prometheus.Desc
+	n                *Node
+	expiry, failures *prometheus.Desc
+	state            *prometheus.Desc
 }
 
 func newACMECollector(n *Node) *acmeCollector {
@@ -195,4 +195,3 @@ func (c *acmeCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.state, prometheus.GaugeValue, 1, s.Domain, string(s.State))
 	}
 }
-

@@ -1,8 +1,8 @@
 // Package pebbletest runs a real ACME server for tests: Pebble
 // (github.com/letsencrypt/pebble/v2) with pebble-challtestsrv as its DNS
 // server, both on loopback with free ports. Every name resolves to
-// 127.0.0.1, so Pebble validates HTTP-01 challenges by connecting to
-// 127.0.0.1:HTTPPort. Install the binaries with `make deps-go`.
+// Options.ValidationIP (127.0.0.1), so Pebble validates HTTP-01 challenges
+// by connecting to that address and Options.HTTPPort. Install the binaries with `make deps-go`.
 package pebbletest
 
 import (
@@ -41,6 +41,9 @@ type Options struct {
 	HTTPPort int
 	// Validity is the lifetime of issued certificates; 0 means 90 days.
 	Validity time.Duration
+	// ValidationIP is the loopback address every name resolves to, where
+	// Pebble connects to validate; empty means 127.0.0.1.
+	ValidationIP string
 }
 
 // Server is a running Pebble.
@@ -95,7 +98,11 @@ func Start(t testing.TB, o Options) *Server {
 	dir := t.TempDir()
 	rootFile, certFile, keyFile := writeTLS(t, dir)
 
-	dnsAddr := startChallSrv(t, bins[1])
+	ip := o.ValidationIP
+	if ip == "" {
+		ip = "127.0.0.1"
+	}
+	dnsAddr := startChallSrv(t, bins[1], ip)
 	validity := o.Validity
 	if validity <= 0 {
 		validity = 90 * 24 * time.Hour
@@ -192,9 +199,9 @@ func (s *Server) Roots(t testing.TB) (*x509.CertPool, []byte) {
 }
 
 // startChallSrv runs pebble-challtestsrv as a DNS server answering
-// 127.0.0.1 for every A query and nothing for AAAA, and returns its
+// ip for every A query and nothing for AAAA, and returns its
 // address. Its challenge servers are off.
-func startChallSrv(t testing.TB, bin string) string {
+func startChallSrv(t testing.TB, bin, ip string) string {
 	t.Helper()
 	for attempt := 1; ; attempt++ {
 		port, err := loopback.FreePort("127.0.0.1") // DNS needs UDP and TCP
@@ -204,7 +211,7 @@ func startChallSrv(t testing.TB, bin string) string {
 		dns := fmt.Sprintf("127.0.0.1:%d", port)
 		mgmt := freeAddr(t)
 		out := &syncBuffer{}
-		cmd := exec.Command(bin, "-dnsserver", dns, "-management", mgmt, "-defaultIPv4", "127.0.0.1",
+		cmd := exec.Command(bin, "-dnsserver", dns, "-management", mgmt, "-defaultIPv4", ip,
 			"-defaultIPv6", "", "-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", "")
 		cmd.Stdout, cmd.Stderr = out, out
 		if err := cmd.Start(); err != nil {
