@@ -329,6 +329,9 @@ type fuzzKnobs struct {
 	drain    uint64 // bit i: application i is draining on backends after the first
 	conflict bool   // the last backend advertises application 0 on another port
 	listen   string
+	// acme routes the challenge path of every https domain (see
+	// fuzzACME); acmeShared puts it on the first http application's port.
+	acme, acmeShared bool
 }
 
 // knobsFor derives the knobs from the input bytes, so that a failing input
@@ -338,15 +341,17 @@ func knobsFor(b []byte) fuzzKnobs {
 	h.Write(b)
 	s := h.Sum64()
 	return fuzzKnobs{
-		nodes:    1 + int(s%3),
-		addrs:    s >> 2,
-		seed:     s >> 8,
-		retain:   (s >> 16) & (s >> 32) & (s >> 48), // about one in eight
-		tls:      s >> 24,
-		pem:      s>>61&1 == 1,
-		drain:    (s >> 20) & (s >> 44),
-		conflict: s>>62&1 == 1,
-		listen:   []string{"0.0.0.0", "::", "127.0.0.1"}[(s>>40)%3],
+		nodes:      1 + int(s%3),
+		addrs:      s >> 2,
+		seed:       s >> 8,
+		retain:     (s >> 16) & (s >> 32) & (s >> 48), // about one in eight
+		tls:        s >> 24,
+		pem:        s>>61&1 == 1,
+		drain:      (s >> 20) & (s >> 44),
+		conflict:   s>>62&1 == 1,
+		listen:     []string{"0.0.0.0", "::", "127.0.0.1"}[(s>>40)%3],
+		acme:       s>>63&1 == 1,
+		acmeShared: s>>60&1 == 1,
 	}
 }
 
@@ -355,8 +360,8 @@ func knobsFor(b []byte) fuzzKnobs {
 // certificate, conflicts, and every listen address kind.
 var fuzzRefKnobs = []fuzzKnobs{
 	{nodes: 1, listen: "0.0.0.0"},
-	{nodes: 3, addrs: 0b10_01_00, seed: 1, tls: ^uint64(0), pem: true, conflict: true, listen: "::"},
-	{nodes: 2, addrs: 0b00_01, seed: 2, retain: ^uint64(0), tls: ^uint64(0), listen: "127.0.0.1"},
+	{nodes: 3, addrs: 0b10_01_00, seed: 1, tls: ^uint64(0), pem: true, conflict: true, listen: "::", acme: true},
+	{nodes: 2, addrs: 0b00_01, seed: 2, retain: ^uint64(0), tls: ^uint64(0), listen: "127.0.0.1", acme: true, acmeShared: true},
 	{nodes: 3, addrs: 0b01_00_10, seed: 3, retain: 0x5555555555555555, tls: 0x5555555555555555, drain: ^uint64(0), conflict: true, listen: "0.0.0.0"},
 	{nodes: 2, addrs: 0b11_10, seed: 4, retain: 0xaaaaaaaaaaaaaaaa, tls: 0xaaaaaaaaaaaaaaaa, pem: true, drain: 0x3333333333333333, listen: "::"},
 	{nodes: 3, addrs: 0b01_01_01, seed: 5, retain: 0x9249249249249249, tls: 0x6db6db6db6db6db6, listen: "127.0.0.1"},
@@ -407,7 +412,7 @@ func fuzzInput(m catalog.Meta, k fuzzKnobs, stateDir, tlsDir string, forProxy bo
 			domains = append(domains, a.Domains...)
 		}
 	}
-	in := Input{ListenAddr: k.listen, StateDir: stateDir, Retained: retained}
+	in := Input{ListenAddr: k.listen, StateDir: stateDir, Retained: retained, ACME: fuzzACME(m, k)}
 	if len(domains) > 0 {
 		c := TLSCert{Domains: domains, Cert: filepath.Join(tlsDir, "fuzz.crt"), Key: filepath.Join(tlsDir, "fuzz.key")}
 		if k.pem {
@@ -426,6 +431,9 @@ func fuzzInput(m catalog.Meta, k fuzzKnobs, stateDir, tlsDir string, forProxy bo
 		for _, a := range retained {
 			ports[a.ListenPort] = 0
 		}
+		if in.ACME != nil {
+			ports[int(in.ACME.Port)] = 0
+		}
 		for i, p := range slices.Sorted(maps.Keys(ports)) {
 			ports[p] = 20000 + i
 		}
@@ -440,6 +448,9 @@ func fuzzInput(m catalog.Meta, k fuzzKnobs, stateDir, tlsDir string, forProxy bo
 			nodes[i].Applications = remap(nodes[i].Applications)
 		}
 		in.Retained = remap(retained)
+		if in.ACME != nil {
+			in.ACME.Port = uint16(ports[int(in.ACME.Port)])
+		}
 	}
 	in.Snapshot = catalog.NewSnapshot(nodes)
 	return in
@@ -711,7 +722,7 @@ func fuzzApps() []catalog.Application {
 		{Name: "zqlegacy_x-y", ListenPort: 8081, ApplicationPort: 8081, Protocol: http, Domains: []string{"zqlegacy.example"},
 			Balance: catalog.BalanceHash, HashKey: "query:zq_q"},
 		{Name: "zqshop", ListenPort: 8443, ApplicationPort: 8443, Protocol: https, Domains: []string{"zqshop.example", "*.zqshop.example"},
-			Balance: catalog.BalanceHash, HashKey: "cookie:zq_sess", HealthPath: "/zqready"},
+			Balance: catalog.BalanceHash, HashKey: "cookie:zq_sess", HealthPath: "/zqready", RedirectHTTP: true},
 		{Name: "zqpay", ListenPort: 8443, ApplicationPort: 8444, Protocol: https, Domains: []string{"zqpay.example"},
 			Paths: []string{"/zqcheckout/"}, Balance: catalog.BalanceRandom, MaxFails: 100, FailTimeout: "999999m"},
 		{Name: "zqbare", ListenPort: 8444, ApplicationPort: 8445, Protocol: https},
@@ -914,4 +925,24 @@ func TestTokenVocab(t *testing.T) {
 			}
 		})
 	}
+}
+
+// fuzzACME is the ACME route of k: the domains of every https
+// application (wildcards too, which the generators must refuse), on port
+// 80 or, with acmeShared, the first http application's port.
+func fuzzACME(m catalog.Meta, k fuzzKnobs) *ACMERoute {
+	if !k.acme {
+		return nil
+	}
+	r := &ACMERoute{Handler: netip.MustParseAddrPort("127.0.0.1:8099"), Port: 80}
+	shared := !k.acmeShared
+	for _, a := range m.Applications {
+		switch {
+		case a.Protocol == catalog.ProtocolHTTPS:
+			r.Domains = append(r.Domains, a.Domains...)
+		case a.Protocol == catalog.ProtocolHTTP && !shared:
+			r.Port, shared = uint16(a.ListenPort), true
+		}
+	}
+	return r
 }

@@ -33,16 +33,16 @@ type CertProxy interface {
 	UpdateCerts(ctx context.Context, certs []generator.TLSCert) error
 }
 
-// Reloader is a Proxy that can reload the configuration it runs, unchanged,
-// so that it reads the certificate files it names again. A Proxy's Apply
-// does nothing for the text it already runs; without Reloader the loop
-// calls Apply with that text all the same.
-type Reloader interface {
+// CertReloader is a Proxy that can reload the configuration it runs,
+// unchanged, so that it reads the certificate files it names again. A
+// Proxy's Apply may do nothing for the text it already runs; without
+// CertReloader the loop calls Apply with that text all the same.
+type CertReloader interface {
 	Proxy
-	// Reload checks and reloads the running configuration. It may
+	// ReloadCerts checks and reloads the running configuration. It may
 	// block; the loop calls it from one goroutine, never concurrently
 	// with Apply.
-	Reload(ctx context.Context) error
+	ReloadCerts(ctx context.Context) error
 }
 
 // certsIn returns the certificates of certs whose certificate file config
@@ -94,8 +94,8 @@ func (l *LB) liveCerts(ctx context.Context, certs []generator.TLSCert, o *Outcom
 	began := time.Now()
 	l.reloads = l.cfg.ReloadLimit.keep(l.reloads, began)
 	var err error
-	if r, ok := l.cfg.Proxy.(Reloader); ok {
-		err = r.Reload(ctx)
+	if r, ok := l.cfg.Proxy.(CertReloader); ok {
+		err = r.ReloadCerts(ctx)
 	} else {
 		err = l.cfg.Proxy.Apply(ctx, l.applied)
 	}

@@ -80,13 +80,14 @@ func (c *certRecorder) updateCount() int {
 	return len(c.updates)
 }
 
-// reloadRecorder is a recorder that reloads its running text (Reloader).
+// reloadRecorder is a recorder that reloads its running text
+// (CertReloader).
 type reloadRecorder struct {
 	recorder
 	reloads int
 }
 
-func (r *reloadRecorder) Reload(context.Context) error {
+func (r *reloadRecorder) ReloadCerts(context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.reloads++
@@ -147,7 +148,7 @@ func TestCertChange(t *testing.T) {
 			want: ResultCertsReloaded, wantApplies: 1, stats: Stats{CertReloads: 1},
 		},
 		{
-			name: "Reloader: reloaded",
+			name: "CertReloader: reloaded",
 			proxy: func() (Proxy, func() (int, int)) {
 				p := &reloadRecorder{}
 				return p, func() (int, int) { p.mu.Lock(); defer p.mu.Unlock(); return 0, p.reloads }

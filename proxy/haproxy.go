@@ -57,6 +57,8 @@ type ManagedHAProxy struct {
 	current []byte // what haproxy.cfg holds
 	reloads int
 	updates int // successful Updates
+	// certUpdates counts successful UpdateCerts.
+	certUpdates int
 
 	checked checkedSum // Check's and Apply's goroutine only
 }
@@ -130,13 +132,18 @@ func (h *ManagedHAProxy) Reloads() int {
 // gets the previous configuration back, so a restart starts from a good
 // one. The first Apply starts HAProxy and waits for its first worker.
 func (h *ManagedHAProxy) Apply(ctx context.Context, config []byte) error {
+	return h.apply(ctx, config, false)
+}
+
+// apply is Apply; force reloads even when config is what HAProxy runs.
+func (h *ManagedHAProxy) apply(ctx context.Context, config []byte, force bool) error {
 	if h.sup.isClosed() {
 		return h.sup.errClosed()
 	}
 	h.mu.Lock()
 	same := h.current != nil && bytes.Equal(h.current, config)
 	h.mu.Unlock()
-	if same && h.sup.current() != nil {
+	if same && h.sup.current() != nil && !force {
 		return nil
 	}
 	if h.asRoot {
@@ -427,26 +434,33 @@ func (h *ManagedHAProxy) masterCommand(ctx context.Context, command string) (str
 
 // masterCommandLimit is masterCommand with a reply of at most limit bytes.
 func (h *ManagedHAProxy) masterCommandLimit(ctx context.Context, command string, limit int64) (string, error) {
+	return h.socketCommand(ctx, h.sock, "master CLI", command, limit)
+}
+
+// socketCommand sends command (one line, or a command with a payload) to
+// the CLI socket at path, named what in errors, and returns the reply,
+// at most limit bytes.
+func (h *ManagedHAProxy) socketCommand(ctx context.Context, path, what, command string, limit int64) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, min(h.timeout, 5*time.Second))
 	defer cancel()
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", h.sock)
+	conn, err := d.DialContext(ctx, "unix", path)
 	if err != nil {
-		return "", fmt.Errorf("master CLI: %w", err)
+		return "", fmt.Errorf("%s: %w", what, err)
 	}
 	defer conn.Close()
 	if dl, ok := ctx.Deadline(); ok {
 		conn.SetDeadline(dl)
 	}
 	if _, err := io.WriteString(conn, command+"\n"); err != nil {
-		return "", fmt.Errorf("master CLI %q: %w", command, err)
+		return "", fmt.Errorf("%s %q: %w", what, firstLine(command), err)
 	}
 	if err := conn.(*net.UnixConn).CloseWrite(); err != nil {
-		return "", fmt.Errorf("master CLI %q: %w", command, err)
+		return "", fmt.Errorf("%s %q: %w", what, firstLine(command), err)
 	}
 	reply, err := io.ReadAll(io.LimitReader(conn, limit))
 	if err != nil && !errors.Is(err, syscall.ECONNRESET) {
-		return "", fmt.Errorf("master CLI %q: %w", command, err)
+		return "", fmt.Errorf("%s %q: %w", what, firstLine(command), err)
 	}
 	return string(reply), nil
 }

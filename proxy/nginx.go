@@ -157,13 +157,18 @@ func (n *ManagedNginx) Reloads() int {
 // running one; the error carries nginx's own message. The first Apply
 // starts nginx and waits until it runs workers.
 func (n *ManagedNginx) Apply(ctx context.Context, config []byte) error {
+	return n.apply(ctx, config, false)
+}
+
+// apply is Apply; force reloads even when config is what nginx runs.
+func (n *ManagedNginx) apply(ctx context.Context, config []byte, force bool) error {
 	if n.sup.isClosed() {
 		return n.sup.errClosed()
 	}
 	n.mu.Lock()
 	same := bytes.Equal(n.current, config)
 	n.mu.Unlock()
-	if same && n.sup.current() != nil {
+	if same && n.sup.current() != nil && !force {
 		return nil
 	}
 	next := n.conf + ".next"
