@@ -290,7 +290,7 @@ func TestSharedStorage(t *testing.T) {
 
 func TestRenewal(t *testing.T) {
 	port := freePort(t)
-	pebble := pebbletest.Start(t, pebbletest.Options{HTTPPort: port, Validity: 40 * time.Second})
+	pebble := pebbletest.Start(t, pebbletest.Options{HTTPPort: port, Validity: 16 * time.Second})
 	h := startManager(t, pebble, port, &certmagic.FileStorage{Path: t.TempDir()}, func(o *Options) {
 		o.RenewCheckInterval = time.Second
 		o.RenewalWindowRatio = 0.5

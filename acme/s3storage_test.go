@@ -113,7 +113,7 @@ func TestS3Storage(t *testing.T) {
 	})
 
 	t.Run("lock-exclusive", func(t *testing.T) {
-		a, b := NewS3Storage(objs, 3*time.Second, testLogger(t)), NewS3Storage(objs, 3*time.Second, testLogger(t))
+		a, b := NewS3Storage(objs, 1500*time.Millisecond, testLogger(t)), NewS3Storage(objs, 1500*time.Millisecond, testLogger(t))
 		defer a.Close()
 		defer b.Close()
 		// Many lockers on two storages: never two holders at once.
@@ -160,7 +160,7 @@ func TestS3Storage(t *testing.T) {
 			t.Errorf("Lock of a held lock: %v, want the context's deadline", err)
 		}
 		// The holder keeps it fresh past its TTL.
-		time.Sleep(4 * time.Second)
+		time.Sleep(2 * time.Second)
 		short2, cancelShort2 := context.WithTimeout(ctx, 500*time.Millisecond)
 		defer cancelShort2()
 		if err := b.Lock(short2, "held"); !errors.Is(err, context.DeadlineExceeded) {
@@ -179,7 +179,7 @@ func TestS3Storage(t *testing.T) {
 		}
 		// Several contenders take it over at once: exactly one wins at a
 		// time.
-		stores := []*S3Storage{NewS3Storage(objs, 5*time.Second, testLogger(t)), NewS3Storage(objs, 5*time.Second, testLogger(t)), NewS3Storage(objs, 5*time.Second, testLogger(t))}
+		stores := []*S3Storage{NewS3Storage(objs, 2*time.Second, testLogger(t)), NewS3Storage(objs, 2*time.Second, testLogger(t)), NewS3Storage(objs, 2*time.Second, testLogger(t))}
 		var holders, maxHolders atomic.Int32
 		var wg sync.WaitGroup
 		start := time.Now()

@@ -129,7 +129,7 @@ func TestACMERenewalUnderLoad(t *testing.T) {
 		{"haproxy", "127.0.204"},
 	} {
 		t.Run(tt.generator, func(t *testing.T) {
-			ac := startACMECluster(t, tt.generator, tt.net, 20*time.Second, func(a *config.ACME) {
+			ac := startACMECluster(t, tt.generator, tt.net, 16*time.Second, func(a *config.ACME) {
 				a.RenewCheckInterval, a.RenewRatio = config.D(time.Second), 0.5
 			})
 			ac.addHTTPSBackend("app.test")
@@ -158,13 +158,13 @@ func TestACMERenewalUnderLoad(t *testing.T) {
 				return nil
 			})
 			res.Count(true)
-			// Two renewals seen on new connections.
+			// A renewal seen on new connections.
 			seen := []*big.Int{first}
 			deadline := time.Now().Add(90 * time.Second)
-			for len(seen) < 3 {
+			for len(seen) < 2 {
 				if time.Now().After(deadline) {
 					res.Stop()
-					t.Fatalf("served serials %x; want two renewals within 90s; acme status %+v", seen, ac.lb.ACMEStatus())
+					t.Fatalf("served serials %x; want a renewal within 90s; acme status %+v", seen, ac.lb.ACMEStatus())
 				}
 				if _, serial, err := verifiedGet(ac.roots, ac.addr, "app.test"); err == nil && serial.Cmp(seen[len(seen)-1]) != 0 {
 					seen = append(seen, serial)
@@ -183,7 +183,7 @@ func TestACMERenewalUnderLoad(t *testing.T) {
 				if n := ac.lb.ProxyReloads() - reloads; n != 0 {
 					t.Errorf("HAProxy reloaded %d times for renewals, want 0 (runtime API)", n)
 				}
-				if stats.CertUpdates < 2 {
+				if stats.CertUpdates < 2 { // the first certificate, then the renewal
 					t.Errorf("%d runtime certificate updates, want at least 2", stats.CertUpdates)
 				}
 			}
