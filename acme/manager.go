@@ -129,6 +129,7 @@ type Manager struct {
 	changes  chan struct{}
 	export   chan struct{} // wakes the exporter
 	failures atomic.Int64
+	probes   sync.Map // outstanding probe tokens (probe)
 
 	mu      sync.Mutex
 	runCtx  context.Context // nil until Run
@@ -241,8 +242,14 @@ const probePrefix = generator.ACMEChallengePrefix + "scrimp-probe-"
 // orders or (through the shared storage) any other's, and the probes.
 func (m *Manager) serveChallenge(w http.ResponseWriter, r *http.Request) {
 	if token, ok := strings.CutPrefix(r.URL.Path, probePrefix); ok && r.Method == http.MethodGet {
-		w.Header().Set("Content-Type", "text/plain")
-		io.WriteString(w, token)
+		// Only the manager's own outstanding probes are answered: the
+		// handler never reflects what a request brings.
+		if _, mine := m.probes.Load(token); mine {
+			w.Header().Set("Content-Type", "text/plain")
+			io.WriteString(w, token)
+			return
+		}
+		http.NotFound(w, r)
 		return
 	}
 	if m.issuer.HandleHTTPChallenge(w, r) {
@@ -400,6 +407,8 @@ func (m *Manager) probe(ctx context.Context, name string) {
 	var b [8]byte
 	rand.Read(b[:])
 	token := fmt.Sprintf("%x", b)
+	m.probes.Store(token, struct{}{})
+	defer m.probes.Delete(token)
 	url := "http://" + net.JoinHostPort(m.o.ProbeAddr, strconv.Itoa(int(m.o.HTTPPort))) + probePrefix + token
 	client := &http.Client{Timeout: 5 * time.Second}
 	deadline := time.Now().Add(m.o.ProbeTimeout)
@@ -652,6 +661,10 @@ func (m *Manager) Close() error {
 		m.srv.Close()
 		m.ln.Close()
 		m.cache.Stop()
+		// Stop keeping the storage's locks fresh (S3Storage).
+		if c, ok := m.o.Storage.(interface{ Close() }); ok {
+			c.Close()
+		}
 	})
 	return nil
 }

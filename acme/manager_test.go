@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path"
 	"path/filepath"
@@ -341,6 +342,25 @@ func drain(c <-chan struct{}) {
 		case <-c:
 		default:
 			return
+		}
+	}
+}
+
+// TestChallengeHandlerAnswersOnlyItsOwn checks that the handler reflects
+// nothing a request brings: unknown probes and tokens get 404.
+func TestChallengeHandlerAnswersOnlyItsOwn(t *testing.T) {
+	m, err := New(Options{Directory: "https://ca.invalid/dir", AllowList: []string{"app.test"}, Dir: t.TempDir(),
+		Storage: &certmagic.FileStorage{Path: t.TempDir()}, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	for _, path := range []string{probePrefix + "<script>", probePrefix + "0123abcd", "/.well-known/acme-challenge/tok", "/"} {
+		req, _ := http.NewRequest(http.MethodGet, "http://app.test"+path, nil)
+		rec := httptest.NewRecorder()
+		m.serveChallenge(rec, req)
+		if rec.Code != http.StatusNotFound {
+			t.Errorf("GET %s: %d %q, want 404", path, rec.Code, rec.Body)
 		}
 	}
 }
