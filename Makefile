@@ -4,6 +4,9 @@ GO       ?= go
 GOBIN    := $(shell $(GO) env GOPATH)/bin
 export PATH := $(PATH):$(GOBIN):/usr/sbin
 VERSITYGW_VERSION := v1.8.0
+# Pebble, Let's Encrypt's test ACME server, and its DNS server, for the
+# ACME tests (internal/pebbletest).
+PEBBLE_VERSION := v2.10.3
 # staticcheck 2026.2.2 (module v0.8.2): the newest on the Go module proxy; knows Go 1.26.
 STATICCHECK_VERSION := v0.8.2
 # Packages the tests drive for real: nginx (with the stream module),
@@ -83,10 +86,13 @@ deps-apt:
 	fi
 
 # deps-go: versitygw, a real S3-protocol server for the seed integration
-# test, and staticcheck for vet (reinstalled when not the pinned version).
+# test, Pebble and pebble-challtestsrv for the ACME tests, and staticcheck
+# for vet (reinstalled when not the pinned version).
 deps-go:
 	@command -v versitygw >/dev/null 2>&1 || { echo "installing versitygw $(VERSITYGW_VERSION)"; \
 		$(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION); }
+	@for c in pebble pebble-challtestsrv; do command -v $$c >/dev/null 2>&1 || { echo "installing $$c $(PEBBLE_VERSION)"; \
+		$(GO) install github.com/letsencrypt/pebble/v2/cmd/$$c@$(PEBBLE_VERSION) || exit 1; }; done
 	@staticcheck -version 2>/dev/null | grep -qF '($(STATICCHECK_VERSION:v%=%))' || { echo "installing staticcheck $(STATICCHECK_VERSION)"; \
 		$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION); }
 

@@ -123,6 +123,22 @@ type LBStatus struct {
 	Refused   []Refusal `json:"refused"`
 	Guarded   int       `json:"guarded"`
 	CheckDown int       `json:"check-down"`
+	// ACME is the state of each certificate lb.acme manages; absent
+	// without lb.acme.
+	ACME []CertStatus `json:"acme,omitempty"`
+}
+
+// CertStatus is one domain whose certificate lb.acme manages.
+type CertStatus struct {
+	Domain string `json:"domain"`
+	// State is placeholder (self-signed, none obtained yet), valid,
+	// renewing or failed (the last order or renewal failed; the current
+	// certificate is still served).
+	State     string    `json:"state"`
+	NotAfter  time.Time `json:"not-after"`
+	Issuer    string    `json:"issuer,omitempty"`
+	Serial    string    `json:"serial,omitempty"`
+	LastError string    `json:"last-error,omitempty"`
 }
 
 // Refusal is an application instance a load balancer does not route to.

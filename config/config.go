@@ -234,6 +234,9 @@ type LB struct {
 	// exhaust the load balancer's memory; what exceeds them is refused
 	// and reported.
 	Limits LBLimits `json:"limits"`
+	// ACME, when set, obtains and renews certificates for the allowed
+	// domains of https applications from an ACME CA (docs/acme.md).
+	ACME *ACME `json:"acme,omitempty"`
 }
 
 // LBLimits are the admission limits (lb.limits) and the reload limit.

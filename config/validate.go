@@ -79,6 +79,9 @@ func (c *Config) Validate() Problems {
 			v.add("lb", fmt.Sprintf("only allowed when role is \"lb\", and role is %q", c.Role))
 		}
 		c.LB.validate(&v)
+		if c.LB.ACME != nil {
+			c.LB.ACME.validate(&v, c.Seed.Provider)
+		}
 	} else if role == catalog.RoleLB {
 		v.add("lb", `required when role is "lb"`)
 	}

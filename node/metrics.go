@@ -90,7 +90,7 @@ func newMetrics(n *Node) *metrics {
 		Help: "Requests to the seed provider: fetching seeds, publishing and withdrawing this load balancer."}, []string{"op"})
 	m.seedErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scrimp_seed_errors_total",
 		Help: "Requests to the seed provider that failed."}, []string{"op"})
-	m.reg.MustRegister(newLiveCollector(n), m.seedRequests, m.seedErrors,
+	m.reg.MustRegister(newLiveCollector(n), newACMECollector(n), m.seedRequests, m.seedErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.seedOp("fetch")
 	if n.role == catalog.RoleLB {

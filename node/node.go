@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/scrimplb/scrimp/acme"
 	"github.com/scrimplb/scrimp/admin"
 	"github.com/scrimplb/scrimp/backend"
 	"github.com/scrimplb/scrimp/catalog"
@@ -63,6 +64,8 @@ type Node struct {
 	// xds serves the membership to proxyless gRPC clients; nil when
 	// xds.listen-addr is not set (node/xds.go).
 	xds *xdsFeed
+	// acme keeps certificates of lb.acme; nil without it (node/acme.go).
+	acme *acme.Manager
 
 	// abort ends a drain at once (Abort); abortCtx is its context.
 	abortCtx context.Context
@@ -292,7 +295,19 @@ func (n *Node) buildLB() error {
 			Timeout: c.CommandTimeout.Duration, Logger: n.log}
 		p, n.proxy = e, e
 	}
+	keySuffix := ".key"
+	if setup.Kind.Generator == "haproxy" && c.Mode != "managed" {
+		keySuffix = ".crt.key" // HAProxy reads CERT.key in an include fragment
+	}
+	if n.acme, err = n.buildACME(keySuffix); err != nil {
+		return err
+	}
+	var certs lb.CertSource
+	if n.acme != nil {
+		certs = n.acme
+	}
 	n.lb = lb.New(lb.Config{
+		Certs:       certs,
 		Members:     n.members(),
 		Generator:   gen,
 		Input:       in,
@@ -302,6 +317,7 @@ func (n *Node) buildLB() error {
 		RetainEmpty: c.RetainEmpty.Duration,
 		OnApplied: func(snap catalog.Snapshot) {
 			n.cluster.Acknowledge(snap)
+			n.acmeDomains(snap)
 			n.readyOnce.Do(func() { close(n.ready) })
 		},
 		OnOutcome: n.observeOutcome,
@@ -344,6 +360,9 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	if n.xds != nil {
 		wg.Go(func() { n.xds.run(loopCtx) })
+	}
+	if n.acme != nil {
+		wg.Go(func() { n.runACME(loopCtx) })
 	}
 	if n.metricsLn != nil {
 		wg.Go(func() { n.serveMetrics(loopCtx) })
@@ -573,6 +592,9 @@ func (n *Node) close() error {
 	}
 	if n.proxy != nil {
 		errs = append(errs, n.proxy.Close())
+	}
+	if n.acme != nil {
+		errs = append(errs, n.acme.Close())
 	}
 	if c, ok := n.seeds.(seed.Closer); ok {
 		errs = append(errs, c.Close())

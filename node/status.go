@@ -125,6 +125,10 @@ func (v views) StatusView() admin.Status {
 		if !last.At.IsZero() {
 			ls.Last = &last
 		}
+		for _, c := range n.ACMEStatus() {
+			ls.ACME = append(ls.ACME, admin.CertStatus{Domain: c.Domain, State: string(c.State), NotAfter: c.NotAfter,
+				Issuer: c.Issuer, Serial: c.Serial, LastError: c.LastError})
+		}
 		st.LB = ls
 	case n.backend != nil:
 		apps := n.backend.Applications()
