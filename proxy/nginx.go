@@ -36,6 +36,10 @@ type ManagedNginx struct {
 	mu      sync.Mutex
 	current []byte // what nginx.conf holds
 	reloads int
+	updates int // successful Updates (nginx_lua.go)
+
+	luaOnce sync.Once // LuaBalancer's probe
+	luaOK   bool
 
 	checked checkedSum // Check's and Apply's goroutine only
 
@@ -128,13 +132,14 @@ func NewManagedNginx(binary, dir string, timeout time.Duration, logger *slog.Log
 		args: []string{"-p", abs + "/", "-c", n.conf, "-e", "stderr", "-g", "daemon off;"},
 		dir:  abs,
 		// Where the generator's "pid" directive puts it.
-		pidFile:    filepath.Join(abs, "nginx.pid"),
-		stopSignal: syscall.SIGQUIT, // workers finish in-flight requests
-		timeout:    timeout,
-		output:     func() io.Writer { return &lineLogger{log: n.log, note: n.emergs.note} },
-		ready:      n.waitStarted,
-		attrs:      []any{"conf", n.conf},
-		log:        n.log,
+		pidFile:     filepath.Join(abs, "nginx.pid"),
+		stopSignal:  syscall.SIGQUIT, // workers finish in-flight requests
+		timeout:     timeout,
+		output:      func() io.Writer { return &lineLogger{log: n.log, note: n.emergs.note} },
+		ready:       n.waitStarted,
+		beforeStart: n.removeStaleSocket,
+		attrs:       []any{"conf", n.conf},
+		log:         n.log,
 	})
 	return n, nil
 }

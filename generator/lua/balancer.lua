@@ -75,6 +75,7 @@ do
         c = sub(s, i, i)
         if c == "]" then return t, i + 1 end
         if c ~= "," then fail(i, "',' or ']' expected") end
+        i = i + 1
       end
     elseif c == '"' then
       return str(s, i)
