@@ -2,9 +2,11 @@
 -- membership of every upstream lives in the shared dict "scrimp" as the
 -- JSON document scrimp renders ("data") and a counter ("version") bumped
 -- after every change; each worker rebuilds its own structures when the
--- counter moves. The state that balancing needs between requests (smooth
--- weighted round-robin weights, in-flight requests, passive failures) is
--- per worker, as nginx keeps it for upstreams without a zone.
+-- counter moves. Smooth weighted round-robin weights and passive failures
+-- are per worker, as nginx keeps them for upstreams without a zone; the
+-- requests in flight to each server, which least-conn and random compare,
+-- are counted in the shared dict ("c:upstream/addr"), so that every worker
+-- sees those of the others, as nginx's least_conn does with a zone.
 local ngx = ngx
 local balancer = require("ngx.balancer")
 local floor, min = math.floor, math.min
@@ -138,11 +140,17 @@ function M.init_worker()
   math.randomseed(ngx.now() * 1000 + ngx.worker.pid())
 end
 
--- Per-worker state. Peer state that must outlive a rebuild (in-flight
--- requests, failures, round-robin weight) is kept by "upstream/addr".
+-- Per-worker state. Peer state that must outlive a rebuild (failures,
+-- round-robin weight) is kept by "upstream/addr".
 local version = -1
 local upstreams = {}
-local conns, fails, checked, weights = {}, {}, {}, {}
+local fails, checked, weights = {}, {}, {}
+
+-- inflight is the number of requests in flight to the server with key,
+-- in all workers.
+local function inflight(key)
+  return ngx.shared.scrimp:get("c:" .. key) or 0
+end
 local points_cache = {} -- addr → its ring points, in order (see points)
 local tries = 3
 
@@ -255,20 +263,20 @@ local function pick_rr(u, ok)
   return best
 end
 
--- load compares in-flight requests per weight: a is less loaded than b.
-local function lighter(a, b)
-  return (conns[a.key] or 0) * b.weight < (conns[b.key] or 0) * a.weight
-end
-
 -- least_conn: the peers with the fewest in-flight requests per weight,
 -- round-robin among those that tie.
 local function pick_least(u, ok)
-  local best
+  local best, load = nil, {}
   for _, p in ipairs(u.peers) do
-    if ok(p) and (not best or lighter(p, best)) then best = p end
+    if ok(p) then
+      local c = inflight(p.key)
+      load[p] = c
+      if not best or c * best.weight < load[best] * p.weight then best = p end
+    end
   end
   if not best then return nil end
-  return pick_rr(u, function(p) return ok(p) and not lighter(best, p) end)
+  local bc = load[best]
+  return pick_rr(u, function(p) return load[p] ~= nil and load[p] * best.weight == bc * p.weight end)
 end
 
 local function weighted_random(u, ok, except)
@@ -292,7 +300,7 @@ local function pick_random(u, ok)
   local a = weighted_random(u, ok)
   if not a then return nil end
   local b = weighted_random(u, ok, a)
-  if b and lighter(b, a) then return b end
+  if b and inflight(b.key) * a.weight < inflight(a.key) * b.weight then return b end
   return a
 end
 
@@ -320,11 +328,12 @@ end
 
 local pickers = { ["round-robin"] = pick_rr, ["least-conn"] = pick_least, random = pick_random, hash = pick_hash }
 
+local function acquire(key)
+  ngx.shared.scrimp:incr("c:" .. key, 1, 0)
+end
+
 local function release(key)
-  local c = conns[key]
-  if c then
-    if c <= 1 then conns[key] = nil else conns[key] = c - 1 end
-  end
+  ngx.shared.scrimp:incr("c:" .. key, -1, 0)
 end
 
 -- balance picks the peer of upstream name for this try of the request
@@ -366,7 +375,7 @@ function M.balance(name)
   if not p then return ngx.exit(502) end
   tried[p.key] = true
   st.peer = p
-  conns[p.key] = (conns[p.key] or 0) + 1
+  acquire(p.key)
   local ok, err = balancer.set_current_peer(p.host, p.port)
   if not ok then
     ngx.log(ngx.ERR, "scrimp: set_current_peer ", p.addr, ": ", err)
@@ -425,7 +434,7 @@ function M.state()
   for name, u in pairs(upstreams) do
     local ps = {}
     for _, p in ipairs(u.peers) do
-      ps[#ps + 1] = string.format('{"addr":"%s","conns":%d,"fails":%d}', p.addr, conns[p.key] or 0, fails[p.key] or 0)
+      ps[#ps + 1] = string.format('{"addr":"%s","conns":%d,"fails":%d}', p.addr, inflight(p.key), fails[p.key] or 0)
     end
     out[#out + 1] = string.format('"%s":[%s]', name, concat(ps, ","))
   end
