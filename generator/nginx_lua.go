@@ -26,9 +26,16 @@ const (
 	NginxBalancerReload = "reload"
 )
 
-// NginxLuaSocket is the file name, in the state directory, of the unix
-// socket on which a lua-mode nginx takes membership updates.
-const NginxLuaSocket = "balancer.sock"
+// NginxLuaSocket is the path, under the state directory, of the unix
+// socket on which a lua-mode nginx takes membership updates. Whoever can
+// connect to it routes the traffic: the managed runner keeps its
+// directory (NginxLuaSocketDir) for scrimp's user only, whatever the
+// state directory's mode and the umask nginx binds it with.
+const NginxLuaSocket = NginxLuaSocketDir + "/balancer.sock"
+
+// NginxLuaSocketDir is the directory of NginxLuaSocket, under the state
+// directory.
+const NginxLuaSocketDir = "lua"
 
 // NginxLuaMembershipPath takes the membership of every upstream (POST, the
 // body is Runtime.Payload) on NginxLuaSocket; NginxLuaStatePath answers a

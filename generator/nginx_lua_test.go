@@ -110,6 +110,10 @@ func TestNginxLuaGolden(t *testing.T) {
 			if got := strings.ReplaceAll(string(real.Config), dir, goldenStateDir); got != string(want) {
 				t.Errorf("output for state dir %s differs from the golden file beyond the paths:\n%s", dir, real.Config)
 			}
+			// The managed runner creates the socket's directory.
+			if err := os.Mkdir(filepath.Join(dir, NginxLuaSocketDir), 0o700); err != nil {
+				t.Fatal(err)
+			}
 			nginxCheckStandalone(t, nginx, dir, real.Config)
 		})
 	}

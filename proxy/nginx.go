@@ -15,6 +15,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/scrimplb/scrimp/generator"
 )
 
 // ManagedNginx owns a whole nginx instance: a complete nginx.conf in Dir,
@@ -122,6 +124,11 @@ func NewManagedNginx(binary, dir string, timeout time.Duration, logger *slog.Log
 			logger.Warn("nginx's workers (run as another user under root) cannot reach their temp files here, so responses nginx must buffer to disk are cut short; fix it with: chmod 711 "+d,
 				"state-dir", d, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()))
 		}
+	}
+	// The lua balancer's socket directory is scrimp's alone: nginx's
+	// master binds the socket there, its workers only inherit it.
+	if err := prepareStateDir(filepath.Join(abs, generator.NginxLuaSocketDir), stateDirMode); err != nil {
+		return nil, err
 	}
 	n := &ManagedNginx{
 		binary: binary, dir: abs, conf: filepath.Join(abs, "nginx.conf"),
