@@ -326,6 +326,14 @@ local function pick_hash(u, ok)
   return pick_rr(u, ok)
 end
 
+-- failed counts a failed try against peer p: after max_fails of them
+-- within fail_timeout, p is skipped for fail_timeout.
+local function failed(p, now)
+  local f = fails[p.key] or 0
+  if now - (checked[p.key] or 0) > p.fail_timeout then f = 0 end
+  fails[p.key], checked[p.key] = f + 1, now
+end
+
 local pickers = { ["round-robin"] = pick_rr, ["least-conn"] = pick_least, random = pick_random, hash = pick_hash }
 
 local function acquire(key)
@@ -357,12 +365,7 @@ function M.balance(name)
   elseif st.peer then
     local prev = st.peer
     release(prev.key)
-    local state = balancer.get_last_failure()
-    if state == "failed" then
-      local f = fails[prev.key] or 0
-      if now - (checked[prev.key] or 0) > prev.fail_timeout then f = 0 end
-      fails[prev.key], checked[prev.key] = f + 1, now
-    end
+    if balancer.get_last_failure() == "failed" then failed(prev, now) end
     st.peer = nil
   end
   local tried = st.tried
@@ -384,7 +387,9 @@ function M.balance(name)
 end
 
 -- log ends the request's last try (log_by_lua): it no longer counts as
--- in flight, and a success clears its peer's failures.
+-- in flight; a success clears its peer's failures, and a failure (nginx's
+-- 502 or 504 for no answer, or a 502-504 answer; not a client that went
+-- away) counts against it, as on a retry.
 function M.log()
   local st = ngx.ctx.scrimp
   if not st or not st.peer then return end
@@ -392,7 +397,11 @@ function M.log()
   st.peer = nil
   release(p.key)
   local status = tonumber(ngx.var.upstream_status and ngx.var.upstream_status:match("(%d+)$"))
-  if status and status < 500 then fails[p.key] = nil end
+  if status and status < 500 then
+    fails[p.key] = nil
+  elseif status and status >= 502 and status <= 504 then
+    failed(p, ngx.now())
+  end
 end
 
 -- post serves the loopback endpoint: the request body is the membership
