@@ -240,6 +240,17 @@ func TestManagedNginxLuaUpdate(t *testing.T) {
 	if got := spread(t, port, 5); got["b1"] != 5 {
 		t.Errorf("after an update of the restarted nginx: %v; want b1 only", got)
 	}
+
+	// A membership nginx cannot use is refused; the last one stays.
+	for _, bad := range []string{`{"upstreams":[`, `{"upstreams":[{"name":"scrimp_web","servers":[{"addr":"nowhere","weight":1}]}]}`, `[]`} {
+		rt := &generator.Runtime{Payload: []byte(bad)}
+		if err := n.Update(context.Background(), []byte("unused"), rt); err == nil {
+			t.Errorf("Update accepted the membership %s", bad)
+		}
+	}
+	if got := spread(t, port, 5); got["b1"] != 5 {
+		t.Errorf("after refused updates: %v; want b1 only", got)
+	}
 }
 
 // TestManagedNginxLuaHash: the lua balancer's consistent hash maps keys
