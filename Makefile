@@ -12,7 +12,7 @@ STATICCHECK_VERSION := v0.8.2
 # Packages the tests drive for real: nginx (with the stream module),
 # HAProxy, systemd for `systemd-analyze verify` of the units, and
 # Chromium (headless) for the status page.
-APT_PACKAGES := nginx libnginx-mod-stream haproxy systemd chromium
+APT_PACKAGES := nginx libnginx-mod-stream libnginx-mod-http-lua libnginx-mod-http-ndk lua-resty-core haproxy systemd chromium
 # nfpm builds the Debian package (`make deb`); run with `go run`, pinned here.
 NFPM_VERSION := v2.48.0
 # The version stamped on the binary and the package (packaging/version.sh:

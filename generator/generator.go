@@ -43,6 +43,11 @@ type Input struct {
 	// generator keeps their listeners and answers 503 with Retry-After
 	// (HTTP) instead of refusing connections or routing them elsewhere.
 	Retained []catalog.Application
+	// NginxLua says that the managed runner's nginx can run the lua
+	// balancer (Debian's libnginx-mod-http-lua, -ndk and lua-resty-core
+	// load): the runner found out, since generators do no I/O. The nginx
+	// generator's "auto" balancer uses lua then.
+	NginxLua bool
 	// Previous is the Runtime of the configuration the proxy runs now, nil
 	// if none. A generator that renders server slots keeps every backend
 	// in the slot it had, so that a membership change only fills or frees
@@ -104,6 +109,10 @@ type Runtime struct {
 	// Slots are every slot of the configuration, grouped by Backend in
 	// the configuration's order, then in slot order.
 	Slots []Slot
+	// Payload, when not nil, is what a proxy whose servers are not slots
+	// takes instead: for nginx's lua balancer, the JSON membership of
+	// every upstream, which its runner posts to the running nginx.
+	Payload []byte
 }
 
 // SlotState is what a slot does with new requests.

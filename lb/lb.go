@@ -42,8 +42,9 @@ type Proxy interface {
 type RuntimeProxy interface {
 	Proxy
 	// Update makes config live without a reload, by setting the running
-	// proxy's slots to rt.Slots, and keeps config as the configuration a
-	// restart starts from. The loop calls it only while the running
+	// proxy's slots to rt.Slots (or handing it rt.Payload, for nginx's
+	// lua balancer), and keeps config as the configuration a restart
+	// starts from. The loop calls it only while the running
 	// configuration has rt's skeleton: instead of Apply when a change
 	// touches only slots, and after every Apply of a configuration with
 	// slots, to re-assert them (a reload or restart may start from older

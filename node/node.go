@@ -260,6 +260,10 @@ func Start(cfg *config.Config, logger *slog.Logger) (*Node, error) {
 // balancer finds that out by asserting the interface.
 var _ lb.RuntimeProxy = (*proxy.ManagedHAProxy)(nil)
 
+// A managed nginx takes membership changes through its lua balancer
+// when the generator renders one (see generator.NginxBalancerLua).
+var _ lb.RuntimeProxy = (*proxy.ManagedNginx)(nil)
+
 // buildLB builds the load balancer's generator and proxy runner from the
 // proxy kind lb.generator names; Check has resolved it already.
 func (n *Node) buildLB() error {
@@ -288,6 +292,11 @@ func (n *Node) buildLB() error {
 		// its workers to drop privileges (HAProxy's does).
 		if r, ok := m.(interface{ AsRoot() bool }); ok {
 			in.AsRoot = r.AsRoot()
+		}
+		// The runner finds out whether its nginx has the lua balancer's
+		// modules (I/O, which the generator does not do).
+		if r, ok := m.(interface{ LuaBalancer() bool }); ok {
+			in.NginxLua = r.LuaBalancer()
 		}
 		p, n.proxy = m, m
 	default:

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -15,7 +16,8 @@ import (
 func TestRateLimitReloadsNginx(t *testing.T) {
 	const limit = 2
 	var logs *tapLines
-	tc := newTestClusterSetup(t, "127.0.193", "local", "nginx", nil, func(tc *testCluster) {
+	// Reload mode: with the lua balancer, joins need no reload at all.
+	tc := newTestClusterSetup(t, "127.0.193", "local", "nginx", json.RawMessage(`{"balancer": "reload"}`), func(tc *testCluster) {
 		tc.logger, logs = tapLogger(tc.logger)
 		tc.edit = func(cfg *config.Config) {
 			if cfg.LB != nil {

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/scrimplb/scrimp/generator"
 )
 
 // ManagedNginx owns a whole nginx instance: a complete nginx.conf in Dir,
@@ -36,6 +38,10 @@ type ManagedNginx struct {
 	mu      sync.Mutex
 	current []byte // what nginx.conf holds
 	reloads int
+	updates int // successful Updates (nginx_lua.go)
+
+	luaOnce sync.Once // LuaBalancer's probe
+	luaOK   bool
 
 	checked checkedSum // Check's and Apply's goroutine only
 
@@ -119,6 +125,11 @@ func NewManagedNginx(binary, dir string, timeout time.Duration, logger *slog.Log
 				"state-dir", d, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()))
 		}
 	}
+	// The lua balancer's socket directory is scrimp's alone: nginx's
+	// master binds the socket there, its workers only inherit it.
+	if err := prepareStateDir(filepath.Join(abs, generator.NginxLuaSocketDir), stateDirMode); err != nil {
+		return nil, err
+	}
 	n := &ManagedNginx{
 		binary: binary, dir: abs, conf: filepath.Join(abs, "nginx.conf"),
 		timeout: timeout, log: logger.With("component", "nginx"),
@@ -128,13 +139,14 @@ func NewManagedNginx(binary, dir string, timeout time.Duration, logger *slog.Log
 		args: []string{"-p", abs + "/", "-c", n.conf, "-e", "stderr", "-g", "daemon off;"},
 		dir:  abs,
 		// Where the generator's "pid" directive puts it.
-		pidFile:    filepath.Join(abs, "nginx.pid"),
-		stopSignal: syscall.SIGQUIT, // workers finish in-flight requests
-		timeout:    timeout,
-		output:     func() io.Writer { return &lineLogger{log: n.log, note: n.emergs.note} },
-		ready:      n.waitStarted,
-		attrs:      []any{"conf", n.conf},
-		log:        n.log,
+		pidFile:     filepath.Join(abs, "nginx.pid"),
+		stopSignal:  syscall.SIGQUIT, // workers finish in-flight requests
+		timeout:     timeout,
+		output:      func() io.Writer { return &lineLogger{log: n.log, note: n.emergs.note} },
+		ready:       n.waitStarted,
+		beforeStart: n.removeStaleSocket,
+		attrs:       []any{"conf", n.conf},
+		log:         n.log,
 	})
 	return n, nil
 }

@@ -49,6 +49,9 @@ type procSpec struct {
 	// ready returns nil once the master p serves, and an error when it
 	// exits first, ctx ends or it takes longer than the timeout.
 	ready func(ctx context.Context, p *proxyProc) error
+	// beforeStart, if set, runs before each start of the master (after
+	// a stale one was stopped), with the supervisor's lock held.
+	beforeStart func()
 	// attrs are logged with "started".
 	attrs []any
 	log   *slog.Logger
@@ -180,6 +183,9 @@ func (s *supervisor) waitReady(ctx context.Context, p *proxyProc) error {
 // reaps it; the first start also starts the restart loop. s.mu is held.
 func (s *supervisor) startLocked() (*proxyProc, error) {
 	s.stopStale()
+	if s.spec.beforeStart != nil {
+		s.spec.beforeStart()
+	}
 	cmd := exec.Command(s.spec.binary, s.spec.args...)
 	out := s.spec.output()
 	cmd.Stdout, cmd.Stderr = out, out

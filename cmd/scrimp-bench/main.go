@@ -133,7 +133,10 @@ type benchSetup struct {
 }
 
 var loadSetups = []benchSetup{
-	{"nginx", "nginx", nil},
+	// nginx's default mode is the lua balancer (no reloads for
+	// membership changes) when its module is installed.
+	{"nginx (default: lua balancer when installed)", "nginx", nil},
+	{"nginx, reload", "nginx", json.RawMessage(`{"balancer": "reload"}`)},
 	{"haproxy", "haproxy", nil},
 	{"haproxy, runtime-api", "haproxy", json.RawMessage(`{"runtime-api": true}`)},
 }
