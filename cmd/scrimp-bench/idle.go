@@ -32,6 +32,11 @@ const (
 	targetIdleBackend = "≤ 0.3% of a core; RSS ≤ 20 MB"
 )
 
+// idleScaleLBExtra, when set, is added to the load balancer process's
+// "lb" section (a JSON object's members, e.g. `"checks": {...}`): for
+// comparing settings by hand (TestIdleScale's SCRIMP_BENCH_IDLE_LB).
+var idleScaleLBExtra string
+
 // idleScaleRows measures what an idle cluster of backends+2 nodes costs
 // its real processes: a scrimp load balancer process (managed nginx, the
 // cluster's seed, running its active checks of every backend) and one
@@ -94,11 +99,15 @@ func (b *bencher) idleScale(ctx context.Context, netPrefix string, backends int,
 	}
 
 	// The load balancer process first: it is the seed.
+	lbExtra := ""
+	if idleScaleLBExtra != "" {
+		lbExtra = ", " + idleScaleLBExtra
+	}
 	lbConf := fmt.Sprintf(`{"role": "lb", "node-name": "idle-scale-lb", "log-level": "warn",
   "cluster": {"bind-addr": %q, "bind-port": %d, "profile": "local"},
   "seed": {"provider": "static", "static": {"addresses": []}},
-  "lb": {"generator": "nginx", "mode": "managed", "listen-addr": %q, "state-dir": %q}}`,
-		lbIP, lbGossip, lbIP, filepath.Join(dir, "lb"))
+  "lb": {"generator": "nginx", "mode": "managed", "listen-addr": %q, "state-dir": %q%s}}`,
+		lbIP, lbGossip, lbIP, filepath.Join(dir, "lb"), lbExtra)
 	procCtx, stopProcs := context.WithCancel(context.Background())
 	defer stopProcs()
 	lbCmd, err := b.startConfigured(procCtx, exe, dir, "lb.json", lbConf)

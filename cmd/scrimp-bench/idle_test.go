@@ -36,6 +36,9 @@ func TestIdleScale(t *testing.T) {
 		}
 		window = d
 	}
+	if v := os.Getenv("SCRIMP_BENCH_IDLE_LB"); v != "" {
+		idleScaleLBExtra = v
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	b := &bencher{o: benchOptions{scrimp: os.Getenv("SCRIMP_BIN"), verbose: testing.Verbose() && os.Getenv("SCRIMP_BENCH_VERBOSE") == "1"},
