@@ -157,7 +157,7 @@ func (b *bencher) idleScale(ctx context.Context, netPrefix string, backends int,
 	defer loopback.StopProcess(beCmd, 15*time.Second)
 	names = append(names, "idle-scale-process")
 
-	if err := waitAllServed(ctx, fmt.Sprintf("http://%s:%d/", lbIP, listenPort), 30*time.Second+time.Duration(backends)*200*time.Millisecond, names); err != nil {
+	if err := waitAllServed(ctx, fmt.Sprintf("http://%s:%d/", lbIP, listenPort), time.Minute+time.Duration(backends)*time.Second, names); err != nil {
 		return "", "", err
 	}
 	// Let the last joins, reloads and the checks' first rounds settle.
