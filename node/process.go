@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"log/slog"
+	"runtime/debug"
 	"time"
 )
 
@@ -39,6 +40,10 @@ func TrimStartupMemory(ctx context.Context, log *slog.Logger) {
 		return
 	case <-t.C:
 	}
+	// Startup garbage (configuration parsing, the join's state
+	// exchanges) is collected and its memory returned now, not over the
+	// scavenger's next minutes.
+	debug.FreeOSMemory()
 	released, err := releaseExecutablePages()
 	if err != nil {
 		log.Debug("could not release the executable's startup pages", "err", err)

@@ -48,7 +48,7 @@ func TestIdleScale(t *testing.T) {
 			f()
 		}
 	}()
-	for _, r := range b.idleScaleRows(ctx, "127.0.130", backends, window) {
+	for _, r := range b.idleScaleRows(ctx, "127.0.236", backends, window) {
 		t.Logf("| %s | %s | %s | %s |", r.name, r.setup, r.result, r.target)
 	}
 }
