@@ -287,7 +287,9 @@ func DefaultLBLimits() LBLimits {
 type LBChecks struct {
 	// Disabled turns the checks off.
 	Disabled bool `json:"disabled"`
-	// Interval is the time between two checks of one instance.
+	// Interval is the time between two checks of one instance while its
+	// state is settled; a check that disagrees with the state is followed
+	// by another 100 ms later (lb.CheckConfig.FastInterval).
 	Interval Duration `json:"interval"`
 	// Timeout bounds one check.
 	Timeout Duration `json:"timeout"`
@@ -409,7 +411,7 @@ func DefaultLB() LB {
 		MaxWait:         D(1 * time.Second),
 		ResyncInterval:  D(30 * time.Second),
 		RetainEmpty:     D(time.Hour),
-		Checks:          LBChecks{Interval: D(500 * time.Millisecond), Timeout: D(400 * time.Millisecond), Fall: 2, Rise: 2},
+		Checks:          LBChecks{Interval: D(900 * time.Millisecond), Timeout: D(400 * time.Millisecond), Fall: 2, Rise: 2},
 		MassLossGuard:   MassLossGuard{Share: 0.5, Min: 2, Window: D(10 * time.Second), Grace: D(time.Minute)},
 		// The usual HTTP ports and every unprivileged one.
 		ListenPorts: []PortRange{"80", "443", "1024-65535"},

@@ -2,6 +2,8 @@ package lb
 
 import (
 	"context"
+	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +13,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/scrimplb/scrimp/catalog"
@@ -249,5 +252,74 @@ func TestCheckConfigDefaults(t *testing.T) {
 	}
 	if err := (CheckConfig{}).Validate(); err != nil {
 		t.Errorf("Validate(zero) = %v", err)
+	}
+}
+
+// TestCheckSchedule checks when the checks run, on synctest's fake clock
+// (the probes are real connects to real listeners, which take no fake
+// time): an instance that keeps passing is checked once per Interval, and
+// one whose application crashed (its port refuses) is down at most
+// Interval + (Fall-1) × FastInterval after the crash, thanks to the quick
+// re-check after the first failure.
+func TestCheckSchedule(t *testing.T) {
+	up, crashed := newTCPBackend(t), newTCPBackend(t)
+	cfg := DefaultCheckConfig()
+	const window = 9 * time.Second
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		c := newChecks(ctx, cfg, slog.New(slog.DiscardHandler))
+		defer c.close()
+		c.sync(catalog.Snapshot{Nodes: []catalog.Node{up.node("up"), crashed.node("crashed")}}, nil)
+		settle(window)
+		if h := c.health(); h[instKey{"up", "web"}].down || h[instKey{"crashed", "web"}].down {
+			t.Fatalf("an instance is down before any crash: %+v", h)
+		}
+		crashed.close()
+		at := time.Now()
+		key := instKey{"crashed", "web"}
+		for !c.health()[key].down {
+			if time.Since(at) > 3*cfg.Interval {
+				t.Fatalf("the crashed instance is not down %v after its crash", time.Since(at))
+			}
+			settle(10 * time.Millisecond)
+		}
+		took := time.Since(at)
+		if limit := cfg.Interval + time.Duration(cfg.Fall-1)*cfg.FastInterval; took > limit {
+			t.Errorf("the crashed instance was down %v after its crash, want at most %v", took, limit)
+		}
+		if took < time.Duration(cfg.Fall-1)*cfg.FastInterval {
+			t.Errorf("the crashed instance was down %v after its crash: sooner than %d failures allow", took, cfg.Fall)
+		}
+	})
+	// Every passing check of "up" was one connect: about window/Interval
+	// of them (the first within an interval of the start), not one per
+	// FastInterval. The listener counts them on the real clock.
+	lo, hi := int64(window/cfg.Interval)-1, int64(window/cfg.Interval)+3
+	waitFor(t, "the listener to count the checks", func() bool { return up.accepted.Load() >= lo })
+	if n := up.accepted.Load(); n > hi {
+		t.Errorf("a passing instance was checked %d times, want %d to %d", n, lo, hi)
+	}
+}
+
+func TestUnsettled(t *testing.T) {
+	fail := errors.New("connect: refused")
+	tests := []struct {
+		name string
+		err  error
+		down bool
+		want bool
+	}{
+		{"pass while up: settled", nil, false, false},
+		{"failure while up: re-check soon", fail, false, true},
+		{"pass while down: re-check soon", nil, true, true},
+		{"failure while down: settled", fail, true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := unsettled(tt.err, tt.down); got != tt.want {
+				t.Errorf("unsettled(%v, %v) = %v, want %v", tt.err, tt.down, got, tt.want)
+			}
+		})
 	}
 }

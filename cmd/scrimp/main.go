@@ -106,6 +106,7 @@ func runConfig(ctx context.Context, path, pidFile string) error {
 	}
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
+	go node.TrimStartupMemory(ctx, logger)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
