@@ -122,10 +122,10 @@ type Cluster struct {
 
 	meta atomic.Pointer[[]byte] // encoded beacon, as NodeMeta returns it
 
-	mu      sync.Mutex
-	state   []byte // this node's encoded application set
-	digest  catalog.Digest
-	apps    []catalog.Application
+	mu     sync.Mutex
+	state  []byte // this node's encoded application set
+	digest catalog.Digest
+	apps   []catalog.Application
 	// acks are the acknowledgements in this load balancer's beacon, the
 	// first of ackSet, whose digest is ackSetSum; ackNames are the
 	// backends in ackSet, and ackPayload the ackSetMsg carrying it.
@@ -135,7 +135,7 @@ type Cluster struct {
 	ackNames   []string
 	ackPayload []byte
 	members    map[string]*member
-	pending map[string]time.Time // requests from members not yet known
+	pending    map[string]time.Time // requests from members not yet known
 	// regossip are when to gossip the beacon again after a change: one
 	// round of gossip often misses a member in a small cluster, and
 	// push/pull would bring the change only much later.
