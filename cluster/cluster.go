@@ -102,14 +102,53 @@ type member struct {
 
 	// On a backend, about a load balancer's full acknowledgement sets
 	// (receiveAckSet): acked says ackedFor (this node's name hash and a
-	// digest of its own) was in a set that hashed to the digest in the
-	// member's beacon; pending says it was in the set named pendingSum,
-	// which the beacon does not name (yet).
-	acked      bool
-	ackedFor   catalog.Ack
-	pending    bool
-	pendingFor catalog.Ack
-	pendingSum catalog.Digest
+	// digest of its own) was in a set that hashed to a digest the member's
+	// beacon named. A load balancer's set changes with every configuration
+	// it applies while backends drain, so the set a message carries may
+	// already be replaced in the beacon, or not be there yet: sums are the
+	// last set digests its beacon named, and pending the sets received
+	// that it did not (yet), each checked against the other.
+	acked    bool
+	ackedFor catalog.Ack
+	sums     recent[catalog.Digest]
+	pending  recent[pendingAck]
+}
+
+// pendingAck is an acknowledgement set received from a load balancer whose
+// beacon has not named it: its digest, and this node's acknowledgement in
+// it.
+type pendingAck struct {
+	sum catalog.Digest
+	ack catalog.Ack
+}
+
+// recentLen is how many set digests, and pending sets, are kept per load
+// balancer.
+const recentLen = 4
+
+// recent holds the last recentLen values put in it; the zero value is
+// empty.
+type recent[T comparable] struct {
+	items [recentLen]T
+	n     int // how many were put, ever
+}
+
+func (r *recent[T]) put(v T) {
+	if r.has(func(x T) bool { return x == v }) {
+		return
+	}
+	r.items[r.n%recentLen] = v
+	r.n++
+}
+
+// has reports whether a value kept satisfies f.
+func (r *recent[T]) has(f func(T) bool) bool {
+	for i := range min(r.n, recentLen) {
+		if f(r.items[i]) {
+			return true
+		}
+	}
+	return false
 }
 
 // Cluster is one running member. Its methods are safe for concurrent use.
@@ -699,9 +738,13 @@ func (c *Cluster) upsert(n *memberlist.Node, joined bool) {
 	_, rejoined := c.rejoin[n.Name]
 	delete(c.rejoin, n.Name)
 	m.addr, m.port, m.beacon = addr.Unmap(), n.Port, beacon
-	if m.pending && beacon.HasAckSet && beacon.AckSet == m.pendingSum {
-		// The beacon naming a set received earlier has come.
-		m.acked, m.ackedFor, m.pending = true, m.pendingFor, false
+	if beacon.Role == catalog.RoleLB && beacon.HasAckSet && c.role == catalog.RoleBackend {
+		m.sums.put(beacon.AckSet)
+		want := catalog.Ack{Node: catalog.NodeHash(c.self), Digest: c.digest}
+		if m.pending.has(func(p pendingAck) bool { return p.sum == beacon.AckSet && p.ack == want }) {
+			// The beacon naming a set received earlier has come.
+			m.acked, m.ackedFor = true, want
+		}
 	}
 	c.seen.heard(n.Name, time.Now())
 	fetch := m.track(c.role == catalog.RoleLB && n.Name != c.self, time.Now())

@@ -269,10 +269,10 @@ func (c *Cluster) nudgesDue(now time.Time) {
 // name, so it counts only through from's beacon: if from is a load
 // balancer this node knows and acks holds this node's current
 // acknowledgement (its name hash and its current digest), the set counts
-// once it hashes to the set digest from's beacon names (catalog.AckSetNode).
-// If the beacon names another set, this node keeps the set's digest and
-// pulls from's state (nudged, rate-limited), which brings the current
-// beacon; upsert completes the check when it names the kept digest. A
+// once it hashes to a set digest from's beacon names or named lately
+// (catalog.AckSetNode, member.sums). If not, this node keeps the set's
+// digest and pulls from's state (nudged, rate-limited), which brings the
+// current beacon; upsert completes the check when it names a kept digest. A
 // flood of such messages costs a hash each, the worker's acknowledgement
 // queue bounds them, and the pulls they cause are those of nudged. Runs on
 // the worker.
@@ -285,13 +285,13 @@ func (c *Cluster) receiveAckSet(from string, acks []catalog.Ack, now time.Time) 
 		return
 	}
 	sum := catalog.AckSetDigest(acks)
-	if m.beacon.HasAckSet && m.beacon.AckSet == sum {
-		m.acked, m.ackedFor, m.pending = true, want, false
+	if m.sums.has(func(d catalog.Digest) bool { return d == sum }) {
+		m.acked, m.ackedFor = true, want
 		c.mu.Unlock()
 		c.log.Debug("acknowledged by a load balancer's set", "member", from, "set", sum)
 		return
 	}
-	m.pending, m.pendingFor, m.pendingSum = true, want, sum
+	m.pending.put(pendingAck{sum: sum, ack: want})
 	digest := c.digest
 	c.mu.Unlock()
 	c.nudged(from, digest, now)
