@@ -160,6 +160,11 @@ type Cluster struct {
 	localAddr string // host:port of this node's gossip, fixed at start
 
 	meta atomic.Pointer[[]byte] // encoded beacon, as NodeMeta returns it
+	// updateMu is held around memberlist's UpdateNode, which must not run
+	// twice at once; bcastPending asks whoever holds it for one more
+	// broadcast (Cluster.broadcast).
+	updateMu     sync.Mutex
+	bcastPending atomic.Bool
 
 	mu     sync.Mutex
 	state  []byte // this node's encoded application set
@@ -459,10 +464,36 @@ func (c *Cluster) UpdateApplications(role catalog.Role, apps []catalog.Applicati
 	c.mu.Lock()
 	c.regossip = []time.Time{now.Add(regossipFirst), now.Add(regossipSecond)}
 	c.mu.Unlock()
-	if err := c.ml.UpdateNode(timeout); err != nil {
+	c.updateMu.Lock()
+	err := c.ml.UpdateNode(timeout)
+	c.updateMu.Unlock()
+	c.broadcastPending()
+	if err != nil {
 		c.log.Debug("beacon broadcast not confirmed yet; gossip carries it on", "err", err, "timeout", timeout)
 	}
 	return nil
+}
+
+// broadcast gossips this node's beacon as it is now, waiting only
+// broadcastWait for memberlist's confirmation, or, while an
+// UpdateApplications is broadcasting, has it broadcast once more when it
+// is done. It never waits for UpdateApplications. memberlist's UpdateNode
+// must not run twice at once: it reads this node's record without its
+// lock while the other call writes it.
+func (c *Cluster) broadcast() {
+	c.bcastPending.Store(true)
+	c.broadcastPending()
+}
+
+// broadcastPending does the broadcast asked for while another held
+// updateMu. Whoever releases updateMu calls it, so none is lost.
+func (c *Cluster) broadcastPending() {
+	for c.bcastPending.Load() && c.updateMu.TryLock() {
+		if c.bcastPending.Swap(false) {
+			c.ml.UpdateNode(broadcastWait)
+		}
+		c.updateMu.Unlock()
+	}
 }
 
 // Acknowledge records that this load balancer's proxy now runs a

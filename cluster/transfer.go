@@ -300,7 +300,7 @@ func (c *Cluster) do(t task) {
 	case taskBroadcast:
 		// The broadcast is queued at once; waiting for memberlist to
 		// confirm it would hold up every other task (answers, acks).
-		c.ml.UpdateNode(broadcastWait)
+		c.broadcast()
 	}
 }
 
