@@ -76,14 +76,16 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// sentAck records a direct acknowledgement, to resend it only now and then.
+// sentAck records a direct acknowledgement set sent to a backend (digest
+// is the set's), to resend it only now and then.
 type sentAck struct {
 	digest catalog.Digest
 	at     time.Time
 }
 
-// ackResend is how often a load balancer repeats a direct acknowledgement
-// to a backend that is still draining.
+// ackResend is how often a load balancer repeats its acknowledgement set
+// to a backend that is still draining: a message may be lost, or come
+// before the beacon naming it.
 const ackResend = time.Second
 
 // member is what this node knows of a peer.
@@ -97,6 +99,56 @@ type member struct {
 	apps  []catalog.Application
 	have  catalog.Digest
 	fetch fetchState // about the set beacon.Digest names
+
+	// On a backend, about a load balancer's full acknowledgement sets
+	// (receiveAckSet): acked says ackedFor (this node's name hash and a
+	// digest of its own) was in a set that hashed to a digest the member's
+	// beacon named. A load balancer's set changes with every configuration
+	// it applies while backends drain, so the set a message carries may
+	// already be replaced in the beacon, or not be there yet: sums are the
+	// last set digests its beacon named, and pending the sets received
+	// that it did not (yet), each checked against the other.
+	acked    bool
+	ackedFor catalog.Ack
+	sums     recent[catalog.Digest]
+	pending  recent[pendingAck]
+}
+
+// pendingAck is an acknowledgement set received from a load balancer whose
+// beacon has not named it: its digest, and this node's acknowledgement in
+// it.
+type pendingAck struct {
+	sum catalog.Digest
+	ack catalog.Ack
+}
+
+// recentLen is how many set digests, and pending sets, are kept per load
+// balancer.
+const recentLen = 4
+
+// recent holds the last recentLen values put in it; the zero value is
+// empty.
+type recent[T comparable] struct {
+	items [recentLen]T
+	n     int // how many were put, ever
+}
+
+func (r *recent[T]) put(v T) {
+	if r.has(func(x T) bool { return x == v }) {
+		return
+	}
+	r.items[r.n%recentLen] = v
+	r.n++
+}
+
+// has reports whether a value kept satisfies f.
+func (r *recent[T]) has(f func(T) bool) bool {
+	for i := range min(r.n, recentLen) {
+		if f(r.items[i]) {
+			return true
+		}
+	}
+	return false
 }
 
 // Cluster is one running member. Its methods are safe for concurrent use.
@@ -108,14 +160,26 @@ type Cluster struct {
 	localAddr string // host:port of this node's gossip, fixed at start
 
 	meta atomic.Pointer[[]byte] // encoded beacon, as NodeMeta returns it
+	// updateMu is held around memberlist's UpdateNode, which must not run
+	// twice at once; bcastPending asks whoever holds it for one more
+	// broadcast (Cluster.broadcast).
+	updateMu     sync.Mutex
+	bcastPending atomic.Bool
 
-	mu      sync.Mutex
-	state   []byte // this node's encoded application set
-	digest  catalog.Digest
-	apps    []catalog.Application
-	acks    []catalog.Ack
-	members map[string]*member
-	pending map[string]time.Time // requests from members not yet known
+	mu     sync.Mutex
+	state  []byte // this node's encoded application set
+	digest catalog.Digest
+	apps   []catalog.Application
+	// acks are the acknowledgements in this load balancer's beacon, the
+	// first of ackSet, whose digest is ackSetSum; ackNames are the
+	// backends in ackSet, and ackPayload the ackSetMsg carrying it.
+	acks       []catalog.Ack
+	ackSet     []catalog.Ack
+	ackSetSum  catalog.Digest
+	ackNames   []string
+	ackPayload []byte
+	members    map[string]*member
+	pending    map[string]time.Time // requests from members not yet known
 	// regossip are when to gossip the beacon again after a change: one
 	// round of gossip often misses a member in a small cluster, and
 	// push/pull would bring the change only much later.
@@ -316,7 +380,9 @@ func (c *Cluster) setApplications(apps []catalog.Application) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	digest := catalog.DigestOf(state)
-	beacon, err := catalog.EncodeBeacon(catalog.Beacon{Role: c.role, Digest: digest, Acks: c.acks})
+	b := c.beaconLocked()
+	b.Digest = digest
+	beacon, err := catalog.EncodeBeacon(b)
 	if err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
@@ -398,42 +464,128 @@ func (c *Cluster) UpdateApplications(role catalog.Role, apps []catalog.Applicati
 	c.mu.Lock()
 	c.regossip = []time.Time{now.Add(regossipFirst), now.Add(regossipSecond)}
 	c.mu.Unlock()
-	if err := c.ml.UpdateNode(timeout); err != nil {
+	c.updateMu.Lock()
+	err := c.ml.UpdateNode(timeout)
+	c.updateMu.Unlock()
+	c.broadcastPending()
+	if err != nil {
 		c.log.Debug("beacon broadcast not confirmed yet; gossip carries it on", "err", err, "timeout", timeout)
 	}
 	return nil
 }
 
+// broadcast gossips this node's beacon as it is now, waiting only
+// broadcastWait for memberlist's confirmation, or, while an
+// UpdateApplications is broadcasting, has it broadcast once more when it
+// is done. It never waits for UpdateApplications. memberlist's UpdateNode
+// must not run twice at once: it reads this node's record without its
+// lock while the other call writes it.
+func (c *Cluster) broadcast() {
+	c.bcastPending.Store(true)
+	c.broadcastPending()
+}
+
+// broadcastPending does the broadcast asked for while another held
+// updateMu. Whoever releases updateMu calls it, so none is lost.
+func (c *Cluster) broadcastPending() {
+	for c.bcastPending.Load() && c.updateMu.TryLock() {
+		if c.bcastPending.Swap(false) {
+			c.ml.UpdateNode(broadcastWait)
+		}
+		c.updateMu.Unlock()
+	}
+}
+
 // Acknowledge records that this load balancer's proxy now runs a
 // configuration rendered from snap, so draining backends in it may go. It
-// returns at once; the beacon is re-broadcast in the background.
+// returns at once; the beacon is re-broadcast and the acknowledgements sent
+// in the background.
+//
+// Every draining backend in snap is acknowledged. The beacon carries the
+// first MaxAcks-1 acknowledgements (the fast path: gossip brings them) and
+// the digest of the full set; the full set goes to each draining backend
+// in a direct message (ackSetMsg), at once when it changed and every
+// ackResend while the backend is still a member (resendAcks), since a
+// message may be lost. A backend takes the full set only if it hashes to
+// the digest in this node's beacon, so however many drain at once, none
+// waits for its drain timeout and none can be fooled by a forged message.
 func (c *Cluster) Acknowledge(snap catalog.Snapshot) {
-	var acks []catalog.Ack
-	for _, n := range snap.Nodes {
-		if n.Role != catalog.RoleBackend || !draining(n.Applications) {
-			continue
-		}
-		if len(acks) == catalog.MaxAcks {
-			c.log.Warn("more draining backends than acknowledgements fit; the rest wait for their drain timeout", "max", catalog.MaxAcks)
-			break
-		}
-		acks = append(acks, catalog.Ack{Node: catalog.NodeHash(n.Name), Digest: n.Digest})
-	}
-	c.mu.Lock()
-	// Tell each draining backend directly as well: the beacon alone may
-	// reach it only at the next push/pull.
-	now := time.Now()
-	var direct []catalog.Ack
+	var full []catalog.Ack
 	var names []string
 	for _, n := range snap.Nodes {
-		if n.Role != catalog.RoleBackend || !draining(n.Applications) {
+		if n.Role != catalog.RoleBackend || !draining(n.Applications) || n.Name == c.self {
 			continue
 		}
-		last, ok := c.ackSent[n.Name]
-		if !ok || last.digest != n.Digest || now.Sub(last.at) >= ackResend {
-			c.ackSent[n.Name] = sentAck{digest: n.Digest, at: now}
-			direct = append(direct, catalog.Ack{Digest: n.Digest})
-			names = append(names, n.Name)
+		full = append(full, catalog.Ack{Node: catalog.NodeHash(n.Name), Digest: n.Digest})
+		names = append(names, n.Name)
+	}
+	if len(full) > catalog.MaxAckSet {
+		c.log.Warn("more draining backends than one acknowledgement set holds; the rest wait for their drain timeout",
+			"draining", len(full), "max", catalog.MaxAckSet)
+		full, names = full[:catalog.MaxAckSet], names[:catalog.MaxAckSet]
+	}
+	full = catalog.SortAcks(full)
+	var sum catalog.Digest
+	inBeacon := full
+	if len(full) > 0 {
+		sum = catalog.AckSetDigest(full)
+		inBeacon = full[:min(len(full), catalog.MaxAcks-1)]
+	}
+	now := time.Now()
+	c.mu.Lock()
+	changed := !slices.Equal(full, c.ackSet)
+	var beacon []byte
+	var err error
+	if changed {
+		c.acks, c.ackSet, c.ackSetSum = slices.Clone(inBeacon), full, sum
+		c.ackNames = names
+		c.ackPayload = nil
+		if len(full) > 0 {
+			c.ackPayload = encodeMessage(ackSetMsg{From: c.self, Acks: full})
+		}
+		beacon, err = catalog.EncodeBeacon(c.beaconLocked())
+	}
+	due := c.acksDueLocked(now, changed)
+	payload := c.ackPayload
+	c.mu.Unlock()
+	switch {
+	case !changed:
+	case err != nil:
+		c.log.Error("cannot encode acknowledgements", "err", err)
+		return
+	default:
+		// The beacon first: a backend takes the direct message only once
+		// it has the beacon naming its set, and pulls this node's state
+		// when it has not: the state must carry the beacon by then (the
+		// worker does tasks in order).
+		c.meta.Store(&beacon)
+		c.enqueueAck(task{kind: taskBroadcast})
+		c.log.Debug("acknowledging draining backends", "count", len(full), "set", sum)
+	}
+	if len(due) > 0 {
+		c.enqueueAck(task{kind: taskAck, names: due, payload: payload})
+	}
+}
+
+// beaconLocked returns this node's beacon as it stands. c.mu must be held.
+func (c *Cluster) beaconLocked() catalog.Beacon {
+	return catalog.Beacon{Role: c.role, Digest: c.digest, Acks: c.acks, AckSet: c.ackSetSum, HasAckSet: len(c.ackSet) > 0}
+}
+
+// acksDueLocked returns the draining backends to send the acknowledgement
+// set to now: all of them when the set changed (all), else those that
+// were last sent it ackResend ago or more, and records the send. It
+// forgets the sends to members that are gone. c.mu must be held.
+func (c *Cluster) acksDueLocked(now time.Time, all bool) []string {
+	var due []string
+	for _, name := range c.ackNames {
+		if _, ok := c.members[name]; !ok {
+			continue
+		}
+		last, ok := c.ackSent[name]
+		if all || !ok || last.digest != c.ackSetSum || now.Sub(last.at) >= ackResend {
+			c.ackSent[name] = sentAck{digest: c.ackSetSum, at: now}
+			due = append(due, name)
 		}
 	}
 	for name := range c.ackSent {
@@ -441,27 +593,35 @@ func (c *Cluster) Acknowledge(snap catalog.Snapshot) {
 			delete(c.ackSent, name)
 		}
 	}
-	changed := !slices.Equal(acks, c.acks)
-	var beacon []byte
-	var err error
-	if changed {
-		c.acks = acks
-		beacon, err = catalog.EncodeBeacon(catalog.Beacon{Role: c.role, Digest: c.digest, Acks: acks})
+	return due
+}
+
+// resendAcks sends the acknowledgement set again to the draining backends
+// that were last sent it ackResend ago, while they are members. Runs on
+// the worker's tick.
+func (c *Cluster) resendAcks(now time.Time) {
+	if c.role != catalog.RoleLB {
+		return
 	}
+	c.mu.Lock()
+	if len(c.ackNames) == 0 {
+		c.mu.Unlock()
+		return
+	}
+	due := c.acksDueLocked(now, false)
+	payload := c.ackPayload
 	c.mu.Unlock()
-	switch {
-	case !changed:
-	case err != nil:
-		c.log.Error("cannot encode acknowledgements", "err", err)
-	default:
-		// The beacon first: a backend answers a direct acknowledgement by
-		// pulling this node's state, which must carry the beacon by then
-		// (the worker does tasks in order).
-		c.meta.Store(&beacon)
-		c.enqueueAck(task{kind: taskBroadcast})
+	c.sendAcks(due, payload)
+}
+
+// sendAcks has the sender send an encoded acknowledgement set to each
+// named member. It does not block.
+func (c *Cluster) sendAcks(names []string, payload []byte) {
+	if len(payload) == 0 {
+		return
 	}
-	for i, name := range names {
-		c.enqueueAck(task{kind: taskAck, node: name, digest: direct[i].Digest})
+	for _, name := range names {
+		c.sendEncoded(name, taskAck, laneAck, payload)
 	}
 }
 
@@ -482,9 +642,11 @@ func (c *Cluster) Rebroadcast() { c.enqueue(task{kind: taskBroadcast}) }
 
 // Unacknowledged returns the load balancers that have not yet acknowledged
 // this node's current application set, sorted. A draining backend waits
-// until it is empty. Only an acknowledgement in a load balancer's own
-// beacon counts: a direct one (ackMsg) names its sender, which any key
-// holder can forge, so it only makes this node fetch the beacon sooner.
+// until it is empty. An acknowledgement counts when it is in a load
+// balancer's own beacon, or in the full acknowledgement set the load
+// balancer sent directly (ackSetMsg) if that set hashes to the digest its
+// beacon names (receiveAckSet). A direct message alone names its sender,
+// which any key holder can forge, so it counts only through the beacon.
 // A load balancer that left or died is still waited for while this node
 // tries to bring it back (rejoin.go): its leave may be forged.
 func (c *Cluster) Unacknowledged() []string {
@@ -496,7 +658,7 @@ func (c *Cluster) Unacknowledged() []string {
 		if name == c.self || m.beacon.Role != catalog.RoleLB {
 			continue
 		}
-		if !slices.Contains(m.beacon.Acks, want) {
+		if !slices.Contains(m.beacon.Acks, want) && !(m.acked && m.ackedFor == want) {
 			out = append(out, name)
 		}
 	}
@@ -607,6 +769,14 @@ func (c *Cluster) upsert(n *memberlist.Node, joined bool) {
 	_, rejoined := c.rejoin[n.Name]
 	delete(c.rejoin, n.Name)
 	m.addr, m.port, m.beacon = addr.Unmap(), n.Port, beacon
+	if beacon.Role == catalog.RoleLB && beacon.HasAckSet && c.role == catalog.RoleBackend {
+		m.sums.put(beacon.AckSet)
+		want := catalog.Ack{Node: catalog.NodeHash(c.self), Digest: c.digest}
+		if m.pending.has(func(p pendingAck) bool { return p.sum == beacon.AckSet && p.ack == want }) {
+			// The beacon naming a set received earlier has come.
+			m.acked, m.ackedFor = true, want
+		}
+	}
 	c.seen.heard(n.Name, time.Now())
 	fetch := m.track(c.role == catalog.RoleLB && n.Name != c.self, time.Now())
 	c.publishLocked()

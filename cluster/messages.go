@@ -20,6 +20,9 @@ import (
 //	         endian) | 1-byte op | bytes key (empty for list)
 //	keyres:  string from | 16-byte id | string error | uvarint count |
 //	         count 8-byte key fingerprints | 8-byte primary fingerprint
+//	ackset:  string from | uvarint count (1 to catalog.MaxAckSet) | count
+//	         acknowledgements (8-byte big-endian node hash, strictly
+//	         increasing and never catalog.AckSetNode | 8-byte digest)
 //	string = uvarint length (minimal) | bytes (bytes: the same)
 //
 // Every message names its sender, which the receiver looks up among the
@@ -47,6 +50,11 @@ const (
 	// msgKeyResult answers a msgKeyOp: the outcome and the fingerprints
 	// of the node's keys, never the keys.
 	msgKeyResult msgType = 5
+	// msgAckSet carries a load balancer's full acknowledgement set to a
+	// draining backend: the beacon has room for a few acknowledgements
+	// only, and names the full set by its digest (catalog.AckSetNode). The
+	// backend takes it only if it hashes to that digest.
+	msgAckSet msgType = 6
 )
 
 func (t msgType) String() string {
@@ -61,6 +69,8 @@ func (t msgType) String() string {
 		return "keyop"
 	case msgKeyResult:
 		return "keyresult"
+	case msgAckSet:
+		return "ackset"
 	}
 	return fmt.Sprintf("type %d", byte(t))
 }
@@ -76,8 +86,8 @@ const (
 	maxMessageSize = 1 + maxNameField + len(catalog.Digest{}) + MaxStateSize
 )
 
-// message is one of requestMsg, stateMsg, ackMsg, keyOpMsg and
-// keyResultMsg.
+// message is one of requestMsg, stateMsg, ackMsg, keyOpMsg, keyResultMsg
+// and ackSetMsg.
 type message interface {
 	msgType() msgType
 	// appendBody appends the message's body (without its type byte).
@@ -104,6 +114,56 @@ type stateMsg struct {
 type ackMsg struct {
 	From   string
 	Digest catalog.Digest
+}
+
+// ackSetMsg is load balancer From's full acknowledgement set, in
+// catalog.SortAcks order. It proves nothing by itself: it counts only if it
+// hashes to the set digest in From's beacon (Cluster.receiveAckSet).
+type ackSetMsg struct {
+	From string
+	Acks []catalog.Ack
+}
+
+func (ackSetMsg) msgType() msgType { return msgAckSet }
+
+func (m ackSetMsg) appendBody(b []byte) []byte {
+	b = appendName(b, m.From)
+	b = binary.AppendUvarint(b, uint64(len(m.Acks)))
+	return catalog.AppendAcks(b, m.Acks)
+}
+
+// ackEntryLen is the wire length of one acknowledgement.
+const ackEntryLen = 16
+
+func decodeAckSet(b []byte) (message, error) {
+	from, rest, err := readName(b)
+	if err != nil {
+		return nil, err
+	}
+	n, rest, err := readLen(rest, "acknowledgement count", catalog.MaxAckSet)
+	if err != nil {
+		return nil, err
+	}
+	if n == 0 {
+		return nil, errors.New("no acknowledgements")
+	}
+	if len(rest) != n*ackEntryLen {
+		return nil, fmt.Errorf("%d bytes for %d acknowledgements, want %d", len(rest), n, n*ackEntryLen)
+	}
+	m := ackSetMsg{From: from, Acks: make([]catalog.Ack, n)}
+	for i := range m.Acks {
+		e := rest[i*ackEntryLen:]
+		a := catalog.Ack{Node: binary.BigEndian.Uint64(e)}
+		copy(a.Digest[:], e[8:ackEntryLen])
+		switch {
+		case a.Node == catalog.AckSetNode:
+			return nil, errors.New("an acknowledgement names the reserved node hash 0")
+		case i > 0 && a.Node <= m.Acks[i-1].Node:
+			return nil, errors.New("acknowledgements not in strictly increasing node order")
+		}
+		m.Acks[i] = a
+	}
+	return m, nil
 }
 
 func (requestMsg) msgType() msgType { return msgRequest }
@@ -154,6 +214,8 @@ func decodeMessage(b []byte) (message, error) {
 		m, err = decodeKeyOp(body)
 	case msgKeyResult:
 		m, err = decodeKeyResult(body)
+	case msgAckSet:
+		m, err = decodeAckSet(body)
 	default:
 		return nil, fmt.Errorf("unknown message type %d", b[0])
 	}

@@ -3,7 +3,10 @@ package cluster
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
+	"math"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -31,7 +34,18 @@ func validMessages() map[string]message {
 		"key result of no keyring":    keyResultMsg{From: "b", ID: [keyOpIDLen]byte{4}, Error: "no keyring"},
 		"key result":                  keyResultMsg{From: "backend-1", Keys: [][fingerprintLen]byte{{1}, {2}}, Primary: [fingerprintLen]byte{1}},
 		"key result, most keys":       keyResultMsg{From: longName, Error: strings.Repeat("é", maxKeyError/2), Keys: make([][fingerprintLen]byte, maxResultKeys)},
+		"ack set of one":              ackSetMsg{From: "lb-1", Acks: []catalog.Ack{{Node: 1, Digest: catalog.Digest{9}}}},
+		"ack set, largest":            ackSetMsg{From: longName, Acks: ackSet(catalog.MaxAckSet)},
 	}
+}
+
+// ackSet returns n acknowledgements in catalog.SortAcks order.
+func ackSet(n int) []catalog.Ack {
+	acks := make([]catalog.Ack, n)
+	for i := range acks {
+		acks[i] = catalog.Ack{Node: catalog.NodeHash(fmt.Sprintf("backend-%d", i)), Digest: catalog.Digest{byte(i), byte(i >> 8)}}
+	}
+	return catalog.SortAcks(acks)
 }
 
 func TestMessageRoundTrip(t *testing.T) {
@@ -82,11 +96,33 @@ func TestDecodeMessageRejects(t *testing.T) {
 		b = binary.AppendUvarint(b, uint64(count))
 		return append(b, make([]byte, n*fingerprintLen)...)
 	}
+	// ackSetBytes: an ack set message announcing count entries, with the
+	// given node hashes (digests zero).
+	ackSetBytes := func(count int, nodes ...uint64) []byte {
+		b := appendName([]byte{byte(msgAckSet)}, "lb")
+		b = binary.AppendUvarint(b, uint64(count))
+		for _, n := range nodes {
+			b = binary.BigEndian.AppendUint64(b, n)
+			b = append(b, make([]byte, 8)...)
+		}
+		return b
+	}
 	tests := []struct {
 		name string
 		b    []byte
 		want string // in the error
 	}{
+		{"ack set without count", appendName([]byte{byte(msgAckSet)}, "lb"), "truncated acknowledgement count length"},
+		{"empty ack set", ackSetBytes(0), "no acknowledgements"},
+		{"ack set over the limit", ackSetBytes(catalog.MaxAckSet + 1), "acknowledgement count of 4097, at most 4096"},
+		{"ack set short of entries", ackSetBytes(3, 1, 2), "32 bytes for 3 acknowledgements"},
+		{"ack set with trailing bytes", append(ackSetBytes(1, 1), 0), "17 bytes for 1 acknowledgements"},
+		{"ack set with a truncated entry", ackSetBytes(1, 1)[:20], "bytes for 1 acknowledgements"},
+		{"ack set naming the reserved hash", ackSetBytes(2, 0, 1), "reserved node hash 0"},
+		{"ack set out of order", ackSetBytes(2, 5, 3), "strictly increasing"},
+		{"ack set with a repeated node", ackSetBytes(2, 5, 5), "strictly increasing"},
+		{"ack set with non-minimal count", append(appendName([]byte{byte(msgAckSet)}, "lb"), 0x81, 0x00), "not minimally encoded"},
+		{"valid ack set for contrast", ackSetBytes(2, 1, math.MaxUint64), ""},
 		{"empty", nil, "empty message"},
 		{"unknown type", []byte{9, 1, 'a'}, "unknown message type 9"},
 		{"type zero", []byte{0}, "unknown message type 0"},
@@ -163,6 +199,9 @@ func FuzzDecodeMessage(f *testing.F) {
 		{byte(msgAck), 1, 'b', 1, 2, 3, 4, 5, 6, 7, 8, 9},
 		{byte(msgAck), 0x80, 0x01, 'x'},
 		{6, 1, 'a'},
+		append(appendName([]byte{byte(msgAckSet)}, "a"), 1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 2, 3, 4, 5, 6, 7, 8),
+		append(appendName([]byte{byte(msgAckSet)}, "a"), 2, 0, 0, 0, 0, 0, 0, 0, 2, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0, 0, 0, 1, 1, 2, 3, 4, 5, 6, 7, 8),
+		append(appendName([]byte{byte(msgAckSet)}, "a"), 0x80, 0x20),
 		append(append(appendName([]byte{byte(msgKeyOp)}, "a"), make([]byte, keyOpIDLen+8)...), byte(KeyInstall), 16),
 		append(append(appendName([]byte{byte(msgKeyResult)}, "a"), make([]byte, keyOpIDLen)...), 1, 'x', 1),
 		bytes.Repeat([]byte{0xff}, 32),
@@ -201,6 +240,19 @@ func FuzzDecodeMessage(f *testing.F) {
 			from = m.From
 			if len(m.Error) > maxKeyError || !printable(m.Error) || len(m.Keys) > maxResultKeys {
 				t.Fatalf("accepted a result with error %q and %d keys", m.Error, len(m.Keys))
+			}
+		case ackSetMsg:
+			from = m.From
+			if len(m.Acks) == 0 || len(m.Acks) > catalog.MaxAckSet {
+				t.Fatalf("accepted a set of %d acknowledgements", len(m.Acks))
+			}
+			for i, a := range m.Acks {
+				if a.Node == catalog.AckSetNode || i > 0 && a.Node <= m.Acks[i-1].Node {
+					t.Fatalf("accepted acknowledgement %d of node %d after %d", i, a.Node, m.Acks[max(i-1, 0)].Node)
+				}
+			}
+			if !slices.Equal(catalog.SortAcks(slices.Clone(m.Acks)), m.Acks) {
+				t.Fatal("accepted a set that is not in SortAcks order")
 			}
 		default:
 			t.Fatalf("decoded to %T", m)

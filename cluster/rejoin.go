@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"cmp"
 	"net/netip"
 	"slices"
 	"time"
@@ -219,7 +220,8 @@ func (c *Cluster) nudged(name string, digest catalog.Digest, now time.Time) {
 		return
 	}
 	nu := c.nudges[name]
-	if slices.Contains(m.beacon.Acks, catalog.Ack{Node: catalog.NodeHash(c.self), Digest: digest}) {
+	want := catalog.Ack{Node: catalog.NodeHash(c.self), Digest: digest}
+	if slices.Contains(m.beacon.Acks, want) || m.acked && m.ackedFor == want {
 		nu.pending = false // the beacon has it already
 		c.nudges[name] = nu
 		c.mu.Unlock()
@@ -260,4 +262,43 @@ func (c *Cluster) nudgesDue(now time.Time) {
 	for _, name := range due {
 		c.nudged(name, digest, now)
 	}
+}
+
+// receiveAckSet handles load balancer from's full acknowledgement set
+// (ackSetMsg), received directly. Anyone with the key can send one in any
+// name, so it counts only through from's beacon: if from is a load
+// balancer this node knows and acks holds this node's current
+// acknowledgement (its name hash and its current digest), the set counts
+// once it hashes to a set digest from's beacon names or named lately
+// (catalog.AckSetNode, member.sums). If not, this node keeps the set's
+// digest and pulls from's state (nudged, rate-limited), which brings the
+// current beacon; upsert completes the check when it names a kept digest. A
+// flood of such messages costs a hash each, the worker's acknowledgement
+// queue bounds them, and the pulls they cause are those of nudged. Runs on
+// the worker.
+func (c *Cluster) receiveAckSet(from string, acks []catalog.Ack, now time.Time) {
+	c.mu.Lock()
+	m, ok := c.members[from]
+	want := catalog.Ack{Node: catalog.NodeHash(c.self), Digest: c.digest}
+	if !ok || from == c.self || m.beacon.Role != catalog.RoleLB || !containsAck(acks, want) {
+		c.mu.Unlock()
+		return
+	}
+	sum := catalog.AckSetDigest(acks)
+	if m.sums.has(func(d catalog.Digest) bool { return d == sum }) {
+		m.acked, m.ackedFor = true, want
+		c.mu.Unlock()
+		c.log.Debug("acknowledged by a load balancer's set", "member", from, "set", sum)
+		return
+	}
+	m.pending.put(pendingAck{sum: sum, ack: want})
+	digest := c.digest
+	c.mu.Unlock()
+	c.nudged(from, digest, now)
+}
+
+// containsAck reports whether acks, in catalog.SortAcks order, holds a.
+func containsAck(acks []catalog.Ack, a catalog.Ack) bool {
+	i, found := slices.BinarySearchFunc(acks, a.Node, func(e catalog.Ack, n uint64) int { return cmp.Compare(e.Node, n) })
+	return found && acks[i] == a
 }

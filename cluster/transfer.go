@@ -136,9 +136,10 @@ const (
 	taskAnswer                    // send our set to node
 	taskState                     // a set arrived: verify and store
 	taskBroadcast                 // re-broadcast our beacon
-	taskAck                       // tell node we acknowledge digest
+	taskAck                       // send our acknowledgement set to names
 	taskAcked                     // node says it acknowledged digest: pull its beacon
 	taskKeyOp                     // apply a member's key operation, answer it
+	taskAckSet                    // node sent its acknowledgement set: check it
 )
 
 func (k taskKind) String() string {
@@ -157,6 +158,8 @@ func (k taskKind) String() string {
 		return "acked"
 	case taskKeyOp:
 		return "keyop"
+	case taskAckSet:
+		return "ackset"
 	}
 	return fmt.Sprintf("taskKind(%d)", int(k))
 }
@@ -166,9 +169,14 @@ func (k taskKind) String() string {
 type task struct {
 	kind   taskKind
 	node   string         // the member to send to, or that sent
-	digest catalog.Digest // taskAck, taskAcked
+	digest catalog.Digest // taskAcked
 	state  stateMsg       // taskState
 	keyOp  keyOpMsg       // taskKeyOp
+	// names and payload are taskAck's: the backends to send the encoded
+	// acknowledgement set to.
+	names   []string
+	payload []byte
+	acks    []catalog.Ack // taskAckSet
 }
 
 // Why a task is dropped.
@@ -246,6 +254,7 @@ func (c *Cluster) worker() {
 			c.regossipDue()
 			c.rejoinDue()
 			c.nudgesDue(time.Now())
+			c.resendAcks(time.Now())
 		case <-c.known:
 			c.answerPending()
 		}
@@ -281,7 +290,9 @@ func (c *Cluster) do(t task) {
 	case taskState:
 		c.receiveState(t.state)
 	case taskAck:
-		c.sendTo(t.node, taskAck, laneAck, ackMsg{From: c.self, Digest: t.digest})
+		c.sendAcks(t.names, t.payload)
+	case taskAckSet:
+		c.receiveAckSet(t.node, t.acks, time.Now())
 	case taskAcked:
 		c.nudged(t.node, t.digest, time.Now())
 	case taskKeyOp:
@@ -289,7 +300,7 @@ func (c *Cluster) do(t task) {
 	case taskBroadcast:
 		// The broadcast is queued at once; waiting for memberlist to
 		// confirm it would hold up every other task (answers, acks).
-		c.ml.UpdateNode(broadcastWait)
+		c.broadcast()
 	}
 }
 
@@ -312,6 +323,24 @@ func (c *Cluster) sendTo(name string, kind taskKind, l lane, msg message) {
 	}
 	b := encodeMessage(msg)
 	c.send.submit(sendJob{node: name, kind: kind, lane: l, slow: slow, run: func() error {
+		return c.ml.SendReliable(to, b)
+	}})
+}
+
+// sendEncoded is sendTo for a message encoded already, which several
+// members are sent (b is shared and never modified).
+func (c *Cluster) sendEncoded(name string, kind taskKind, l lane, b []byte) {
+	c.mu.Lock()
+	m, ok := c.members[name]
+	var to *memberlist.Node
+	if ok {
+		to = &memberlist.Node{Name: name, Addr: net.IP(m.addr.AsSlice()), Port: m.port}
+	}
+	c.mu.Unlock()
+	if !ok {
+		return
+	}
+	c.send.submit(sendJob{node: name, kind: kind, lane: l, run: func() error {
 		return c.ml.SendReliable(to, b)
 	}})
 }
@@ -395,8 +424,14 @@ func (c *Cluster) handleMsg(b []byte) {
 	case requestMsg:
 		c.enqueue(task{kind: taskAnswer, node: m.From})
 	case ackMsg:
+		// From a load balancer of an earlier version, which sends no
+		// acknowledgement set: pull its beacon.
 		if c.role == catalog.RoleBackend {
 			c.enqueueAck(task{kind: taskAcked, node: m.From, digest: m.Digest})
+		}
+	case ackSetMsg:
+		if c.role == catalog.RoleBackend {
+			c.enqueueAck(task{kind: taskAckSet, node: m.From, acks: m.Acks})
 		}
 	case stateMsg:
 		if c.role == catalog.RoleLB {
