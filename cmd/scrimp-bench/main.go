@@ -53,7 +53,10 @@ func main() {
 
 // benchOptions configures a run.
 type benchOptions struct {
-	only    string // run one group of rows; empty runs all
+	only    string // run one group of rows; empty runs all (older spelling of rows)
+	rows    string // comma-separated groups of rows to run; empty runs all
+	// svg is where the scaling chart (group "chart") is written.
+	svg string
 	quick   bool
 	out     string
 	verbose bool
@@ -90,7 +93,9 @@ one, with fewer samples.`,
 		},
 	}
 	cmd.Flags().BoolVar(&o.quick, "quick", false, "a short run with few samples")
-	cmd.Flags().StringVar(&o.only, "only", "", "run one group of rows: gossip, load, routing, render or idle")
+	cmd.Flags().StringVar(&o.only, "only", "", "run one group of rows (same as --rows with one group)")
+	cmd.Flags().StringVar(&o.rows, "rows", "", "run only these comma-separated groups of rows: "+strings.Join(allGroups(), ", "))
+	cmd.Flags().StringVar(&o.svg, "svg", "bin/bench-scaling.svg", "where the chart row writes its SVG of per-backend request rate")
 	cmd.Flags().StringVar(&o.out, "out", "", "also write the table to this file")
 	cmd.Flags().BoolVar(&o.verbose, "verbose", false, "show the nodes' logs on stderr")
 	cmd.Flags().StringVar(&o.scrimp, "scrimp", "", "the scrimp binary for the real-process rows (default: scrimp next to this executable, else built with go build)")
@@ -150,7 +155,10 @@ type bencher struct {
 	progress io.Writer
 	log      *slog.Logger
 	rows     []benchRow
-	start    time.Time
+	// notes are lines printed under the table (a breakdown, a file
+	// written).
+	notes []string
+	start time.Time
 
 	scrimpOnce sync.Once
 	scrimp     string // the scrimp binary (scrimpBinary)
@@ -175,6 +183,12 @@ func (b *bencher) add(name, setup, result, target string) {
 	fmt.Fprintf(b.progress, "bench %5.1fs: %s (%s): %s\n", time.Since(b.start).Seconds(), name, setup, result)
 }
 
+// note adds a line under the table.
+func (b *bencher) note(line string) {
+	b.notes = append(b.notes, line)
+	fmt.Fprintf(b.progress, "bench %5.1fs: %s\n", time.Since(b.start).Seconds(), line)
+}
+
 func failed(err error) string { return "failed: " + strings.ReplaceAll(err.Error(), "|", "/") }
 
 // runBench runs every measurement and returns the markdown table.
@@ -195,8 +209,12 @@ func runBench(ctx context.Context, progress io.Writer, o benchOptions) (string, 
 		b.log = slog.New(slog.NewTextHandler(&syncWriter{w: progress}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
 	proxies := []string{"nginx", "haproxy"}
-	// want reports whether a group of rows is to run (--only).
-	want := func(group string) bool { return o.only == "" || o.only == group }
+	groups, err := parseGroups(o.rows, o.only)
+	if err != nil {
+		return "", err
+	}
+	// want reports whether a group of rows is to run (--rows, --only).
+	want := func(group string) bool { return len(groups) == 0 || groups[group] }
 
 	// Rows 1-3 share a cluster per proxy: joins, then kills, then a burst.
 	for i, p := range proxies {
@@ -257,6 +275,13 @@ func runBench(ctx context.Context, progress io.Writer, o benchOptions) (string, 
 		}
 	}
 
+	// Groups other files register (rows.go).
+	for _, p := range providers {
+		if want(p.group) && ctx.Err() == nil {
+			p.run(ctx, b)
+		}
+	}
+
 	var sb strings.Builder
 	mode := "full"
 	if o.quick {
@@ -265,13 +290,17 @@ func runBench(ctx context.Context, progress io.Writer, o benchOptions) (string, 
 	fmt.Fprintf(&sb, "scrimp-bench (%s), %s, %d CPUs, %s, took %s\n\n", mode, runtime.Version(), runtime.NumCPU(),
 		time.Now().Format("2006-01-02 15:04"), time.Since(start).Round(time.Second))
 	sb.WriteString("| measurement | setup | measured | target |\n|---|---|---|---|\n")
-	// One block per measurement, in benchRowNames' order; setups keep the
+	// One block per measurement, in allRowNames' order; setups keep the
 	// order they ran in.
+	names := allRowNames()
 	slices.SortStableFunc(b.rows, func(x, y benchRow) int {
-		return cmp.Compare(slices.Index(benchRowNames, x.name), slices.Index(benchRowNames, y.name))
+		return cmp.Compare(rowOrder(names, x.name), rowOrder(names, y.name))
 	})
 	for _, r := range b.rows {
 		fmt.Fprintf(&sb, "| %s | %s | %s | %s |\n", r.name, r.setup, r.result, r.target)
+	}
+	for _, n := range b.notes {
+		sb.WriteString("\n" + n + "\n")
 	}
 	return sb.String(), ctx.Err()
 }
