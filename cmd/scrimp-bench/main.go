@@ -53,10 +53,10 @@ func main() {
 
 // benchOptions configures a run.
 type benchOptions struct {
-	only    string // run one group of rows; empty runs all (older spelling of rows)
-	rows    string // comma-separated groups of rows to run; empty runs all
+	only string // run one group of rows; empty runs all (older spelling of rows)
+	rows string // comma-separated groups of rows to run; empty runs all
 	// svg is where the scaling chart (group "chart") is written.
-	svg string
+	svg     string
 	quick   bool
 	out     string
 	verbose bool

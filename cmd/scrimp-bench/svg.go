@@ -79,7 +79,7 @@ type svgTick struct {
 
 type svgLine struct {
 	Name, Colour, Points string
-	LegendY               string
+	LegendY              string
 }
 
 type svgEvent struct {
