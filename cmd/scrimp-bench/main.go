@@ -1526,11 +1526,11 @@ func (b *bencher) idleProcesses(ctx context.Context, c *benchCluster, backendIP,
 	}
 	configs := []string{
 		backendProcessConfig(p.backendName, backendIP, ports[0], seed, c.listenPort, appPort),
-		fmt.Sprintf(`{"role": "lb", "node-name": "idle-process-lb", "log-level": "warn",
+		fmt.Sprintf(`{"role": "lb", "node-name": "idle-process-lb", "log-level": "warn", "admin-socket": %q,
   "cluster": {"bind-addr": %q, "bind-port": %d, "profile": "local"},
   "seed": {"provider": "static", "static": {"addresses": %s}},
   "lb": {"generator": "nginx", "mode": "managed", "listen-addr": %q, "state-dir": %q}}`,
-			lbIP, ports[1], seed, lbIP, filepath.Join(dir, "lb")),
+			processAdminSocket(lbIP, ports[1]), lbIP, ports[1], seed, lbIP, filepath.Join(dir, "lb")),
 	}
 	for i, conf := range configs {
 		file := filepath.Join(dir, fmt.Sprintf("node-%d.json", i))
@@ -1552,11 +1552,18 @@ func (b *bencher) idleProcesses(ctx context.Context, c *benchCluster, backendIP,
 // serving application "web" (listenPort on the load balancer) from
 // appPort on ip.
 func backendProcessConfig(name, ip string, gossipPort int, seed []byte, listenPort, appPort int) string {
-	return fmt.Sprintf(`{"role": "backend", "node-name": %q, "log-level": "warn",
+	return fmt.Sprintf(`{"role": "backend", "node-name": %q, "log-level": "warn", "admin-socket": %q,
   "cluster": {"bind-addr": %q, "bind-port": %d, "profile": "local"},
   "seed": {"provider": "static", "static": {"addresses": %s}},
   "backend": {"drain-timeout": "2s", "applications": [{"name": "web", "listen-port": %d, "application-port": %d, "protocol": "http"}]}}`,
-		name, ip, gossipPort, seed, listenPort, appPort)
+		name, processAdminSocket(ip, gossipPort), ip, gossipPort, seed, listenPort, appPort)
+}
+
+// processAdminSocket is the admin socket of a scrimp process the bench
+// starts: its own, named after its gossip address (the default,
+// /run/scrimp/admin.sock, may belong to a scrimp running on the host).
+func processAdminSocket(ip string, gossipPort int) string {
+	return filepath.Join(os.TempDir(), fmt.Sprintf("scrimp-bench-%s-%d.sock", ip, gossipPort))
 }
 
 // startProcess starts exe with args; ctx's end stops it with SIGTERM (a
@@ -1581,6 +1588,9 @@ type procBackend struct {
 	name      string
 	node, app *exec.Cmd
 	dir       string
+	// nodeStarted is when the node's process was started (its app runs
+	// already).
+	nodeStarted time.Time
 }
 
 // startProcBackend starts the app (`scrimp-bench bench-app`, which prints its
@@ -1630,6 +1640,7 @@ func (b *bencher) startProcBackend(ctx context.Context, c *benchCluster, name, i
 		p.kill()
 		return nil, err
 	}
+	p.nodeStarted = time.Now()
 	if p.node, err = b.startProcess(ctx, exe, "--config", file); err != nil {
 		p.kill()
 		return nil, err
@@ -1650,6 +1661,17 @@ func (p *procBackend) kill() {
 		}
 	}
 	os.RemoveAll(p.dir)
+}
+
+// stop ends the backend gracefully: SIGTERM to the node (it drains and
+// leaves), then, once it has exited, the app. It blocks until both are
+// reaped.
+func (p *procBackend) stop() {
+	if p.node != nil {
+		loopback.StopProcess(p.node, 20*time.Second)
+		p.node = nil
+	}
+	p.kill()
 }
 
 // newBenchAppCmd is `scrimp-bench bench-app`, the demo app as a process of its
