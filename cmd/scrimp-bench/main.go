@@ -23,6 +23,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -60,6 +61,10 @@ type benchOptions struct {
 	quick   bool
 	out     string
 	verbose bool
+	// cpuProfile is where the bench's own CPU profile goes; empty: none.
+	cpuProfile string
+	// scaleBackends overrides the scale1000 row's number of backends.
+	scaleBackends int
 	// scrimp is the scrimp binary the real-process rows start; empty:
 	// findScrimp's default.
 	scrimp string
@@ -81,6 +86,17 @@ one, with fewer samples.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
+			if o.cpuProfile != "" {
+				f, err := os.Create(o.cpuProfile)
+				if err != nil {
+					return fmt.Errorf("--cpuprofile: %w", err)
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return fmt.Errorf("--cpuprofile: %w", err)
+				}
+				defer pprof.StopCPUProfile()
+			}
 			table, err := runBench(ctx, cmd.ErrOrStderr(), o)
 			if err != nil {
 				return err
@@ -97,6 +113,8 @@ one, with fewer samples.`,
 	cmd.Flags().StringVar(&o.rows, "rows", "", "run only these comma-separated groups of rows: "+strings.Join(allGroups(), ", "))
 	cmd.Flags().StringVar(&o.svg, "svg", "bin/bench-scaling.svg", "where the chart row writes its SVG of per-backend request rate")
 	cmd.Flags().StringVar(&o.out, "out", "", "also write the table to this file")
+	cmd.Flags().IntVar(&o.scaleBackends, "scale-backends", 0, "backends of the scale1000 row (default 1,000; 200 with --quick)")
+	cmd.Flags().StringVar(&o.cpuProfile, "cpuprofile", "", "write the bench process's CPU profile here (where in-process nodes spend)")
 	cmd.Flags().BoolVar(&o.verbose, "verbose", false, "show the nodes' logs on stderr")
 	cmd.Flags().StringVar(&o.scrimp, "scrimp", "", "the scrimp binary for the real-process rows (default: scrimp next to this executable, else built with go build)")
 	cmd.AddCommand(newBenchAppCmd())

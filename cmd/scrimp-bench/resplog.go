@@ -93,8 +93,11 @@ func rateSeries(rs []response, start time.Time, end time.Time, step time.Duratio
 		if r.Err != nil || name == "" {
 			name = "failed"
 		}
+		if r.At.Before(start) {
+			continue
+		}
 		i := int(r.At.Sub(start) / step)
-		if i < 0 || i >= buckets {
+		if i >= buckets {
 			continue
 		}
 		if counts[name] == nil {

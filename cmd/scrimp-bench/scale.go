@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -276,9 +277,16 @@ func (b *bencher) scale1000Row(ctx context.Context, s benchSetup, net2 int) {
 	if b.o.quick {
 		n, over = 200, 4*time.Second
 	}
+	if b.o.scaleBackends > 0 {
+		n = b.o.scaleBackends
+	}
 	const profile = "wan"
 	setup := fmt.Sprintf("%s, %d joins over %s (one per %s), gossip profile %q, LB and proxy as processes", s.label, n, over, over/time.Duration(n), profile)
 	res, err := func() (string, error) {
+		// The bench process holds every backend node; collect its garbage
+		// less often (memory is plentiful, two cores are not). The load
+		// balancer process keeps its own settings.
+		defer debug.SetGCPercent(debug.SetGCPercent(400))
 		lbIP := fmt.Sprintf("127.%d.0.1", net2)
 		lbp, err := b.startLBProcess(ctx, lbIP, s.gen, s.opts, profile)
 		if err != nil {
