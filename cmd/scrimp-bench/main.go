@@ -157,6 +157,9 @@ type benchSetup struct {
 
 var loadSetups = []benchSetup{
 	{"nginx", "nginx", nil},
+	// Reload-free membership changes (seqjoin.go's luaOpts); a generator
+	// that refuses the option reports the mode unavailable.
+	{"nginx, lua balancer", "nginx", luaOpts},
 	{"haproxy", "haproxy", nil},
 	{"haproxy, runtime-api", "haproxy", json.RawMessage(`{"runtime-api": true}`)},
 }
@@ -267,12 +270,12 @@ func runBench(ctx context.Context, progress io.Writer, o benchOptions) (string, 
 	// Rolling restart, then scale out and in, under steady client load.
 	for i, s := range loadSetups {
 		if want("load") {
-			b.rollingRow(ctx, s, fmt.Sprintf("127.0.%d", 102+i))
+			b.rollingRow(ctx, s, fmt.Sprintf("127.0.%d", 150+i))
 		}
 	}
 	for i, s := range loadSetups {
 		if want("load") {
-			b.scaleRow(ctx, s, fmt.Sprintf("127.0.%d", 105+i))
+			b.scaleRow(ctx, s, fmt.Sprintf("127.0.%d", 155+i))
 		}
 	}
 	for i, p := range proxies {
@@ -773,7 +776,7 @@ func (b *bencher) logFailures(name, setup string, r loopback.Result) {
 // take the setup's options yet is reported as notMeasured.
 func (b *bencher) loadCluster(s benchSetup, netPrefix, prefix string, n int) (c *benchCluster, notMeasured string, err error) {
 	if _, err := generator.New(s.gen, s.opts); err != nil {
-		return nil, "not measured: " + strings.ReplaceAll(err.Error(), "|", "/"), nil
+		return nil, "mode unavailable: " + strings.ReplaceAll(err.Error(), "|", "/"), nil
 	}
 	opts := gracefulDrain
 	opts.genOpts = s.opts
