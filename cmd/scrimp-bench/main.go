@@ -2,6 +2,17 @@
 // HAProxy, real scrimp nodes (in this process and as processes of the
 // scrimp binary) on addresses 127.0.x.y, and prints one markdown table of
 // figures beside their targets. `make bench` runs it.
+//
+// Rows come in groups (--rows selects some): the built-in ones runBench
+// runs itself (gossip, load, routing, render, idle), and those other files
+// register from init as rowProviders (rows.go): seqjoin (joins 1 s apart,
+// removals, and where an nginx reload's time goes), chart (the SVG of
+// per-backend request rate), scale1000 and procs150 (scale.go). A new file
+// adds rows with
+//
+//	func init() { providers = append(providers, rowProvider{group: ..., names: ..., run: ...}) }
+//
+// and nothing else.
 package main
 
 import (

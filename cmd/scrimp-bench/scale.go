@@ -252,7 +252,14 @@ func (p *lbProcess) waitRouted(ctx context.Context, names []string, timeout time
 			}
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return time.Time{}, fmt.Errorf("%d of %d backends not routed after %s (last error: %v)", missing, len(names), timeout, err)
+			why := ""
+			if st, serr := p.admin.Status(ctx); serr == nil && st.LB != nil {
+				why = fmt.Sprintf("; load balancer: %d members, %d failing its checks, %d refused, %d reloads", st.Members, st.LB.CheckDown, len(st.LB.Refused), st.LB.Reloads)
+				if st.LB.Last != nil {
+					why += fmt.Sprintf(", last pass %s routing %d backends", st.LB.Last.Result, st.LB.Last.Backends)
+				}
+			}
+			return time.Time{}, fmt.Errorf("%d of %d backends not routed after %s (last error: %v%s)", missing, len(names), timeout, err, why)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
