@@ -53,10 +53,12 @@ vet: deps-go
 	staticcheck ./...
 
 # bench: one table of measured figures beside their targets (real nginx,
-# HAProxy and gossip on loopback; a few minutes), then the generator and
-# catalog micro-benchmarks. `bin/scrimp-bench --quick` is a shorter run.
+# HAProxy and gossip on loopback; several minutes), the per-backend request
+# rate chart in bin/bench-scaling.svg, then the generator and catalog
+# micro-benchmarks. `bin/scrimp-bench --quick` is a shorter run;
+# `bin/scrimp-bench --rows seqjoin,chart` runs some groups of rows only.
 bench: deps build
-	bin/scrimp-bench
+	bin/scrimp-bench --svg bin/bench-scaling.svg
 	$(GO) test -run '^$$' -bench . -benchmem ./generator/ ./catalog/
 
 fuzz:

@@ -197,7 +197,13 @@ type Cluster struct {
 	reapDelay   time.Duration // how long memberlist keeps a dead member
 	rejoinSpan  time.Duration // the probe interval, a unit of rejoin timing
 
-	snap atomic.Pointer[catalog.Snapshot]
+	// snap is the membership as Snapshot returns it. publishLocked only
+	// marks it stale; Snapshot rebuilds it on the next read, so that a
+	// burst of membership events costs one rebuild per read rather than
+	// one per event (each is O(n log n): with 1,000 members joining, every
+	// member rebuilt it 1,000 times).
+	snap      atomic.Pointer[catalog.Snapshot]
+	snapStale atomic.Bool
 	// keyOps are the key operations of this node waiting for answers,
 	// by request id.
 	keyOps map[[keyOpIDLen]byte]*keyCollect
@@ -399,7 +405,16 @@ func (c *Cluster) setApplications(apps []catalog.Application) error {
 // fetched and verified (load balancers fetch them; backends see their
 // peers without applications). It never blocks on the network; the result
 // is shared and must not be modified.
-func (c *Cluster) Snapshot() catalog.Snapshot { return *c.snap.Load() }
+func (c *Cluster) Snapshot() catalog.Snapshot {
+	if c.snapStale.Load() {
+		c.mu.Lock()
+		if c.snapStale.Load() {
+			c.rebuildLocked()
+		}
+		c.mu.Unlock()
+	}
+	return *c.snap.Load()
+}
 
 // Changes returns a channel that receives a value after the membership or
 // a member's applications change. Changes coalesce: one receive may stand
@@ -815,9 +830,18 @@ func (c *Cluster) remove(n *memberlist.Node) {
 	}
 }
 
-// publishLocked rebuilds the snapshot and signals consumers without
-// blocking. c.mu must be held.
+// publishLocked marks the snapshot stale (Snapshot rebuilds it) and
+// signals consumers without blocking. c.mu must be held.
 func (c *Cluster) publishLocked() {
+	c.snapStale.Store(true)
+	select {
+	case c.changes <- struct{}{}:
+	default:
+	}
+}
+
+// rebuildLocked builds the snapshot from the members. c.mu must be held.
+func (c *Cluster) rebuildLocked() {
 	nodes := make([]catalog.Node, 0, len(c.members))
 	for name, m := range c.members {
 		node := catalog.Node{Name: name, Addr: m.addr, Role: m.beacon.Role}
@@ -831,10 +855,7 @@ func (c *Cluster) publishLocked() {
 	}
 	snap := catalog.NewSnapshot(nodes)
 	c.snap.Store(&snap)
-	select {
-	case c.changes <- struct{}{}:
-	default:
-	}
+	c.snapStale.Store(false)
 }
 
 // sanitize makes an untrusted node name safe to log.

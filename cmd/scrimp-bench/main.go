@@ -2,6 +2,17 @@
 // HAProxy, real scrimp nodes (in this process and as processes of the
 // scrimp binary) on addresses 127.0.x.y, and prints one markdown table of
 // figures beside their targets. `make bench` runs it.
+//
+// Rows come in groups (--rows selects some): the built-in ones runBench
+// runs itself (gossip, load, routing, render, idle), and those other files
+// register from init as rowProviders (rows.go): seqjoin (joins 1 s apart,
+// removals, and where an nginx reload's time goes), chart (the SVG of
+// per-backend request rate), scale1000 and procs150 (scale.go). A new file
+// adds rows with
+//
+//	func init() { providers = append(providers, rowProvider{group: ..., names: ..., run: ...}) }
+//
+// and nothing else.
 package main
 
 import (
@@ -23,6 +34,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -53,10 +65,17 @@ func main() {
 
 // benchOptions configures a run.
 type benchOptions struct {
-	only    string // run one group of rows; empty runs all
+	only string // run one group of rows; empty runs all (older spelling of rows)
+	rows string // comma-separated groups of rows to run; empty runs all
+	// svg is where the scaling chart (group "chart") is written.
+	svg     string
 	quick   bool
 	out     string
 	verbose bool
+	// cpuProfile is where the bench's own CPU profile goes; empty: none.
+	cpuProfile string
+	// scaleBackends overrides the scale1000 row's number of backends.
+	scaleBackends int
 	// scrimp is the scrimp binary the real-process rows start; empty:
 	// findScrimp's default.
 	scrimp string
@@ -78,6 +97,17 @@ one, with fewer samples.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
+			if o.cpuProfile != "" {
+				f, err := os.Create(o.cpuProfile)
+				if err != nil {
+					return fmt.Errorf("--cpuprofile: %w", err)
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return fmt.Errorf("--cpuprofile: %w", err)
+				}
+				defer pprof.StopCPUProfile()
+			}
 			table, err := runBench(ctx, cmd.ErrOrStderr(), o)
 			if err != nil {
 				return err
@@ -90,8 +120,12 @@ one, with fewer samples.`,
 		},
 	}
 	cmd.Flags().BoolVar(&o.quick, "quick", false, "a short run with few samples")
-	cmd.Flags().StringVar(&o.only, "only", "", "run one group of rows: gossip, load, routing, render or idle")
+	cmd.Flags().StringVar(&o.only, "only", "", "run one group of rows (same as --rows with one group)")
+	cmd.Flags().StringVar(&o.rows, "rows", "", "run only these comma-separated groups of rows: "+strings.Join(allGroups(), ", "))
+	cmd.Flags().StringVar(&o.svg, "svg", "bin/bench-scaling.svg", "where the chart row writes its SVG of per-backend request rate")
 	cmd.Flags().StringVar(&o.out, "out", "", "also write the table to this file")
+	cmd.Flags().IntVar(&o.scaleBackends, "scale-backends", 0, "backends of the scale1000 row (default 1,000; 200 with --quick)")
+	cmd.Flags().StringVar(&o.cpuProfile, "cpuprofile", "", "write the bench process's CPU profile here (where in-process nodes spend)")
 	cmd.Flags().BoolVar(&o.verbose, "verbose", false, "show the nodes' logs on stderr")
 	cmd.Flags().StringVar(&o.scrimp, "scrimp", "", "the scrimp binary for the real-process rows (default: scrimp next to this executable, else built with go build)")
 	cmd.AddCommand(newBenchAppCmd())
@@ -133,10 +167,10 @@ type benchSetup struct {
 }
 
 var loadSetups = []benchSetup{
-	// nginx's default mode is the lua balancer (no reloads for
-	// membership changes) when its module is installed.
-	{"nginx (default: lua balancer when installed)", "nginx", nil},
 	{"nginx, reload", "nginx", json.RawMessage(`{"balancer": "reload"}`)},
+	// Reload-free membership changes (seqjoin.go's luaOpts); a generator
+	// that refuses the option reports the mode unavailable.
+	{"nginx, lua balancer", "nginx", luaOpts},
 	{"haproxy", "haproxy", nil},
 	{"haproxy, runtime-api", "haproxy", json.RawMessage(`{"runtime-api": true}`)},
 }
@@ -153,7 +187,10 @@ type bencher struct {
 	progress io.Writer
 	log      *slog.Logger
 	rows     []benchRow
-	start    time.Time
+	// notes are lines printed under the table (a breakdown, a file
+	// written).
+	notes []string
+	start time.Time
 
 	scrimpOnce sync.Once
 	scrimp     string // the scrimp binary (scrimpBinary)
@@ -178,6 +215,12 @@ func (b *bencher) add(name, setup, result, target string) {
 	fmt.Fprintf(b.progress, "bench %5.1fs: %s (%s): %s\n", time.Since(b.start).Seconds(), name, setup, result)
 }
 
+// note adds a line under the table.
+func (b *bencher) note(line string) {
+	b.notes = append(b.notes, line)
+	fmt.Fprintf(b.progress, "bench %5.1fs: %s\n", time.Since(b.start).Seconds(), line)
+}
+
 func failed(err error) string { return "failed: " + strings.ReplaceAll(err.Error(), "|", "/") }
 
 // runBench runs every measurement and returns the markdown table.
@@ -198,8 +241,12 @@ func runBench(ctx context.Context, progress io.Writer, o benchOptions) (string, 
 		b.log = slog.New(slog.NewTextHandler(&syncWriter{w: progress}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
 	proxies := []string{"nginx", "haproxy"}
-	// want reports whether a group of rows is to run (--only).
-	want := func(group string) bool { return o.only == "" || o.only == group }
+	groups, err := parseGroups(o.rows, o.only)
+	if err != nil {
+		return "", err
+	}
+	// want reports whether a group of rows is to run (--rows, --only).
+	want := func(group string) bool { return len(groups) == 0 || groups[group] }
 
 	// Rows 1-3 share a cluster per proxy: joins, then kills, then a burst.
 	for i, p := range proxies {
@@ -234,12 +281,12 @@ func runBench(ctx context.Context, progress io.Writer, o benchOptions) (string, 
 	// Rolling restart, then scale out and in, under steady client load.
 	for i, s := range loadSetups {
 		if want("load") {
-			b.rollingRow(ctx, s, fmt.Sprintf("127.0.%d", 102+i))
+			b.rollingRow(ctx, s, fmt.Sprintf("127.0.%d", 150+i))
 		}
 	}
 	for i, s := range loadSetups {
 		if want("load") {
-			b.scaleRow(ctx, s, fmt.Sprintf("127.0.%d", 105+i))
+			b.scaleRow(ctx, s, fmt.Sprintf("127.0.%d", 155+i))
 		}
 	}
 	for i, p := range proxies {
@@ -260,6 +307,13 @@ func runBench(ctx context.Context, progress io.Writer, o benchOptions) (string, 
 		}
 	}
 
+	// Groups other files register (rows.go).
+	for _, p := range providers {
+		if want(p.group) && ctx.Err() == nil {
+			p.run(ctx, b)
+		}
+	}
+
 	var sb strings.Builder
 	mode := "full"
 	if o.quick {
@@ -268,13 +322,17 @@ func runBench(ctx context.Context, progress io.Writer, o benchOptions) (string, 
 	fmt.Fprintf(&sb, "scrimp-bench (%s), %s, %d CPUs, %s, took %s\n\n", mode, runtime.Version(), runtime.NumCPU(),
 		time.Now().Format("2006-01-02 15:04"), time.Since(start).Round(time.Second))
 	sb.WriteString("| measurement | setup | measured | target |\n|---|---|---|---|\n")
-	// One block per measurement, in benchRowNames' order; setups keep the
+	// One block per measurement, in allRowNames' order; setups keep the
 	// order they ran in.
+	names := allRowNames()
 	slices.SortStableFunc(b.rows, func(x, y benchRow) int {
-		return cmp.Compare(slices.Index(benchRowNames, x.name), slices.Index(benchRowNames, y.name))
+		return cmp.Compare(rowOrder(names, x.name), rowOrder(names, y.name))
 	})
 	for _, r := range b.rows {
 		fmt.Fprintf(&sb, "| %s | %s | %s | %s |\n", r.name, r.setup, r.result, r.target)
+	}
+	for _, n := range b.notes {
+		sb.WriteString("\n" + n + "\n")
 	}
 	return sb.String(), ctx.Err()
 }
@@ -729,7 +787,7 @@ func (b *bencher) logFailures(name, setup string, r loopback.Result) {
 // take the setup's options yet is reported as notMeasured.
 func (b *bencher) loadCluster(s benchSetup, netPrefix, prefix string, n int) (c *benchCluster, notMeasured string, err error) {
 	if _, err := generator.New(s.gen, s.opts); err != nil {
-		return nil, "not measured: " + strings.ReplaceAll(err.Error(), "|", "/"), nil
+		return nil, "mode unavailable: " + strings.ReplaceAll(err.Error(), "|", "/"), nil
 	}
 	opts := gracefulDrain
 	opts.genOpts = s.opts
@@ -1500,11 +1558,11 @@ func (b *bencher) idleProcesses(ctx context.Context, c *benchCluster, backendIP,
 	}
 	configs := []string{
 		backendProcessConfig(p.backendName, backendIP, ports[0], seed, c.listenPort, appPort),
-		fmt.Sprintf(`{"role": "lb", "node-name": "idle-process-lb", "log-level": "warn",
+		fmt.Sprintf(`{"role": "lb", "node-name": "idle-process-lb", "log-level": "warn", "admin-socket": %q,
   "cluster": {"bind-addr": %q, "bind-port": %d, "profile": "local"},
   "seed": {"provider": "static", "static": {"addresses": %s}},
   "lb": {"generator": "nginx", "mode": "managed", "listen-addr": %q, "state-dir": %q}}`,
-			lbIP, ports[1], seed, lbIP, filepath.Join(dir, "lb")),
+			processAdminSocket(lbIP, ports[1]), lbIP, ports[1], seed, lbIP, filepath.Join(dir, "lb")),
 	}
 	for i, conf := range configs {
 		file := filepath.Join(dir, fmt.Sprintf("node-%d.json", i))
@@ -1526,11 +1584,18 @@ func (b *bencher) idleProcesses(ctx context.Context, c *benchCluster, backendIP,
 // serving application "web" (listenPort on the load balancer) from
 // appPort on ip.
 func backendProcessConfig(name, ip string, gossipPort int, seed []byte, listenPort, appPort int) string {
-	return fmt.Sprintf(`{"role": "backend", "node-name": %q, "log-level": "warn",
+	return fmt.Sprintf(`{"role": "backend", "node-name": %q, "log-level": "warn", "admin-socket": %q,
   "cluster": {"bind-addr": %q, "bind-port": %d, "profile": "local"},
   "seed": {"provider": "static", "static": {"addresses": %s}},
   "backend": {"drain-timeout": "2s", "applications": [{"name": "web", "listen-port": %d, "application-port": %d, "protocol": "http"}]}}`,
-		name, ip, gossipPort, seed, listenPort, appPort)
+		name, processAdminSocket(ip, gossipPort), ip, gossipPort, seed, listenPort, appPort)
+}
+
+// processAdminSocket is the admin socket of a scrimp process the bench
+// starts: its own, named after its gossip address (the default,
+// /run/scrimp/admin.sock, may belong to a scrimp running on the host).
+func processAdminSocket(ip string, gossipPort int) string {
+	return filepath.Join(os.TempDir(), fmt.Sprintf("scrimp-bench-%s-%d.sock", ip, gossipPort))
 }
 
 // startProcess starts exe with args; ctx's end stops it with SIGTERM (a
@@ -1555,6 +1620,9 @@ type procBackend struct {
 	name      string
 	node, app *exec.Cmd
 	dir       string
+	// nodeStarted is when the node's process was started (its app runs
+	// already).
+	nodeStarted time.Time
 }
 
 // startProcBackend starts the app (`scrimp-bench bench-app`, which prints its
@@ -1604,6 +1672,7 @@ func (b *bencher) startProcBackend(ctx context.Context, c *benchCluster, name, i
 		p.kill()
 		return nil, err
 	}
+	p.nodeStarted = time.Now()
 	if p.node, err = b.startProcess(ctx, exe, "--config", file); err != nil {
 		p.kill()
 		return nil, err
@@ -1624,6 +1693,17 @@ func (p *procBackend) kill() {
 		}
 	}
 	os.RemoveAll(p.dir)
+}
+
+// stop ends the backend gracefully: SIGTERM to the node (it drains and
+// leaves), then, once it has exited, the app. It blocks until both are
+// reaped.
+func (p *procBackend) stop() {
+	if p.node != nil {
+		loopback.StopProcess(p.node, 20*time.Second)
+		p.node = nil
+	}
+	p.kill()
 }
 
 // newBenchAppCmd is `scrimp-bench bench-app`, the demo app as a process of its

@@ -1,0 +1,519 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/scrimplb/scrimp/admin"
+	"github.com/scrimplb/scrimp/catalog"
+	"github.com/scrimplb/scrimp/config"
+	"github.com/scrimplb/scrimp/internal/loopback"
+	"github.com/scrimplb/scrimp/node"
+)
+
+// Rows of the scale group (issue 17's scale target).
+const (
+	rowScale1000 = "1,000 in-process backends joining within 10 s"
+	rowScale150  = "150 backend processes started together"
+)
+
+const (
+	targetScale1000 = "all routed ≤ 2 s after the last join; ≤ 10 reloads"
+	targetScale150  = "(no target; issue 17: all routed 0.7 s after the last start, 5 reloads)"
+)
+
+// scaleSetups are the proxies of the 1,000-backend row.
+var scaleSetups = []benchSetup{
+	{"haproxy, runtime-api", "haproxy", json.RawMessage(`{"runtime-api": true, "server-slots": 1024}`)},
+	{"nginx (default mode)", "nginx", nil},
+}
+
+func init() {
+	providers = append(providers, rowProvider{
+		group: "scale1000",
+		names: []string{rowScale1000},
+		run: func(ctx context.Context, b *bencher) {
+			for i, s := range scaleSetups {
+				if ctx.Err() != nil {
+					return
+				}
+				b.scale1000Row(ctx, s, 10+2*i)
+			}
+		},
+	}, rowProvider{
+		group: "procs150",
+		names: []string{rowScale150},
+		run:   func(ctx context.Context, b *bencher) { b.procs150Row(ctx, "127.0.140") },
+	})
+}
+
+// lbProcess is a scrimp load balancer running as a process of the scrimp
+// binary, with its managed proxy: its CPU and memory are its own.
+type lbProcess struct {
+	cmd    *exec.Cmd
+	dir    string
+	ip     string
+	gen    string
+	seed   string // its gossip address, host:port
+	admin  *admin.Client
+	socket string
+}
+
+// startLBProcess starts a scrimp load balancer on ip for generator gen
+// (options genOpts) with the gossip profile, and waits until its admin
+// socket answers.
+func (b *bencher) startLBProcess(ctx context.Context, ip, gen string, genOpts json.RawMessage, profile string) (*lbProcess, error) {
+	exe, err := b.scrimpBinary()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "scrimp-bench-lb-")
+	if err != nil {
+		return nil, err
+	}
+	port, err := loopback.FreePort(ip)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	if genOpts == nil {
+		genOpts = json.RawMessage(`{}`)
+	}
+	p := &lbProcess{dir: dir, ip: ip, gen: gen, seed: fmt.Sprintf("%s:%d", ip, port), socket: processAdminSocket(ip, port)}
+	conf := fmt.Sprintf(`{"role": "lb", "node-name": "bench-lb", "log-level": "warn", "admin-socket": %q,
+  "cluster": {"bind-addr": %q, "bind-port": %d, "profile": %q},
+  "seed": {"provider": "static", "static": {"addresses": []}},
+  "lb": {"generator": %q, "generator-options": %s, "mode": "managed", "listen-addr": %q, "state-dir": %q}}`,
+		p.socket, ip, port, profile, gen, genOpts, ip, filepath.Join(dir, "state"))
+	file := filepath.Join(dir, "lb.json")
+	if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
+		p.close()
+		return nil, err
+	}
+	if p.cmd, err = b.startProcess(ctx, exe, "--config", file); err != nil {
+		p.close()
+		return nil, err
+	}
+	p.admin = admin.NewClient(p.socket)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st, err := p.admin.Status(ctx)
+		if err == nil && st.LB != nil {
+			return p, nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			p.close()
+			return nil, fmt.Errorf("load balancer process: admin socket not answering after 20 s: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// close stops the process (SIGTERM: it stops its proxy) and removes its
+// files. Safe twice.
+func (p *lbProcess) close() {
+	if p.cmd != nil {
+		loopback.StopProcess(p.cmd, 20*time.Second)
+		p.cmd = nil
+	}
+	os.RemoveAll(p.dir)
+}
+
+// routedNames is the set of backend nodes the rendered configuration
+// routes requests to (from the "# node" comment of each server line; a
+// disabled HAProxy slot routes nowhere).
+func routedNames(cfg []byte) map[string]bool {
+	out := map[string]bool{}
+	for l := range strings.Lines(string(cfg)) {
+		l = strings.TrimSpace(l)
+		if !strings.HasPrefix(l, "server ") {
+			continue
+		}
+		i := strings.LastIndex(l, " # ")
+		if i < 0 {
+			if f := strings.Fields(l); len(f) > 1 { // haproxy: server NAME addr ...
+				out[f[1]] = true
+			}
+			continue
+		}
+		if strings.Contains(l[:i], " disabled") {
+			continue
+		}
+		out[strings.TrimSpace(l[i+3:])] = true
+	}
+	return out
+}
+
+// procUsage is a process tree's CPU time and resident memory.
+type procUsage struct {
+	cpu time.Duration
+	rss int64
+}
+
+// treeUsage reads pid's CPU time and RSS, and with children its
+// children's too (one level: nginx's or HAProxy's workers).
+func treeUsage(pid int, children bool) (procUsage, error) {
+	pids := []int{pid}
+	if children {
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid)); err == nil {
+			for _, f := range strings.Fields(string(b)) {
+				if c, err := strconv.Atoi(f); err == nil {
+					pids = append(pids, c)
+				}
+			}
+		}
+	}
+	var u procUsage
+	for i, p := range pids {
+		s, err := readProc(p)
+		if err != nil {
+			if i == 0 {
+				return u, err
+			}
+			continue // a worker that just exited
+		}
+		u.cpu += s.cpu
+		u.rss += s.rss
+	}
+	return u, nil
+}
+
+// readProc reads one process's CPU time and RSS from /proc.
+func readProc(pid int) (procSample, error) {
+	var s procSample
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return s, fmt.Errorf("process %d: %w", pid, err)
+	}
+	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	if len(f) < 13 {
+		return s, fmt.Errorf("/proc/%d/stat: short", pid)
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	s.cpu = time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ 100
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return s, err
+	}
+	for line := range strings.Lines(string(status)) {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			s.rss = kb * 1024
+		}
+	}
+	return s, nil
+}
+
+// lbUsage samples the load balancer process and its proxy's processes.
+func (p *lbProcess) usage(ctx context.Context) (daemon, prox procUsage, err error) {
+	if daemon, err = treeUsage(p.cmd.Process.Pid, false); err != nil {
+		return
+	}
+	st, err := p.admin.Status(ctx)
+	if err != nil {
+		return
+	}
+	if st.LB != nil && st.LB.ProxyPID > 0 {
+		prox, err = treeUsage(st.LB.ProxyPID, true)
+	}
+	return
+}
+
+// waitRouted polls the load balancer's rendered configuration until every
+// name is routed, and returns when that was first seen.
+func (p *lbProcess) waitRouted(ctx context.Context, names []string, timeout time.Duration) (time.Time, error) {
+	deadline := time.Now().Add(timeout)
+	missing := len(names)
+	for {
+		cfg, err := p.admin.Render(ctx)
+		if err == nil {
+			got := routedNames(cfg)
+			missing = 0
+			for _, n := range names {
+				if !got[n] {
+					missing++
+				}
+			}
+			if missing == 0 {
+				return time.Now(), nil
+			}
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			why := ""
+			if st, serr := p.admin.Status(ctx); serr == nil && st.LB != nil {
+				why = fmt.Sprintf("; load balancer: %d members, %d failing its checks, %d refused, %d reloads", st.Members, st.LB.CheckDown, len(st.LB.Refused), st.LB.Reloads)
+				if st.LB.Last != nil {
+					why += fmt.Sprintf(", last pass %s routing %d backends", st.LB.Last.Result, st.LB.Last.Backends)
+				}
+			}
+			return time.Time{}, fmt.Errorf("%d of %d backends not routed after %s (last error: %v%s)", missing, len(names), timeout, err, why)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// scaleNode is an in-process backend of the 1,000 row.
+type scaleNode struct {
+	node   *node.Node
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// scale1000Row starts a load balancer process and n in-process backend
+// nodes (each with its demo app) on 127.<net>.x.y and 127.<net+1>.x.y,
+// joining at an even rate over 10 s, and reports when all were routed,
+// the reloads and the load balancer's CPU and memory. Gossip uses the
+// "wan" profile (gossip every 500 ms, probes every 5 s): with this many
+// members in one process on a small machine, the "local" profile's
+// 200 ms probe timeout would declare busy members dead.
+func (b *bencher) scale1000Row(ctx context.Context, s benchSetup, net2 int) {
+	n, over := 1000, 10*time.Second
+	if b.o.quick {
+		n, over = 200, 4*time.Second
+	}
+	if b.o.scaleBackends > 0 {
+		n = b.o.scaleBackends
+	}
+	const profile = "wan"
+	setup := fmt.Sprintf("%s, %d joins over %s (one per %s), gossip profile %q, LB and proxy as processes", s.label, n, over, over/time.Duration(n), profile)
+	res, err := func() (string, error) {
+		// The bench process holds every backend node; collect its garbage
+		// less often (memory is plentiful, two cores are not). The load
+		// balancer process keeps its own settings.
+		defer debug.SetGCPercent(debug.SetGCPercent(400))
+		lbIP := fmt.Sprintf("127.%d.0.1", net2)
+		lbp, err := b.startLBProcess(ctx, lbIP, s.gen, s.opts, profile)
+		if err != nil {
+			return "", err
+		}
+		defer lbp.close()
+		listenPort, err := loopback.FreePort(lbIP)
+		if err != nil {
+			return "", err
+		}
+		appCtx, stopApps := context.WithCancel(context.Background())
+		var apps sync.WaitGroup
+		var nodes []*scaleNode
+		defer func() {
+			// Backends go at once without draining (Kill, then Run ends);
+			// the load balancer process is stopped next anyway.
+			var wg sync.WaitGroup
+			for _, sn := range nodes {
+				wg.Go(func() {
+					sn.node.Kill()
+					sn.cancel()
+					<-sn.done
+				})
+			}
+			wg.Wait()
+			stopApps()
+			apps.Wait()
+		}()
+		st0, err := lbp.admin.Status(ctx)
+		if err != nil {
+			return "", err
+		}
+		d0, p0, err := lbp.usage(ctx)
+		if err != nil {
+			return "", err
+		}
+		var names []string
+		first := time.Now()
+		for i := range n {
+			if err := ctx.Err(); err != nil {
+				return "", err
+			}
+			time.Sleep(time.Until(first.Add(time.Duration(i) * over / time.Duration(n))))
+			name := fmt.Sprintf("big-%04d", i+1)
+			// 250 addresses per /24, from 127.<net2>.1.1 up.
+			ip := fmt.Sprintf("127.%d.%d.%d", net2+(i/250)/250, 1+(i/250)%250, 1+i%250)
+			sn, err := startScaleNode(appCtx, &apps, b, name, ip, lbp.seed, listenPort, profile)
+			if err != nil {
+				return "", fmt.Errorf("%s: %w", name, err)
+			}
+			nodes = append(nodes, sn)
+			names = append(names, name)
+		}
+		last := time.Now()
+		routedAt, err := lbp.waitRouted(ctx, names, 60*time.Second)
+		if err != nil {
+			return "", fmt.Errorf("joins spread over %s: %w", last.Sub(first).Round(10*time.Millisecond), err)
+		}
+		d1, p1, err := lbp.usage(ctx)
+		if err != nil {
+			return "", err
+		}
+		st1, err := lbp.admin.Status(ctx)
+		if err != nil {
+			return "", err
+		}
+		updates := 0
+		for _, o := range st1.LB.History {
+			if o.At.After(first) && o.Result == "updated" {
+				updates++
+			}
+		}
+		window := routedAt.Sub(first).Seconds()
+		return fmt.Sprintf("all routed %s after the last join (joins took %s); %d reloads, %d runtime updates in the last %d passes; "+
+			"LB daemon: %.1f%% of a core over the joins, RSS %.0f MiB; %s: %.1f%% of a core, RSS %.0f MiB (master and workers)",
+			ms(max(routedAt.Sub(last), 0)), last.Sub(first).Round(10*time.Millisecond), st1.LB.Reloads-st0.LB.Reloads, updates, len(st1.LB.History),
+			(d1.cpu-d0.cpu).Seconds()/window*100, float64(d1.rss)/(1<<20), s.gen, (p1.cpu-p0.cpu).Seconds()/window*100, float64(p1.rss)/(1<<20)), nil
+	}()
+	if errors.Is(err, errNoProcess) {
+		res = "not measured: " + err.Error()
+	} else if err != nil {
+		res = failed(err)
+	}
+	b.add(rowScale1000, setup, res, targetScale1000)
+}
+
+// startScaleNode starts an in-process backend node named name on ip with
+// a demo app, joined through seed, serving application "web" on
+// listenPort of the load balancer. It has no admin socket.
+func startScaleNode(appCtx context.Context, apps *sync.WaitGroup, b *bencher, name, ip, seed string, listenPort int, profile string) (*scaleNode, error) {
+	appPort, err := loopback.ServeApp(appCtx, apps, ip, name)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := node.LocalConfig(name, ip, []string{seed})
+	if err != nil {
+		return nil, err
+	}
+	cfg.AdminSocket = ""
+	cfg.Cluster.Profile = profile
+	bc := config.DefaultBackend()
+	bc.DrainTimeout, bc.DrainGrace = config.D(time.Second), config.D(0)
+	bc.Applications = []config.Application{{Application: catalog.Application{
+		Name: "web", ListenPort: listenPort, ApplicationPort: appPort, Protocol: catalog.ProtocolHTTP,
+	}}}
+	cfg.Backend = &bc
+	nd, err := node.StartLocal(cfg, b.log.With("node", name))
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	sn := &scaleNode{node: nd, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(sn.done)
+		nd.Run(ctx)
+	}()
+	return sn, nil
+}
+
+// procs150Row starts a load balancer process (managed nginx) and 150
+// scrimp backend processes (their apps served by this process), all at
+// once, and reports when all were routed after the last start and the
+// reloads; then stops them together.
+func (b *bencher) procs150Row(ctx context.Context, netPrefix string) {
+	n := 150
+	if b.o.quick {
+		n = 20
+	}
+	setup := fmt.Sprintf("nginx (default mode), %d scrimp backend processes started one after another, local profile", n)
+	res, err := func() (string, error) {
+		lbp, err := b.startLBProcess(ctx, netPrefix+".1", "nginx", nil, "local")
+		if err != nil {
+			return "", err
+		}
+		defer lbp.close()
+		exe, err := b.scrimpBinary()
+		if err != nil {
+			return "", err
+		}
+		listenPort, err := loopback.FreePort(netPrefix + ".1")
+		if err != nil {
+			return "", err
+		}
+		dir, err := os.MkdirTemp("", "scrimp-bench-150-")
+		if err != nil {
+			return "", err
+		}
+		defer os.RemoveAll(dir)
+		appCtx, stopApps := context.WithCancel(context.Background())
+		var apps sync.WaitGroup
+		var cmds []*exec.Cmd
+		defer func() {
+			var wg sync.WaitGroup
+			for _, c := range cmds {
+				wg.Go(func() { loopback.StopProcess(c, 20*time.Second) })
+			}
+			wg.Wait()
+			stopApps()
+			apps.Wait()
+		}()
+		seed, _ := json.Marshal([]string{lbp.seed})
+		st0, err := lbp.admin.Status(ctx)
+		if err != nil {
+			return "", err
+		}
+		d0, _, err := lbp.usage(ctx)
+		if err != nil {
+			return "", err
+		}
+		var names []string
+		first := time.Now()
+		for i := range n {
+			name := fmt.Sprintf("proc-%d", i+1)
+			ip := netip.MustParseAddr(netPrefix + ".2")
+			for range i {
+				ip = ip.Next()
+			}
+			appPort, err := loopback.ServeApp(appCtx, &apps, ip.String(), name)
+			if err != nil {
+				return "", err
+			}
+			gossipPort, err := loopback.FreePort(ip.String())
+			if err != nil {
+				return "", err
+			}
+			file := filepath.Join(dir, name+".json")
+			if err := os.WriteFile(file, []byte(backendProcessConfig(name, ip.String(), gossipPort, seed, listenPort, appPort)), 0o600); err != nil {
+				return "", err
+			}
+			cmd, err := b.startProcess(ctx, exe, "--config", file)
+			if err != nil {
+				return "", err
+			}
+			cmds = append(cmds, cmd)
+			names = append(names, name)
+		}
+		last := time.Now()
+		routedAt, err := lbp.waitRouted(ctx, names, 60*time.Second)
+		if err != nil {
+			return "", err
+		}
+		d1, p1, err := lbp.usage(ctx)
+		if err != nil {
+			return "", err
+		}
+		// Reloads that follow, up to a coalescing window.
+		time.Sleep(1500 * time.Millisecond)
+		st1, err := lbp.admin.Status(ctx)
+		if err != nil {
+			return "", err
+		}
+		window := routedAt.Sub(first).Seconds()
+		return fmt.Sprintf("all routed %s after the last start (starts took %s); %d reloads; LB daemon: %.1f%% of a core, RSS %.0f MiB; nginx RSS %.0f MiB",
+			ms(max(routedAt.Sub(last), 0)), last.Sub(first).Round(10*time.Millisecond), st1.LB.Reloads-st0.LB.Reloads,
+			(d1.cpu-d0.cpu).Seconds()/window*100, float64(d1.rss)/(1<<20), float64(p1.rss)/(1<<20)), nil
+	}()
+	if errors.Is(err, errNoProcess) {
+		res = "not measured: " + err.Error()
+	} else if err != nil {
+		res = failed(err)
+	}
+	b.add(rowScale150, setup, res, targetScale150)
+}
