@@ -107,6 +107,11 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// updateQuiet is the quiet period after a pass that changed the proxy
+// without a reload (RuntimeProxy.Update): such passes are cheap, so only a
+// burst within a few milliseconds is coalesced.
+const updateQuiet = 20 * time.Millisecond
+
 // Retry timing of a configuration the proxy refused: a check that fails
 // fails again, but a reload can fail for a passing reason.
 const (
@@ -273,6 +278,7 @@ func (l *LB) Run(ctx context.Context) {
 		certChanges  <-chan struct{}
 		expiry       = time.NewTimer(time.Hour) // the next guard's end
 		retry        = time.NewTimer(time.Hour) // the next try of a failed apply
+		quiet        = l.cfg.Timing.Quiet       // after the last pass that worked
 	)
 	expiry.Stop()
 	defer expiry.Stop()
@@ -337,6 +343,15 @@ func (l *LB) Run(ctx context.Context) {
 			l.notBefore = time.Time{}
 			if l.apply(context.WithoutCancel(ctx), ctx.Done(), changed) {
 				lastDone = time.Now()
+				// An update without a reload costs the proxy a few
+				// milliseconds: the next change waits only updateQuiet,
+				// so joins a second apart are each served at once.
+				quiet = l.cfg.Timing.Quiet
+				l.mu.Lock()
+				if l.last.Result == ResultUpdated {
+					quiet = min(quiet, updateQuiet)
+				}
+				l.mu.Unlock()
 			}
 			if !l.notBefore.IsZero() {
 				// The reload limit delays this pass: the changes stay
@@ -367,7 +382,9 @@ func (l *LB) Run(ctx context.Context) {
 			pending, first = true, now
 		}
 		last = now
-		next := l.cfg.Timing.Next(lastDone, first, last)
+		timing := l.cfg.Timing
+		timing.Quiet = quiet
+		next := timing.Next(lastDone, first, last)
 		if next.Before(l.notBefore) {
 			next = l.notBefore
 		}

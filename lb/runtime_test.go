@@ -123,3 +123,39 @@ func TestSlotChangesNeedNoReload(t *testing.T) {
 }
 
 func countSlots(config []byte) int { return strings.Count(string(config), "\n    server s") }
+
+// TestUpdatesAreNotCoalesced checks that a change that needs no reload
+// is applied at once even right after another one: an update does not
+// start a quiet period (only updateQuiet), so backends joining 50 ms apart
+// are each served within a few milliseconds, while a reload still does.
+func TestUpdatesAreNotCoalesced(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		gen, err := generator.New("haproxy", []byte(`{"runtime-api": true, "server-slots": 8}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := newMembers()
+		m.setBackends(2)
+		p := &slotRecorder{}
+		timing := Timing{Quiet: time.Second, MaxWait: 5 * time.Second}
+		startLBWith(t, Config{
+			Members: m, Proxy: p, Generator: gen, Checks: CheckConfig{Disabled: true},
+			Input:  generator.Input{ListenAddr: "127.0.0.1", Standalone: true, StateDir: "/var/lib/scrimp"},
+			Timing: timing,
+		})
+		// The first apply was a reload: past its quiet period first.
+		settle(2 * timing.Quiet)
+		base := p.updateCount() // the re-assert after the first apply
+		for n := 3; n <= 6; n++ {
+			time.Sleep(50 * time.Millisecond) // the fake clock of the bubble
+			changed := time.Now()
+			m.setBackends(n)
+			time.Sleep(updateQuiet)
+			synctest.Wait()
+			if got := p.updateCount(); got != base+n-2 {
+				t.Fatalf("%d backends: %d updates %v after the change, want %d (not held for the %v quiet period)",
+					n, got, time.Since(changed), base+n-2, timing.Quiet)
+			}
+		}
+	})
+}
