@@ -21,7 +21,7 @@ import (
 // bound here is generous for a busy machine.
 func TestMassDrainThroughNginx(t *testing.T) {
 	tc := newTestCluster(t, "127.0.233", "local")
-	const stopped, kept = 60, 3
+	const stopped, kept = massDrainStopped, 3
 	const drainTimeout, grace = 30 * time.Second, 300 * time.Millisecond
 	var all, leaving []*testBackend
 	for i := range stopped + kept {
