@@ -192,6 +192,15 @@ func (tc *testCluster) addBackendEdit(i int, drainTimeout, grace time.Duration, 
 	appCtx, stopApp := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	appPort, err := loopback.ServeApp(appCtx, &wg, ip, name)
+	// Port 0 on another loopback address can give the number of the load
+	// balancer's gossip port, which the load balancer refuses (all of
+	// 127/8 is its own): take another.
+	for try := 0; err == nil && tc.seed != "" && strings.HasSuffix(tc.seed, fmt.Sprintf(":%d", appPort)) && try < 5; try++ {
+		stopApp()
+		wg.Wait()
+		appCtx, stopApp = context.WithCancel(context.Background())
+		appPort, err = loopback.ServeApp(appCtx, &wg, ip, name)
+	}
 	if err != nil {
 		tc.t.Fatal(err)
 	}
