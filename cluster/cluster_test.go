@@ -458,7 +458,9 @@ func TestHostileApplicationSets(t *testing.T) {
 func lbNode(ml *memberlist.Memberlist, name string) *memberlist.Node {
 	for _, n := range ml.Members() {
 		if n.Name == name {
-			return n
+			// A copy: memberlist updates its own node record (an alive
+			// message) without a lock the caller could take.
+			return &memberlist.Node{Name: n.Name, Addr: slices.Clone(n.Addr), Port: n.Port}
 		}
 	}
 	return nil
