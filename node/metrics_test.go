@@ -375,13 +375,16 @@ func TestMetricsRefusalsByReason(t *testing.T) {
 		catalog.Application{Name: "aac", ListenPort: mustFreePort(t, net3+".1"), ApplicationPort: int(metricsPort), Protocol: catalog.ProtocolHTTP},
 	))
 	want := map[string]float64{"ownership": 1, "listen-port": 1, "own-address": 1}
+	// The gauge is waited for too: a scrape is not atomic across
+	// collectors (Prometheus gathers them concurrently), so one taken
+	// during the pass can read the gauge before it and the counters after.
 	f = waitScrape(t, "the three refusals counted", metricsAddr, "", 15*time.Second, func(f families) bool {
 		for _, r := range refusalReasons {
 			if !f.is(want[r], "scrimp_lb_refusals_total", "reason", r) {
 				return false
 			}
 		}
-		return true
+		return f.is(3, "scrimp_lb_refused_instances")
 	})
 	if n := len(f["scrimp_lb_refusals_total"].GetMetric()); n != len(refusalReasons) {
 		t.Errorf("%d refusal series, want the %d fixed reasons only", n, len(refusalReasons))
