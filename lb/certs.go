@@ -84,11 +84,7 @@ func (l *LB) liveCerts(ctx context.Context, certs []generator.TLSCert, o *Outcom
 		l.mu.Unlock()
 		l.log.Warn("loading new certificates into the running proxy failed; reloading instead", "err", err)
 	}
-	now := time.Now()
-	if at := l.cfg.ReloadLimit.Next(l.reloads, now); at.After(now) {
-		l.noteLimited(at)
-		l.notBefore = at
-		o.Result = ResultLimited
+	if l.limited(o) {
 		return false
 	}
 	began := time.Now()

@@ -553,11 +553,7 @@ func (l *LB) apply(ctx context.Context, done <-chan struct{}, changed time.Time)
 		l.mu.Unlock()
 		l.log.Warn("updating the running proxy failed; reloading instead", "err", err)
 	}
-	now := time.Now()
-	if at := l.cfg.ReloadLimit.Next(l.reloads, now); at.After(now) {
-		l.noteLimited(at)
-		l.notBefore = at
-		o.Result = ResultLimited
+	if l.limited(&o) {
 		return false
 	}
 	// The proxy's own check first, when it has one: a refused

@@ -355,6 +355,21 @@ func (l *LB) reload(ctx context.Context, done <-chan struct{}, out generator.Out
 	return nil
 }
 
+// limited reports whether the reload limit delays a reload now; then it
+// records that in o, counts and logs it (noteLimited), and sets notBefore
+// so the loop tries again when the limit allows.
+func (l *LB) limited(o *Outcome) bool {
+	now := time.Now()
+	at := l.cfg.ReloadLimit.Next(l.reloads, now)
+	if !at.After(now) {
+		return false
+	}
+	l.noteLimited(at)
+	l.notBefore = at
+	o.Result = ResultLimited
+	return true
+}
+
 // noteLimited counts a reload the limit delays, and logs it unless it
 // delayed one within the last window too.
 func (l *LB) noteLimited(until time.Time) {
