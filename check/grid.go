@@ -13,33 +13,46 @@ import (
 // slot) therefore wake up together, and a process running hundreds of
 // them wakes up once per slot rather than once per loop.
 //
-// When check returns a positive soon, the next call is soon after the
-// start of this one instead: a quick re-check, off the grid (HAProxy's
-// fastinter). After a call that returns zero the loop is back on the
-// grid, at its next instant after the call returned. Instants missed
-// while a check ran are dropped, so checks never pile up. check runs in
-// OnGrid's goroutine and must return soon after its ctx is done. interval
-// must be positive; a first instant in the past calls check at once.
-func OnGrid(ctx context.Context, first time.Time, interval time.Duration, check func(ctx context.Context) (soon time.Duration)) {
-	next := first
-	t := time.NewTimer(time.Until(next))
+// What check returns moves the next call. Zero: the next instant of the
+// grid after the call returned. Less than interval: that long after the
+// start of this call, off the grid (a quick re-check, HAProxy's
+// fastinter). Interval or more: the first instant of the grid at least
+// that long after the start of this call (fewer checks, still on the
+// grid). Instants missed while a check ran are dropped, so checks never
+// pile up. check runs in OnGrid's goroutine and must return soon after its
+// ctx is done. interval must be positive; a first instant in the past
+// calls check at once.
+func OnGrid(ctx context.Context, first time.Time, interval time.Duration, check func(ctx context.Context) (next time.Duration)) {
+	OnGridWake(ctx, first, interval, nil, check)
+}
+
+// OnGridWake is OnGrid, except that a receive from wake calls check at
+// once, whenever it comes: for an event that makes a check due now (a
+// connection the checker holds was closed). A nil wake never fires.
+func OnGridWake(ctx context.Context, first time.Time, interval time.Duration, wake <-chan struct{}, check func(ctx context.Context) (next time.Duration)) {
+	t := time.NewTimer(time.Until(first))
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-wake:
 		}
 		start := time.Now()
-		soon := check(ctx)
+		d := check(ctx)
 		if ctx.Err() != nil {
 			return
 		}
-		if soon > 0 {
-			t.Reset(time.Until(start.Add(soon)))
-			continue
+		var next time.Time
+		switch {
+		case d <= 0:
+			next = nextOnGrid(first, interval, time.Now())
+		case d < interval:
+			next = start.Add(d)
+		default:
+			next = nextOnGrid(first, interval, start.Add(d-1))
 		}
-		next = nextOnGrid(first, interval, time.Now())
 		t.Reset(time.Until(next))
 	}
 }

@@ -297,6 +297,13 @@ type LBChecks struct {
 	Fall int `json:"fall"`
 	// Rise consecutive passes bring it back.
 	Rise int `json:"rise"`
+	// HoldInterval is the time between two checks of an instance while
+	// the load balancer holds an idle connection open to it, which tells
+	// a crash at once (lb.CheckConfig.HoldInterval).
+	HoldInterval Duration `json:"hold-interval"`
+	// NoHold turns the held connections off: every instance is checked
+	// every Interval.
+	NoHold bool `json:"no-hold"`
 }
 
 // MassLossGuard tunes the mass-loss guard.
@@ -411,7 +418,7 @@ func DefaultLB() LB {
 		MaxWait:         D(1 * time.Second),
 		ResyncInterval:  D(30 * time.Second),
 		RetainEmpty:     D(time.Hour),
-		Checks:          LBChecks{Interval: D(900 * time.Millisecond), Timeout: D(400 * time.Millisecond), Fall: 2, Rise: 2},
+		Checks:          LBChecks{Interval: D(900 * time.Millisecond), Timeout: D(400 * time.Millisecond), Fall: 2, Rise: 2, HoldInterval: D(5 * time.Second)},
 		MassLossGuard:   MassLossGuard{Share: 0.5, Min: 2, Window: D(10 * time.Second), Grace: D(time.Minute)},
 		// The usual HTTP ports and every unprivileged one.
 		ListenPorts: []PortRange{"80", "443", "1024-65535"},

@@ -194,6 +194,10 @@ func (l *LB) validate(v *validator) {
 	if l.Checks.Timeout.Duration > l.Checks.Interval.Duration {
 		v.add("lb.checks.timeout", "must not be longer than interval")
 	}
+	v.duration("lb.checks.hold-interval", l.Checks.HoldInterval, true)
+	if l.Checks.HoldInterval.Duration < l.Checks.Interval.Duration {
+		v.add("lb.checks.hold-interval", "must not be shorter than interval")
+	}
 	if l.Checks.Fall < 1 || l.Checks.Fall > 100 {
 		v.add("lb.checks.fall", fmt.Sprintf("%d is not in 1-100", l.Checks.Fall))
 	}

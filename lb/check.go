@@ -64,17 +64,35 @@ type CheckConfig struct {
 	// the same millisecond. A check waiting for its turn is late, never
 	// failed: its timeout starts when it runs.
 	MaxInFlight int
+	// HoldInterval is the time between the checks of an instance while
+	// the load balancer holds an idle connection open to it (see NoHold):
+	// the held connection tells a crash at once, the checks are there for
+	// what it cannot tell (a listener closed by a live process, a health
+	// path that fails).
+	HoldInterval time.Duration
+	// NoHold turns the held connections off: every settled instance is
+	// checked every Interval. With them (the default), after a passing
+	// TCP check the load balancer keeps one idle TCP connection open to
+	// the instance, with TCP keepalive, and checks at once when it
+	// closes: the kernel closes it when the application's process dies,
+	// so a crash is seen in about a round trip instead of at the next
+	// check. Instances with a health path are not held: the answer of
+	// the path is what their checks are for, every Interval.
+	// docs/performance.md weighs the trade-offs.
+	NoHold bool
 }
 
 // DefaultCheckConfig returns the default check settings: a check every
 // 900 ms, every 100 ms after one that disagrees with the state, with a
 // 400 ms timeout, down after 2 failures, up after 2 passes, at most 256
-// checks at once. A crashed application (refused connections) is out of
-// the configuration within a second of its crash, as with the former
-// checks every 500 ms, for about half their CPU (docs/performance.md).
+// checks at once; with a held connection open, a check every 5 s. A
+// crashed application (refused connections) is out of the configuration
+// about Fall × FastInterval after its crash with a held connection, and
+// within a second without one (docs/performance.md).
 func DefaultCheckConfig() CheckConfig {
 	return CheckConfig{Interval: 900 * time.Millisecond, FastInterval: 100 * time.Millisecond,
-		Timeout: 400 * time.Millisecond, Fall: 2, Rise: 2, MaxInFlight: 256}
+		Timeout: 400 * time.Millisecond, Fall: 2, Rise: 2, MaxInFlight: 256,
+		HoldInterval: 5 * time.Second}
 }
 
 // checkSlot is the spacing of the grid the checks start on: checks due
@@ -92,6 +110,7 @@ func (c CheckConfig) withDefaults() CheckConfig {
 	c.Fall = orDefault(c.Fall, d.Fall)
 	c.Rise = orDefault(c.Rise, d.Rise)
 	c.MaxInFlight = orDefault(c.MaxInFlight, d.MaxInFlight)
+	c.HoldInterval = max(orDefault(c.HoldInterval, d.HoldInterval), c.Interval)
 	return c
 }
 
@@ -114,6 +133,7 @@ func (c CheckConfig) Validate() error {
 		negative("fall", c.Fall),
 		negative("rise", c.Rise),
 		negative("max-in-flight", c.MaxInFlight),
+		negative("hold-interval", c.HoldInterval),
 	)
 }
 
@@ -209,12 +229,18 @@ type checker struct {
 	// path. The mass-loss guard keeps only proven instances: a name in
 	// gossip that never answered a check is not a backend it may keep.
 	proven bool
+
+	// Owned by the checker's loop goroutine.
+	wake     chan struct{} // the held connection ended: check now; capacity 1
+	held     *hold         // nil when none is held
+	holdFrom time.Time     // no connection is held before then (see loop)
 }
 
 // newChecker returns the checker of instance k, up until its checks say
 // otherwise.
 func newChecker(k instKey, p probe, cfg CheckConfig, cancel context.CancelFunc) *checker {
-	return &checker{key: k, probe: p, cancel: cancel, count: check.NewCounter(cfg.Rise, cfg.Fall, check.StartUp)}
+	return &checker{key: k, probe: p, cancel: cancel, count: check.NewCounter(cfg.Rise, cfg.Fall, check.StartUp),
+		wake: make(chan struct{}, 1)}
 }
 
 // health is what the checks say of an instance.
@@ -344,14 +370,26 @@ func (c *checks) loop(ctx context.Context, ch *checker) {
 	// wake-up of the process for all of them).
 	offset := time.Duration(rand.N(c.slots)) * (c.cfg.Interval / time.Duration(c.slots))
 	first := check.GridStart(c.origin, offset, c.cfg.Interval, time.Now())
-	check.OnGrid(ctx, first, c.cfg.Interval, func(ctx context.Context) time.Duration {
+	defer ch.dropHold()
+	check.OnGridWake(ctx, first, c.cfg.Interval, ch.wake, func(ctx context.Context) time.Duration {
 		select {
 		case <-ctx.Done():
 			return 0
 		case c.sem <- struct{}{}:
 		}
+		defer func() { <-c.sem }()
+		// A held connection that ended is why this check runs now, unless
+		// the grid's instant came first.
+		var endedAfter time.Duration
+		if ch.held != nil && ch.held.over() {
+			endedAfter = time.Since(ch.held.since)
+			ch.held = nil
+			select { // this check is the one its end asked for
+			case <-ch.wake:
+			default:
+			}
+		}
 		err := run.Run(ctx, c.cfg.Timeout)
-		<-c.sem
 		if ctx.Err() != nil {
 			return 0 // stopped: the result says nothing about the backend
 		}
@@ -371,11 +409,55 @@ func (c *checks) loop(ctx context.Context, ch *checker) {
 			default:
 			}
 		}
-		if unsettled(err, down) {
-			return c.cfg.FastInterval
+		if err != nil || down {
+			ch.dropHold()
+			if unsettled(err, down) {
+				return c.cfg.FastInterval
+			}
+			return 0
 		}
-		return 0
+		return c.holdOn(ctx, ch, endedAfter)
 	})
+}
+
+// holdOn keeps (or opens) the held connection of an instance whose check
+// just passed while up, and returns when its next check is due: after
+// HoldInterval with a connection held, else on the next instant of the
+// grid. endedAfter is the life of a held connection that ended just
+// before this check (zero if none did): the application closed it while
+// it still passes, so a new one waits HoldInterval (an application that
+// closes idle connections soon would otherwise cost more connects than
+// the checks it saves).
+func (c *checks) holdOn(ctx context.Context, ch *checker, endedAfter time.Duration) time.Duration {
+	if c.cfg.NoHold || ch.probe.kind != probeTCP {
+		return 0 // a health path's answer is what its checks are for
+	}
+	now := time.Now()
+	if endedAfter > 0 && endedAfter < c.cfg.HoldInterval {
+		ch.holdFrom = now.Add(c.cfg.HoldInterval)
+	}
+	if ch.held == nil && !now.Before(ch.holdFrom) {
+		conn, err := dialHold(ctx, ch.probe.addr, c.cfg.Timeout)
+		if err != nil {
+			return 0 // the next check tells; it is not a failure yet
+		}
+		h := &hold{conn: conn, since: now, ended: make(chan struct{})}
+		ch.held = h
+		c.wg.Go(func() { h.watch(ch.wake) })
+	}
+	if ch.held == nil {
+		return 0
+	}
+	return c.cfg.HoldInterval
+}
+
+// dropHold closes the held connection, if any. The watcher ends by itself
+// once the close unblocks its read.
+func (ch *checker) dropHold() {
+	if ch.held != nil {
+		ch.held.drop()
+		ch.held = nil
+	}
 }
 
 // unsettled reports whether a check result disagrees with the state it

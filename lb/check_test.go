@@ -20,21 +20,37 @@ import (
 )
 
 // tcpBackend stands in for an application: a listener on 127.0.0.1 that
-// accepts connections and closes them. close and reopen make its port
-// refuse and accept connections again.
+// accepts connections and closes them (or, made by newKeepingBackend,
+// keeps them open as a server waiting for a request does). close and
+// reopen make its port refuse and accept connections again; close also
+// closes the connections it kept, as the death of a process does.
 type tcpBackend struct {
 	t        *testing.T
 	addr     netip.AddrPort
 	accepted atomic.Int64
+	keep     bool
 
-	mu   sync.Mutex
-	ln   net.Listener
-	done chan struct{} // closed when the accept loop of ln returns
+	mu    sync.Mutex
+	ln    net.Listener
+	done  chan struct{} // closed when the accept loop of ln returns
+	conns []net.Conn    // kept open (keep)
 }
 
 func newTCPBackend(t *testing.T) *tcpBackend {
 	t.Helper()
-	b := &tcpBackend{t: t}
+	return startTCPBackend(t, false)
+}
+
+// newKeepingBackend returns a tcpBackend that keeps the connections it
+// accepts open until close.
+func newKeepingBackend(t *testing.T) *tcpBackend {
+	t.Helper()
+	return startTCPBackend(t, true)
+}
+
+func startTCPBackend(t *testing.T, keep bool) *tcpBackend {
+	t.Helper()
+	b := &tcpBackend{t: t, keep: keep}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -56,7 +72,13 @@ func (b *tcpBackend) serve(ln net.Listener) {
 				return
 			}
 			b.accepted.Add(1)
-			c.Close()
+			if !b.keep {
+				c.Close()
+				continue
+			}
+			b.mu.Lock()
+			b.conns = append(b.conns, c)
+			b.mu.Unlock()
 		}
 	}()
 }
@@ -69,8 +91,14 @@ func (b *tcpBackend) close() {
 		return
 	}
 	b.ln.Close()
-	<-b.done
+	b.mu.Unlock()
+	<-b.done // the accept loop takes mu to keep a connection
+	b.mu.Lock()
 	b.ln = nil
+	for _, c := range b.conns {
+		c.Close()
+	}
+	b.conns = nil
 }
 
 // reopen listens on the same address again.
@@ -264,6 +292,9 @@ func TestCheckConfigDefaults(t *testing.T) {
 func TestCheckSchedule(t *testing.T) {
 	up, crashed := newTCPBackend(t), newTCPBackend(t)
 	cfg := DefaultCheckConfig()
+	// A held connection's read blocks on the network, which synctest's
+	// clock does not wait for; TestHold* check the held connections.
+	cfg.NoHold = true
 	const window = 9 * time.Second
 	synctest.Test(t, func(t *testing.T) {
 		ctx, cancel := context.WithCancel(t.Context())
