@@ -80,7 +80,7 @@ func DefaultHAProxyOptions() HAProxyOptions {
 	return HAProxyOptions{
 		MaxConn: 4096, MaxFails: 3, FailTimeout: "10s", CheckInterval: "2s", Rise: 2,
 		TimeoutConnect: "5s", TimeoutClient: "30s", TimeoutServer: "30s", TimeoutTunnel: "1h",
-		HardStopAfter: "30s", RetryAfter: 5, Retries: 2, ServerSlots: 8,
+		HardStopAfter: "30s", RetryAfter: 5, Retries: 2, ServerSlots: 32,
 		User: "haproxy", Group: "haproxy",
 	}
 }
