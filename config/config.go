@@ -263,7 +263,8 @@ type LBLimits struct {
 	Listeners int `json:"listeners"`
 	// ReloadsPerMinute bounds the proxy's reloads in any 60 s window
 	// (every reload starts new workers while the old ones finish their
-	// connections); changes beyond it wait and are applied together.
+	// connections); a third may come at once, the rest are spread over
+	// the minute; changes beyond it wait and are applied together.
 	// Runtime updates without a reload do not count. 0 means no limit.
 	ReloadsPerMinute int `json:"reloads-per-minute"`
 }
@@ -278,7 +279,7 @@ func DefaultLBLimits() LBLimits {
 		ListenPortsPerMember: 16,   // each one a listener on the proxy
 		UpstreamServers:      4096, // instances routed, all members together
 		Listeners:            256,  // listeners, all members together
-		ReloadsPerMinute:     30,   // one every 2 s on average; bursts are coalesced anyway
+		ReloadsPerMinute:     30,   // 10 at once, then one every 3 s; bursts are coalesced anyway
 	}
 }
 

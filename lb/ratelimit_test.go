@@ -23,10 +23,20 @@ func TestReloadLimitNext(t *testing.T) {
 		want    time.Duration
 	}{
 		{"no limit", 0, at(0, 1, 2, 3), 4 * time.Second, 4 * time.Second},
-		{"under the limit", 3, at(0, 1), 2 * time.Second, 2 * time.Second},
-		{"at the limit: the oldest leaves the window", 3, at(0, 1, 2), 3 * time.Second, 60 * time.Second},
-		{"window already passed", 3, at(0, 1, 2), 61 * time.Second, 61 * time.Second},
-		{"only the last count", 2, at(0, 30, 50), 55 * time.Second, 90 * time.Second},
+		{"no reload yet", 30, nil, 2 * time.Second, 2 * time.Second},
+		// 30 a minute: a burst of 10, then 3 s apart (20 in the minute).
+		{"within the burst", 30, at(0, 0, 0, 0, 0, 0, 0, 0, 0), 1 * time.Second, 1 * time.Second},
+		{"the burst spent: one spacing", 30, at(0, 0, 0, 0, 0, 0, 0, 0, 0, 0), 1 * time.Second, 3 * time.Second},
+		{"the burst spent long ago", 30, at(0, 0, 0, 0, 0, 0, 0, 0, 0, 0), 40 * time.Second, 40 * time.Second},
+		{"spaced reloads never wait", 30, at(0, 3, 6, 9, 12, 15, 18, 21, 24, 27, 30, 33), 36 * time.Second, 36 * time.Second},
+		// 5 a minute: two at once, then 20 s apart.
+		{"small limit: the burst", 5, at(0), 1 * time.Second, 1 * time.Second},
+		{"small limit: spacing", 5, at(0, 0), 1 * time.Second, 20 * time.Second},
+		{"small limit: after the spacing", 5, at(0, 0), 21 * time.Second, 21 * time.Second},
+		{"every spacing spent", 5, at(0, 0, 20, 40), 41 * time.Second, 60 * time.Second},
+		{"an idle spell refills the burst", 5, at(0, 0, 50), 51 * time.Second, 51 * time.Second},
+		// 2 a minute: both at once, then a minute apart.
+		{"two a minute", 2, at(0, 1), 2 * time.Second, 60 * time.Second},
 		{"exactly at the edge", 1, at(10), 70 * time.Second, 70 * time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
