@@ -4,47 +4,33 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"net/http/httptest"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/johannesboyne/gofakes3"
-	"github.com/johannesboyne/gofakes3/backend/s3mem"
-
 	"github.com/scrimplb/scrimp/catalog"
 	"github.com/scrimplb/scrimp/config"
 	"github.com/scrimplb/scrimp/internal/loopback"
+	"github.com/scrimplb/scrimp/internal/s3test"
+	"github.com/scrimplb/scrimp/seed"
 )
 
-// isolateAWS points the AWS SDK's credential chain at test values only, so
-// nothing can reach a real AWS endpoint or read the developer's profile.
-func isolateAWS(t *testing.T) {
-	dir := t.TempDir()
-	for k, v := range map[string]string{
-		"AWS_ACCESS_KEY_ID": "AKTEST", "AWS_SECRET_ACCESS_KEY": "SKTEST", "AWS_SESSION_TOKEN": "",
-		"AWS_EC2_METADATA_DISABLED": "true", "AWS_PROFILE": "", "AWS_REGION": "", "AWS_DEFAULT_REGION": "",
-		"AWS_CONFIG_FILE": filepath.Join(dir, "config"), "AWS_SHARED_CREDENTIALS_FILE": filepath.Join(dir, "credentials"),
-		"AWS_ENDPOINT_URL": "", "AWS_ENDPOINT_URL_S3": "", "AWS_ROLE_ARN": "", "AWS_WEB_IDENTITY_TOKEN_FILE": "",
-		"AWS_CONTAINER_CREDENTIALS_FULL_URI": "", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI": "",
-	} {
-		t.Setenv(k, v)
-	}
-}
-
-// s3SeedSection serves an empty bucket "seeds" (gofakes3 over HTTP on
-// loopback) for the test and returns the s3 seed provider's section for it.
+// s3SeedSection serves an empty bucket "seeds" (a real versitygw on
+// loopback, see internal/s3test) for the test and returns the s3 seed
+// provider's section for it.
 func s3SeedSection(t *testing.T) json.RawMessage {
 	t.Helper()
-	store := s3mem.New()
-	if err := store.CreateBucket("seeds"); err != nil {
+	endpoint := s3test.Start(t)
+	o, err := seed.NewObjects(seed.ObjectsOptions{Bucket: "seeds", Region: "us-east-1", Endpoint: endpoint,
+		PathStyle: true, RequestTimeout: 10 * time.Second})
+	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(gofakes3.New(store).Server())
-	t.Cleanup(srv.Close)
+	if err := o.CreateBucket(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 	section, err := json.Marshal(map[string]any{
-		"bucket": "seeds", "endpoint": srv.URL, "path-style": true, "checksum-when-required": true,
+		"bucket": "seeds", "endpoint": endpoint, "region": "us-east-1", "path-style": true,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -53,12 +39,11 @@ func s3SeedSection(t *testing.T) json.RawMessage {
 }
 
 // TestBackendBootstrapsFromS3 runs a load balancer that publishes its
-// gossip address to an S3 bucket (gofakes3 over HTTP on loopback) and a
+// gossip address to an S3 bucket (versitygw on loopback) and a
 // backend whose only seed is that bucket: the backend finds the load
 // balancer, joins, and its app is served through nginx.
 func TestBackendBootstrapsFromS3(t *testing.T) {
 	requireNginx(t)
-	isolateAWS(t)
 	section := s3SeedSection(t)
 	s3Seed := func(cfg *config.Config) {
 		cfg.Seed = config.Seed{Provider: "s3", Sections: map[string]json.RawMessage{"s3": section}}
