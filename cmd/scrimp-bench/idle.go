@@ -185,7 +185,8 @@ func (b *bencher) idleScale(ctx context.Context, netPrefix string, backends int,
 	pct := func(i int) float64 { return (p1[i].cpu - p0[i].cpu).Seconds() / took * 100 }
 	mib := func(i int) float64 { return float64(p1[i].rss) / (1 << 20) }
 	lbRes = fmt.Sprintf("CPU %.2f%% of a core, RSS %.1f MiB (its nginx not counted)", pct(1), mib(1))
-	beRes = fmt.Sprintf("CPU %.2f%% of a core, RSS %.1f MiB", pct(0), mib(0))
+	// The backend's target is in MB (10^6 bytes): both are shown.
+	beRes = fmt.Sprintf("CPU %.2f%% of a core, RSS %.1f MiB (%.1f MB)", pct(0), mib(0), float64(p1[0].rss)/1e6)
 	return lbRes, beRes, nil
 }
 
