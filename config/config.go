@@ -279,7 +279,7 @@ func DefaultLBLimits() LBLimits {
 		ListenPortsPerMember: 16,   // each one a listener on the proxy
 		UpstreamServers:      4096, // instances routed, all members together
 		Listeners:            256,  // listeners, all members together
-		ReloadsPerMinute:     30,   // 10 at once, then one every 3 s; bursts are coalesced anyway
+		ReloadsPerMinute:     60,   // 20 at once, then one every 1.5 s; bursts are coalesced anyway
 	}
 }
 

@@ -559,7 +559,7 @@ func TestConfigParseValid(t *testing.T) {
 				if c.LB.Limits != want {
 					t.Errorf("limits = %+v, want %+v", c.LB.Limits, want)
 				}
-				if d := config.DefaultLBLimits(); d.AppsPerMember != 64 || d.ListenPortsPerMember != 16 || d.UpstreamServers != 4096 || d.Listeners != 256 || d.ReloadsPerMinute != 30 {
+				if d := config.DefaultLBLimits(); d.AppsPerMember != 64 || d.ListenPortsPerMember != 16 || d.UpstreamServers != 4096 || d.Listeners != 256 || d.ReloadsPerMinute != 60 {
 					t.Errorf("default limits = %+v", d)
 				}
 			},

@@ -22,12 +22,12 @@ const reloadWindow = time.Minute
 // given the start times of earlier reloads, oldest first (only the last
 // PerMinute of them matter). It is a pure function, like Timing.Next.
 //
-// A burst of PerMinute/3 reloads (at least 2) goes at once; after it, reloads are
-// spaced so that the minute holds the other two thirds (3 s apart at 30
-// a minute: the generic cell rate algorithm), so no 60 s window ever
-// holds more than PerMinute. A change past the burst therefore waits one spacing, not
-// the rest of a minute, as it would if the whole minute's reloads could
-// be spent at once.
+// A burst of PerMinute/3 reloads (at least 2) goes at once; after it,
+// reloads are spaced so that the minute holds the other two thirds (1.5 s
+// apart at 60 a minute: the generic cell rate algorithm), so no 60 s
+// window ever holds more than PerMinute. A change past the burst
+// therefore waits one spacing, not the rest of a minute, as it would if
+// the whole minute's reloads could be spent at once.
 func (r ReloadLimit) Next(reloads []time.Time, now time.Time) time.Time {
 	if r.PerMinute <= 0 || len(reloads) == 0 {
 		return now
