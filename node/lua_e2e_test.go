@@ -1,7 +1,6 @@
 package node
 
 import (
-	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -51,13 +50,7 @@ func TestNginxLuaWithoutReloads(t *testing.T) {
 
 	// Idempotent GETs on keep-alive connections: nginx may retry them
 	// on another backend, which is how a crash costs no request.
-	load := startLoad(func() *http.Request {
-		req, err := http.NewRequest(http.MethodGet, tc.url(), nil)
-		if err != nil {
-			panic(err)
-		}
-		return req
-	})
+	load := tc.startGetLoad()
 
 	// 3 → 10, one join at a time: each is served soon after it starts.
 	var joins []time.Duration
