@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strings"
@@ -13,14 +14,15 @@ import (
 // MinTokenLen is the shortest bearer token accepted for the TCP address.
 const MinTokenLen = 16
 
-// maxTokenFile bounds a token file.
-const maxTokenFile = 4 << 10
+// MaxTokenFile bounds a token file: a token is one short line.
+const MaxTokenFile = 4 << 10
 
-// LoadToken reads the bearer token from path: its first line, trimmed.
-// The file must be a regular file readable by its owner only (no group or
-// other permission bits), and the token at least MinTokenLen bytes. Errors
-// never quote the token.
-func LoadToken(path string) ([]byte, error) {
+// ReadTokenFile returns the content of a file holding a secret (the admin
+// and metrics tokens). It refuses a file that is not regular, that group
+// or others may access, or that holds more than MaxTokenFile bytes: what
+// it checks is the open file, the one it reads. Errors name the file,
+// never its content.
+func ReadTokenFile(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -31,17 +33,29 @@ func LoadToken(path string) ([]byte, error) {
 		return nil, err
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file", path)
+		return nil, fmt.Errorf("%s: not a regular file (mode %s)", path, fi.Mode())
 	}
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("%s: mode %04o lets others read the token; chmod 600 %s", path, perm, path)
+		return nil, fmt.Errorf("%s: mode %04o lets group or others read the token; fix it with: chmod 600 %s", path, perm, path)
 	}
-	if fi.Size() > maxTokenFile {
-		return nil, fmt.Errorf("%s: %d bytes, a token file holds at most %d", path, fi.Size(), maxTokenFile)
-	}
-	b := make([]byte, fi.Size())
-	if _, err := f.ReadAt(b, 0); err != nil && fi.Size() > 0 {
+	data, err := io.ReadAll(io.LimitReader(f, MaxTokenFile+1))
+	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(data) > MaxTokenFile {
+		clear(data)
+		return nil, fmt.Errorf("%s: more than the %d bytes a token file may have", path, MaxTokenFile)
+	}
+	return data, nil
+}
+
+// LoadToken reads the bearer token from path: its first line, trimmed.
+// The file must pass ReadTokenFile, and the token be at least MinTokenLen
+// bytes. Errors never quote the token.
+func LoadToken(path string) ([]byte, error) {
+	b, err := ReadTokenFile(path)
+	if err != nil {
+		return nil, err
 	}
 	line, _, _ := strings.Cut(string(b), "\n")
 	token := []byte(strings.TrimSpace(line))

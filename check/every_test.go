@@ -2,6 +2,7 @@ package check
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -26,35 +27,43 @@ func TestEvery(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) {
-				ctx, cancel := context.WithCancel(t.Context())
-				start := time.Now()
-				var got []time.Duration
-				done := make(chan struct{})
-				go func() {
-					defer close(done)
-					Every(ctx, tt.delay, tt.interval, func(ctx context.Context) {
-						got = append(got, time.Since(start))
-						select {
-						case <-time.After(tt.takes):
-						case <-ctx.Done():
-						}
-					})
-				}()
-				time.Sleep(tt.stopAfter)
-				cancel()
-				<-done // Every returns once stopped, its check included
-				if len(got) != len(tt.want) {
-					t.Fatalf("checks at %v, want %v", got, tt.want)
-				}
-				for i := range got {
-					if got[i] != tt.want[i] {
-						t.Fatalf("checks at %v, want %v", got, tt.want)
-					}
-				}
+			wantStarts(t, tt.stopAfter, tt.takes, tt.want, func(ctx context.Context, _ time.Time, check func(context.Context) int) {
+				Every(ctx, tt.delay, tt.interval, func(ctx context.Context) { check(ctx) })
 			})
 		})
 	}
+}
+
+// wantStarts runs loop in a synctest bubble for stopAfter, stops it, and
+// checks that the checks it called started at want (since start, when the
+// loop began). Each check runs for takes, or until the loop is stopped,
+// and returns its call number (from 0). Every and OnGrid tests share it.
+func wantStarts(t *testing.T, stopAfter, takes time.Duration, want []time.Duration, loop func(ctx context.Context, start time.Time, check func(context.Context) (call int))) {
+	t.Helper()
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(t.Context())
+		start := time.Now()
+		var got []time.Duration
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			loop(ctx, start, func(ctx context.Context) int {
+				call := len(got)
+				got = append(got, time.Since(start))
+				select {
+				case <-time.After(takes):
+				case <-ctx.Done():
+				}
+				return call
+			})
+		}()
+		time.Sleep(stopAfter)
+		cancel()
+		<-done // the loop returns once stopped, its check included
+		if !slices.Equal(got, want) {
+			t.Fatalf("checks at %v, want %v", got, want)
+		}
+	})
 }
 
 // TestEveryStopsARunningCheck checks that stopping the loop reaches a

@@ -51,37 +51,14 @@ func TestOnGrid(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) {
-				ctx, cancel := context.WithCancel(t.Context())
-				start := time.Now()
-				var got []time.Duration
-				done := make(chan struct{})
-				go func() {
-					defer close(done)
-					OnGrid(ctx, start.Add(tt.first), tt.interval, func(ctx context.Context) time.Duration {
-						call := len(got)
-						got = append(got, time.Since(start))
-						select {
-						case <-time.After(tt.takes):
-						case <-ctx.Done():
-						}
-						if tt.soon == nil {
-							return 0
-						}
-						return tt.soon(call)
-					})
-				}()
-				time.Sleep(tt.stopAfter)
-				cancel()
-				<-done // OnGrid returns once stopped, its check included
-				if len(got) != len(tt.want) {
-					t.Fatalf("checks at %v, want %v", got, tt.want)
-				}
-				for i := range got {
-					if got[i] != tt.want[i] {
-						t.Fatalf("checks at %v, want %v", got, tt.want)
+			wantStarts(t, tt.stopAfter, tt.takes, tt.want, func(ctx context.Context, start time.Time, check func(context.Context) int) {
+				OnGrid(ctx, start.Add(tt.first), tt.interval, func(ctx context.Context) time.Duration {
+					call := check(ctx)
+					if tt.soon == nil {
+						return 0
 					}
-				}
+					return tt.soon(call)
+				})
 			})
 		})
 	}

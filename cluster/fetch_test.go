@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"bytes"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -13,6 +12,7 @@ import (
 	"github.com/hashicorp/memberlist"
 
 	"github.com/scrimplb/scrimp/catalog"
+	"github.com/scrimplb/scrimp/internal/proctest"
 )
 
 // fakeBackend is a real memberlist node that gossips a beacon for a set
@@ -244,22 +244,12 @@ func TestFetchStatesOnEachRole(t *testing.T) {
 }
 
 // syncBuffer collects log output written from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
+type syncBuffer struct{ proctest.Buffer }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
+// lines returns the lines that hold substr.
 func (s *syncBuffer) lines(substr string) []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	var out []string
-	for l := range strings.Lines(s.b.String()) {
+	for l := range strings.Lines(s.String()) {
 		if strings.Contains(l, substr) {
 			out = append(out, l)
 		}

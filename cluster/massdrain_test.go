@@ -190,20 +190,7 @@ func TestForgedAckSetDoesNotEndADrain(t *testing.T) {
 	waitFor(t, "the load balancer to see the victim draining", 5*time.Second, func() bool { return seesDigest(lb, victim) })
 	mine := catalog.Ack{Node: catalog.NodeHash(victim.LocalName()), Digest: victim.LocalDigest()}
 
-	conf := memberlist.DefaultLocalConfig()
-	conf.Name, conf.BindAddr, conf.BindPort = "mallory", "127.0.232.4", 0
-	conf.Label = label
-	kr, err := memberlist.NewKeyring([][]byte{key}, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conf.Keyring = kr
-	conf.Logger = newStdLogger(testLogger(t))
-	mallory, err := memberlist.Create(conf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { mallory.Shutdown() })
+	mallory := impostor(t, "127.0.232.4", key, label)
 	to := &memberlist.Node{Name: victim.LocalName(), Addr: net.ParseIP("127.0.232.2"), Port: uint16(victim.ml.LocalNode().Port)}
 
 	keepsWaiting := func(what string) {

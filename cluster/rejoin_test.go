@@ -201,32 +201,14 @@ func TestForgedAckDoesNotEndADrain(t *testing.T) {
 	if err := b.UpdateApplications(catalog.RoleBackend, []catalog.Application{drainingApp}, time.Second); err != nil {
 		t.Fatal(err)
 	}
-	sees := func() bool {
-		return slices.ContainsFunc(lb.Snapshot().Nodes, func(n catalog.Node) bool {
-			return n.Name == b.LocalName() && n.Digest == b.LocalDigest()
-		})
-	}
-	waitFor(t, "the load balancer to see the backend draining", 5*time.Second, sees)
+	waitFor(t, "the load balancer to see the backend draining", 5*time.Second, func() bool { return seesDigest(lb, b) })
 	if got := b.Unacknowledged(); !slices.Equal(got, []string{lb.LocalName()}) {
 		t.Fatalf("Unacknowledged = %v before any acknowledgement", got)
 	}
 
 	// The impostor: a memberlist node with the key and the label, which
 	// need not even be a member.
-	conf := memberlist.DefaultLocalConfig()
-	conf.Name, conf.BindAddr, conf.BindPort = "mallory", "127.0.0.133", 0
-	conf.Label = label
-	kr, err := memberlist.NewKeyring([][]byte{key}, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conf.Keyring = kr
-	conf.Logger = newStdLogger(testLogger(t))
-	mallory, err := memberlist.Create(conf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { mallory.Shutdown() })
+	mallory := impostor(t, "127.0.0.133", key, label)
 	to := &memberlist.Node{Name: b.LocalName(), Addr: net.ParseIP("127.0.0.132"), Port: uint16(b.ml.LocalNode().Port)}
 	forged := encodeMessage(ackMsg{From: lb.LocalName(), Digest: b.LocalDigest()})
 	for range 3 {
@@ -243,7 +225,7 @@ func TestForgedAckDoesNotEndADrain(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if !sees() {
+	if !seesDigest(lb, b) {
 		t.Fatal("the load balancer lost the draining backend")
 	}
 
@@ -298,4 +280,26 @@ func TestForgedLeaveOfTheLoadBalancerDoesNotEndADrain(t *testing.T) {
 	})
 	lb.Acknowledge(lb.Snapshot())
 	waitFor(t, "the real acknowledgement", 2*time.Second, func() bool { return len(b.Unacknowledged()) == 0 })
+}
+
+// impostor starts a memberlist node named mallory on addr with the
+// cluster's gossip key and label, which need not even be a member: what a
+// key holder could send in the load balancer's name.
+func impostor(t *testing.T, addr string, key []byte, label string) *memberlist.Memberlist {
+	t.Helper()
+	conf := memberlist.DefaultLocalConfig()
+	conf.Name, conf.BindAddr, conf.BindPort = "mallory", addr, 0
+	conf.Label = label
+	kr, err := memberlist.NewKeyring([][]byte{key}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf.Keyring = kr
+	conf.Logger = newStdLogger(testLogger(t))
+	mallory, err := memberlist.Create(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mallory.Shutdown() })
+	return mallory
 }

@@ -40,6 +40,7 @@ import (
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/scrimplb/scrimp/catalog"
+	"github.com/scrimplb/scrimp/generator"
 	"github.com/scrimplb/scrimp/internal/loopback"
 )
 
@@ -55,6 +56,22 @@ func RequireBinary(t testing.TB, name string) string {
 		t.Skipf("%s not installed (make test installs it): %v", name, err)
 	}
 	return path
+}
+
+// RequireNginxLua skips the test when nginx or its lua modules
+// (generator.DebianLuaModules) are missing on a developer machine, and
+// fails it in CI, where `make test` installs them.
+func RequireNginxLua(t testing.TB) {
+	t.Helper()
+	RequireBinary(t, "nginx")
+	for _, m := range generator.DebianLuaModules {
+		if _, err := os.Stat(m); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("nginx's lua module is required in CI: %v", err)
+			}
+			t.Skipf("nginx's lua module is not installed (apt-get install -y libnginx-mod-http-lua libnginx-mod-http-ndk lua-resty-core): %v", err)
+		}
+	}
 }
 
 // Backend is a test backend on its own loopback address. Its HTTP server

@@ -212,14 +212,22 @@ func TestNginxStream(t *testing.T) {
 // connection: nginx balances per request, not per connection, so each of
 // three backends gets an equal share within ±10%.
 func TestNginxGRPCSpread(t *testing.T) {
-	const listen = "127.0.10.4"
-	lb := ngxStart(t, listen, "")
+	ngxGRPCSpread(t, "127.0.10.4", "", 31, "gRPC")
+}
+
+// ngxGRPCSpread starts nginx on listen with config in front of three gRPC
+// backends (127.0.11.first and the two after it), makes 300 unary calls
+// over one client connection and wants each backend to get a third within
+// ±10%. what names the setup in the log.
+func ngxGRPCSpread(t *testing.T, listen, config string, first int, what string) {
+	t.Helper()
+	lb := ngxStart(t, listen, config)
 	port := e2e.FreePort(t, listen)
 	rpc := catalog.Application{Name: "rpc", ListenPort: port, Protocol: catalog.ProtocolGRPC}
 	names := []string{"grpc-1", "grpc-2", "grpc-3"}
 	var nodes []catalog.Node
 	for i, name := range names {
-		nodes = append(nodes, e2e.StartBackend(t, name, fmt.Sprintf("127.0.11.%d", 31+i)).Node(rpc))
+		nodes = append(nodes, e2e.StartBackend(t, name, fmt.Sprintf("127.0.11.%d", first+i)).Node(rpc))
 	}
 	lb.applyClean(t, generator.Input{}, nodes...)
 
@@ -228,7 +236,7 @@ func TestNginxGRPCSpread(t *testing.T) {
 	ngxEventually(t, "first gRPC call", call)
 	spread := ngxSpread(t, 300, call)
 	ok, desc := spread.Within(names, 0.10)
-	t.Logf("gRPC, 300 calls on one connection: %s", desc)
+	t.Logf("%s, 300 calls on one connection: %s", what, desc)
 	if !ok {
 		t.Errorf("calls on one connection are not spread evenly: %s", desc)
 	}

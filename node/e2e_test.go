@@ -437,6 +437,18 @@ func TestRollingRestartLosesNoRequest(t *testing.T) {
 	}
 }
 
+// startGetLoad is startLoad with idempotent GETs of tc.url(): nginx may
+// retry them on another backend.
+func (tc *testCluster) startGetLoad() *loopback.Load {
+	return startLoad(func() *http.Request {
+		req, err := http.NewRequest(http.MethodGet, tc.url(), nil)
+		if err != nil {
+			panic(err)
+		}
+		return req
+	})
+}
+
 // startLoad starts four clients sending newRequest's requests over
 // keep-alive connections, one every 2 ms each, counting from the start; a
 // transport error or a status other than 200 is a failure. It is the

@@ -1,30 +1,13 @@
 package node
 
 import (
-	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/scrimplb/scrimp/generator"
+	"github.com/scrimplb/scrimp/e2e"
 )
-
-// requireNginxLua skips when nginx's lua module is missing on a developer
-// machine, and fails in CI, where `make test` installs it.
-func requireNginxLua(t *testing.T) {
-	t.Helper()
-	requireNginx(t)
-	for _, m := range generator.DebianLuaModules {
-		if _, err := os.Stat(m); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("nginx's lua module is required in CI: %v", err)
-			}
-			t.Skipf("nginx's lua module is not installed (apt-get install -y libnginx-mod-http-lua libnginx-mod-http-ndk lua-resty-core): %v", err)
-		}
-	}
-}
 
 // TestNginxLuaWithoutReloads runs a real cluster whose managed nginx is
 // in its default mode, which with the lua module installed is the lua
@@ -32,7 +15,7 @@ func requireNginxLua(t *testing.T) {
 // → 2, has a rolling restart and loses a backend to a crash, and nginx is
 // never reloaded, nor does any request fail.
 func TestNginxLuaWithoutReloads(t *testing.T) {
-	requireNginxLua(t)
+	e2e.RequireNginxLua(t)
 	tc := newTestCluster(t, "127.0.57", "local")
 	const drainTimeout, grace = 10 * time.Second, 300 * time.Millisecond
 	add := func(i int) *testBackend { return tc.addDrainingBackend(i, drainTimeout, grace) }
@@ -51,13 +34,7 @@ func TestNginxLuaWithoutReloads(t *testing.T) {
 
 	// Idempotent GETs on keep-alive connections: nginx may retry them
 	// on another backend, which is how a crash costs no request.
-	load := startLoad(func() *http.Request {
-		req, err := http.NewRequest(http.MethodGet, tc.url(), nil)
-		if err != nil {
-			panic(err)
-		}
-		return req
-	})
+	load := tc.startGetLoad()
 
 	// 3 → 10, one join at a time: each is served soon after it starts.
 	var joins []time.Duration

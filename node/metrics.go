@@ -7,11 +7,9 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"strings"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/scrimplb/scrimp/admin"
 	"github.com/scrimplb/scrimp/catalog"
 	"github.com/scrimplb/scrimp/config"
 	"github.com/scrimplb/scrimp/lb"
@@ -281,43 +280,22 @@ func (c *liveCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// maxTokenFile bounds metrics-token-file: a token is one short line.
-const maxTokenFile = 4096
-
-// readMetricsToken reads metrics-token-file: nil without one. It refuses a
-// file that group or others can access, that is not a regular file, that
-// is larger than maxTokenFile, or whose content (white space trimmed) is
-// empty or not printable ASCII without spaces. Errors name the file, never
-// its content.
+// readMetricsToken reads metrics-token-file: nil without one. It refuses
+// what admin.ReadTokenFile refuses (a file group or others can access, not
+// regular, or too large), and content (white space trimmed) that is empty
+// or not printable ASCII without spaces. Errors name the file, never its
+// content.
 func readMetricsToken(cfg *config.Config) ([]byte, error) {
 	path := cfg.MetricsTokenFile
 	if path == "" {
 		return nil, nil
 	}
+	data, err := admin.ReadTokenFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: metrics-token-file: %w", cfg.File, err)
+	}
 	fail := func(format string, args ...any) error {
 		return fmt.Errorf("%s: metrics-token-file %s: %s", cfg.File, path, fmt.Sprintf(format, args...))
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("%s: metrics-token-file: %w", cfg.File, err)
-	}
-	defer f.Close()
-	fi, err := f.Stat() // the open file's: the checked file is the read one
-	if err != nil {
-		return nil, fmt.Errorf("%s: metrics-token-file: %w", cfg.File, err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fail("not a regular file (mode %s)", fi.Mode())
-	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fail("mode %04o lets group or others read the token; fix it with: chmod 600 %s", perm, path)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, maxTokenFile+1))
-	if err != nil {
-		return nil, fmt.Errorf("%s: metrics-token-file: %w", cfg.File, err)
-	}
-	if len(data) > maxTokenFile {
-		return nil, fail("more than the %d bytes a token file may have", maxTokenFile)
 	}
 	token := bytes.TrimSpace(data)
 	if len(token) == 0 {

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/scrimplb/scrimp/admin"
 	"github.com/scrimplb/scrimp/catalog"
 	"github.com/scrimplb/scrimp/config"
 	"github.com/scrimplb/scrimp/internal/loopback"
@@ -538,7 +539,7 @@ func TestMetricsToken(t *testing.T) {
 		{"world readable", token, 0o604, "mode 0604"},
 		{"empty", "\n", 0o600, "empty"},
 		{"two words", token + " " + token, 0o600, "one word of printable ASCII"},
-		{"too long", strings.Repeat("x", maxTokenFile+1), 0o600, "more than the 4096 bytes"},
+		{"too long", strings.Repeat("x", admin.MaxTokenFile+1), 0o600, "more than the 4096 bytes"},
 		{"missing", "", 0, "no such file"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -74,13 +73,7 @@ func TestKeyRotationUnderLoad(t *testing.T) {
 			}
 		}
 	})
-	load := startLoad(func() *http.Request {
-		req, err := http.NewRequest(http.MethodGet, tc.url(), nil)
-		if err != nil {
-			panic(err)
-		}
-		return req
-	})
+	load := tc.startGetLoad()
 
 	oldFP, nextFP := keyring.Fingerprint(old), keyring.Fingerprint(next)
 	steps := []struct {

@@ -2,7 +2,6 @@ package node
 
 import (
 	"encoding/json"
-	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -22,13 +21,7 @@ func TestHAProxyRuntimeAPIWithoutReloads(t *testing.T) {
 	time.Sleep(tc.lb.cfg.LB.QuietPeriod.Duration + tc.lb.cfg.LB.MaxWait.Duration)
 	before, reloads := tc.lb.Stats(), tc.lb.ProxyReloads()
 
-	load := startLoad(func() *http.Request {
-		req, err := http.NewRequest(http.MethodGet, tc.url(), nil)
-		if err != nil {
-			panic(err)
-		}
-		return req
-	})
+	load := tc.startGetLoad()
 
 	// Scale up by three, one at a time, then drain the first two at once.
 	for i := 3; i <= 5; i++ {

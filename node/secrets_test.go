@@ -18,27 +18,10 @@ import (
 	"github.com/scrimplb/scrimp/catalog"
 	"github.com/scrimplb/scrimp/config"
 	"github.com/scrimplb/scrimp/internal/loopback"
+	"github.com/scrimplb/scrimp/internal/proctest"
 	"github.com/scrimplb/scrimp/internal/s3test"
 	"github.com/scrimplb/scrimp/keyring"
 )
-
-// lockedBuffer collects output written from many goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) Bytes() []byte {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return bytes.Clone(l.b.Bytes())
-}
 
 // secretForms are the ways a secret could show up in text: as it is and,
 // for key bytes, in base64, hex and Go's %v of a byte slice.
@@ -106,7 +89,7 @@ func TestSecretsStayOutOfOutput(t *testing.T) {
 		cfg.Cluster.KeyringFile, cfg.Cluster.Label = ringFile, "prod"
 		cfg.LogLevel = "debug"
 	}
-	var logs lockedBuffer
+	var logs proctest.Buffer
 	logger := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 
 	const net = "127.0.14"
@@ -169,7 +152,7 @@ func TestSecretsStayOutOfOutput(t *testing.T) {
 	if t.Failed() {
 		return
 	}
-	out := logs.Bytes()
+	out := []byte(logs.String())
 	// The logs must hold what the check is about, or it proves nothing:
 	// memberlist's debug lines and the seed provider's.
 	for _, want := range []string{`"level":"DEBUG"`, "memberlist", `"component":"seed"`} {

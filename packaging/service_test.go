@@ -1,7 +1,6 @@
 package packaging
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -11,10 +10,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/scrimplb/scrimp/internal/proctest"
 )
 
 // notifySocket is a stand-in for systemd's NOTIFY_SOCKET: it receives a
@@ -60,7 +60,7 @@ func newNotifySocket(t *testing.T) *notifySocket {
 	return n
 }
 
-func (n *notifySocket) wait(t *testing.T, who, want string, timeout time.Duration, log *syncBuffer) {
+func (n *notifySocket) wait(t *testing.T, who, want string, timeout time.Duration, log *proctest.Buffer) {
 	t.Helper()
 	select {
 	case got := <-n.lines:
@@ -70,24 +70,6 @@ func (n *notifySocket) wait(t *testing.T, who, want string, timeout time.Duratio
 	case <-time.After(timeout):
 		t.Fatalf("%s sent no %q in %s\n%s", who, want, timeout, log)
 	}
-}
-
-// syncBuffer collects a process's output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func freePort(t *testing.T, ip string) int {
@@ -102,12 +84,12 @@ func freePort(t *testing.T, ip string) int {
 
 // service starts the installed scrimp with config as the units do (see
 // asScrimp), its sd_notify lines going to a socket of its own.
-func service(t *testing.T, name, config string) (*exec.Cmd, *notifySocket, *syncBuffer) {
+func service(t *testing.T, name, config string) (*exec.Cmd, *notifySocket, *proctest.Buffer) {
 	t.Helper()
 	ns := newNotifySocket(t)
 	cmd := asScrimp("/usr/bin/scrimp", "--config", config)
 	cmd.Env = append(cmd.Env, "NOTIFY_SOCKET="+ns.path)
-	log := &syncBuffer{}
+	log := &proctest.Buffer{}
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -200,7 +182,7 @@ func runAsService(t *testing.T) {
 		who    string
 		cmd    *exec.Cmd
 		notify *notifySocket
-		log    *syncBuffer
+		log    *proctest.Buffer
 	}{{"backend", be, beNotify, beLog}, {"load balancer", lb, lbNotify, lbLog}} {
 		if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)

@@ -22,6 +22,7 @@ import (
 
 	"github.com/scrimplb/scrimp/catalog"
 	"github.com/scrimplb/scrimp/generator"
+	"github.com/scrimplb/scrimp/internal/proctest"
 )
 
 func haproxyBinary(t *testing.T) string {
@@ -104,11 +105,11 @@ func closeHAProxyBounded(t *testing.T, h *ManagedHAProxy) {
 // newManagedHAProxy returns a ManagedHAProxy in a temp dir that is
 // closed, and checked to leave no process behind, when the test ends. The
 // returned buffer collects its log.
-func newManagedHAProxy(t *testing.T) (*ManagedHAProxy, *lockedBuffer) {
+func newManagedHAProxy(t *testing.T) (*ManagedHAProxy, *proctest.Buffer) {
 	t.Helper()
 	noLeak(t)
 	bin := haproxyBinary(t)
-	logs := &lockedBuffer{}
+	logs := &proctest.Buffer{}
 	// Registered first so it runs last, after Close has joined the
 	// goroutines that write logs.
 	t.Cleanup(func() {

@@ -20,6 +20,7 @@ import (
 	"github.com/scrimplb/scrimp/catalog"
 	"github.com/scrimplb/scrimp/config"
 	"github.com/scrimplb/scrimp/generator"
+	"github.com/scrimplb/scrimp/internal/proctest"
 )
 
 // TestKinds checks what every registered kind promises: a registered
@@ -220,7 +221,7 @@ func TestKindManaged(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			bin := kindBinary(t, k.Binary)
-			logs := &lockedBuffer{}
+			logs := &proctest.Buffer{}
 			t.Cleanup(func() {
 				if t.Failed() {
 					t.Logf("%s log:\n%s", name, logs)
@@ -307,7 +308,7 @@ func TestExternalHAProxy(t *testing.T) {
 	if err := os.WriteFile(target, first, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	logs := &lockedBuffer{}
+	logs := &proctest.Buffer{}
 	cmd := exec.Command(bin, "-W", "-db", "-f", target, "-p", filepath.Join(dir, "haproxy.pid"))
 	cmd.Stdout, cmd.Stderr = logs, logs
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

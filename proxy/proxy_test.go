@@ -24,6 +24,7 @@ import (
 
 	"github.com/scrimplb/scrimp/catalog"
 	"github.com/scrimplb/scrimp/generator"
+	"github.com/scrimplb/scrimp/internal/proctest"
 )
 
 // waitTimeout bounds every wait for nginx to change state. It is generous
@@ -603,31 +604,13 @@ func upstream(t *testing.T, body string) *httptest.Server {
 	return s
 }
 
-// lockedBuffer collects nginx's log lines for failure messages.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // newManaged returns a ManagedNginx in a temp dir that is closed, and
 // checked to leave no process behind, when the test ends.
 func newManaged(t *testing.T) *ManagedNginx {
 	t.Helper()
 	noLeak(t)
 	bin := nginxBinary(t)
-	logs := &lockedBuffer{}
+	logs := &proctest.Buffer{}
 	// Registered first so it runs last, after Close has joined the
 	// goroutines that write logs.
 	t.Cleanup(func() {

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/scrimplb/scrimp/internal/proctest"
 )
 
 // A managed proxy creates its state directory private (0700; 0711 for
@@ -112,7 +114,7 @@ func TestManagedNginxBuffersToDisk(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	logs := &lockedBuffer{}
+	logs := &proctest.Buffer{}
 	n, err := NewManagedNginx(bin, filepath.Join(base, "state"), waitTimeout, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatal(err)

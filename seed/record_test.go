@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/scrimplb/scrimp/internal/s3test"
 	"github.com/scrimplb/scrimp/keyring"
 )
 
@@ -126,7 +127,7 @@ func TestSignRecord(t *testing.T) {
 // configuration error of every provider that signs, not a silent fallback
 // to unsigned records.
 func TestProvidersRejectBadKeys(t *testing.T) {
-	s3TestEnv(t)
+	s3test.Env(t)
 	env, _ := testEnv(t)
 	env.Keys = keyring.Keys{[]byte("short")}
 	for name, section := range map[string]any{

@@ -6,16 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"go/build"
 	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -25,37 +20,12 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
+
+	"github.com/scrimplb/scrimp/internal/proctest"
+	"github.com/scrimplb/scrimp/internal/s3test"
 )
 
 const testBucket = "seeds"
-
-// s3TestEnv gives the AWS SDK fixed credentials and hides everything else
-// it could read (the user's ~/.aws, a profile, an endpoint or region from
-// the environment, instance metadata), so that no test can reach AWS.
-func s3TestEnv(t *testing.T) {
-	t.Helper()
-	dir := t.TempDir()
-	for k, v := range map[string]string{
-		"AWS_ACCESS_KEY_ID":                      "AKIDSCRIMPTEST",
-		"AWS_SECRET_ACCESS_KEY":                  "scrimp-test-secret",
-		"AWS_SESSION_TOKEN":                      "",
-		"AWS_EC2_METADATA_DISABLED":              "true",
-		"AWS_CONFIG_FILE":                        filepath.Join(dir, "config"),
-		"AWS_SHARED_CREDENTIALS_FILE":            filepath.Join(dir, "credentials"),
-		"AWS_PROFILE":                            "",
-		"AWS_DEFAULT_PROFILE":                    "",
-		"AWS_REGION":                             "",
-		"AWS_DEFAULT_REGION":                     "",
-		"AWS_ENDPOINT_URL":                       "",
-		"AWS_ENDPOINT_URL_S3":                    "",
-		"AWS_ROLE_ARN":                           "",
-		"AWS_WEB_IDENTITY_TOKEN_FILE":            "",
-		"AWS_CONTAINER_CREDENTIALS_FULL_URI":     "",
-		"AWS_CONTAINER_CREDENTIALS_RELATIVE_URI": "",
-	} {
-		t.Setenv(k, v)
-	}
-}
 
 // fakeS3 is an in-process S3 server (gofakes3 over real HTTP on loopback)
 // that counts the requests the provider makes.
@@ -167,7 +137,7 @@ func getRaw(t *testing.T, p *s3Seeds, key string) []byte {
 }
 
 func TestS3Options(t *testing.T) {
-	s3TestEnv(t)
+	s3test.Env(t)
 	tests := []struct {
 		name    string
 		section any
@@ -205,7 +175,7 @@ func TestS3Options(t *testing.T) {
 }
 
 func TestS3Defaults(t *testing.T) {
-	s3TestEnv(t)
+	s3test.Env(t)
 	env, _ := testEnv(t)
 	p := newS3Test(t, map[string]any{"bucket": "b"}, env)
 	if p.prefix != "scrimp/seeds/" || p.maxAge != 2*time.Minute || p.timeout != 10*time.Second {
@@ -230,7 +200,7 @@ func TestS3TwoLoadBalancers(t *testing.T) {
 }
 
 func testS3TwoLoadBalancers(t *testing.T, checksumWhenRequired bool) {
-	s3TestEnv(t)
+	s3test.Env(t)
 	store := startFakeS3(t, "")
 	env, rec := testEnv(t)
 	section := s3Section(store.url, map[string]any{"checksum-when-required": checksumWhenRequired})
@@ -267,7 +237,7 @@ func testS3TwoLoadBalancers(t *testing.T, checksumWhenRequired bool) {
 }
 
 func TestS3PublishRejectsBadAddress(t *testing.T) {
-	s3TestEnv(t)
+	s3test.Env(t)
 	store := startFakeS3(t, "")
 	env, _ := testEnv(t)
 	lb := newS3Test(t, s3Section(store.url, nil), env)
@@ -279,7 +249,7 @@ func TestS3PublishRejectsBadAddress(t *testing.T) {
 }
 
 func TestS3DeadLoadBalancerAgesOut(t *testing.T) {
-	s3TestEnv(t)
+	s3test.Env(t)
 	store := startFakeS3(t, "")
 	env, rec := testEnv(t)
 	section := s3Section(store.url, map[string]any{"push-period": "1s", "jitter": "0s", "max-age": "2s"})
@@ -307,7 +277,7 @@ func TestS3DeadLoadBalancerAgesOut(t *testing.T) {
 }
 
 func TestS3Withdraw(t *testing.T) {
-	s3TestEnv(t)
+	s3test.Env(t)
 	store := startFakeS3(t, "")
 	env, _ := testEnv(t)
 	section := s3Section(store.url, nil)
@@ -326,7 +296,7 @@ func TestS3Withdraw(t *testing.T) {
 }
 
 func TestS3SkipsBadRecords(t *testing.T) {
-	s3TestEnv(t)
+	s3test.Env(t)
 	store := startFakeS3(t, "")
 	env, rec := testEnv(t)
 	p := newS3Test(t, s3Section(store.url, nil), env)
@@ -382,7 +352,7 @@ func TestS3SkipsBadRecords(t *testing.T) {
 }
 
 func TestS3Pagination(t *testing.T) {
-	s3TestEnv(t)
+	s3test.Env(t)
 	store := startFakeS3(t, "")
 	env, _ := testEnv(t)
 	p := newS3Test(t, s3Section(store.url, nil), env)
@@ -403,7 +373,7 @@ func TestS3Pagination(t *testing.T) {
 }
 
 func TestS3LongDeadRecordsCostNoGet(t *testing.T) {
-	s3TestEnv(t)
+	s3test.Env(t)
 	store := startFakeS3(t, "")
 	env, rec := testEnv(t)
 	p := newS3Test(t, s3Section(store.url, nil), env)
@@ -430,22 +400,9 @@ func TestS3LongDeadRecordsCostNoGet(t *testing.T) {
 	}
 }
 
-// freeLoopbackAddr returns a loopback address nothing listens on (as far
-// as can be known: the port was free a moment ago).
-func freeLoopbackAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
-
 func TestS3StoreAppearsLater(t *testing.T) {
-	s3TestEnv(t)
-	addr := freeLoopbackAddr(t)
+	s3test.Env(t)
+	addr := proctest.FreeAddr(t)
 	env, _ := testEnv(t)
 	p := newS3Test(t, s3Section("http://"+addr, map[string]any{"request-timeout": "2s"}), env)
 
@@ -470,7 +427,7 @@ func TestS3StoreAppearsLater(t *testing.T) {
 }
 
 func TestS3MissingBucket(t *testing.T) {
-	s3TestEnv(t)
+	s3test.Env(t)
 	store := startFakeS3(t, "")
 	env, _ := testEnv(t)
 	p := newS3Test(t, s3Section(store.url, map[string]any{"bucket": "no-such-bucket"}), env)
@@ -479,7 +436,7 @@ func TestS3MissingBucket(t *testing.T) {
 }
 
 func TestS3RunPublisher(t *testing.T) {
-	s3TestEnv(t)
+	s3test.Env(t)
 	store := startFakeS3(t, "")
 	env, _ := testEnv(t)
 	section := s3Section(store.url, nil)
@@ -513,111 +470,10 @@ func TestS3RunPublisher(t *testing.T) {
 	}
 }
 
-// versitygwBinary finds versitygw in PATH or in $(go env GOPATH)/bin.
-func versitygwBinary() (string, error) {
-	if p, err := exec.LookPath("versitygw"); err == nil {
-		return p, nil
-	}
-	gopath := build.Default.GOPATH
-	if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil && len(bytes.TrimSpace(out)) > 0 {
-		gopath = string(bytes.TrimSpace(out))
-	}
-	var errs []error
-	for _, dir := range filepath.SplitList(gopath) {
-		p := filepath.Join(dir, "bin", "versitygw")
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		} else {
-			errs = append(errs, err)
-		}
-	}
-	return "", fmt.Errorf("versitygw is not in PATH nor in GOPATH/bin: %w", errors.Join(errs...))
-}
-
-// syncBuffer collects a child's output for the test log.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// startVersitygw runs a real S3 server on loopback, storing in a temporary
-// directory, and returns its endpoint.
-func startVersitygw(t *testing.T) string {
-	t.Helper()
-	bin, err := versitygwBinary()
-	if err != nil {
-		if os.Getenv("CI") == "" {
-			t.Skipf("%v; install it with: go install github.com/versity/versitygw/cmd/versitygw@v1.8.0", err)
-		}
-		t.Fatal(err)
-	}
-	for attempt := 1; ; attempt++ {
-		addr := freeLoopbackAddr(t)
-		out := &syncBuffer{}
-		cmd := exec.Command(bin, "--access", "AKIDSCRIMPTEST", "--secret", "scrimp-test-secret",
-			"--port", addr, "--quiet", "posix", t.TempDir())
-		cmd.Stdout, cmd.Stderr = out, out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		exited := make(chan struct{})
-		go func() { cmd.Wait(); close(exited) }()
-		stop := func() {
-			cmd.Process.Kill()
-			<-exited
-		}
-		if waitListening(addr, exited, 30*time.Second) {
-			t.Cleanup(func() {
-				stop()
-				if t.Failed() {
-					t.Logf("versitygw output:\n%s", out)
-				}
-			})
-			return "http://" + addr
-		}
-		stop()
-		if attempt == 3 { // the port may have been taken between picking and listening
-			t.Fatalf("versitygw did not start on %s:\n%s", addr, out)
-		}
-	}
-}
-
-// waitListening polls addr until it accepts connections, the process
-// exits, or within passes.
-func waitListening(addr string, exited <-chan struct{}, within time.Duration) bool {
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
-		select {
-		case <-exited:
-			return false
-		default:
-		}
-		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
-			c.Close()
-			return true
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return false
-}
-
 // TestS3Versitygw runs the whole life cycle against a real S3 server, in
 // both checksum modes.
 func TestS3Versitygw(t *testing.T) {
-	s3TestEnv(t)
-	endpoint := startVersitygw(t)
+	endpoint := s3test.Start(t)
 	for _, whenRequired := range []bool{false, true} {
 		t.Run(fmt.Sprintf("checksum-when-required=%t", whenRequired), func(t *testing.T) {
 			env, rec := testEnv(t)

@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/scrimplb/scrimp/internal/s3test"
 	"github.com/scrimplb/scrimp/keyring"
 )
 
@@ -29,8 +30,7 @@ func keyedEnv(t *testing.T, name string, keys ...[]byte) (Env, *logRecorder) {
 // reader without keys still reads signed records (so load balancers can
 // get keys before backends).
 func TestS3SignedVersitygw(t *testing.T) {
-	s3TestEnv(t)
-	endpoint := startVersitygw(t)
+	endpoint := s3test.Start(t)
 	section := s3Section(endpoint, map[string]any{"prefix": "signed/"})
 	oldKey, newKey, otherKey := keyring.Generate(), keyring.Generate(), keyring.Generate()
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/scrimplb/scrimp/config"
 	"github.com/scrimplb/scrimp/internal/loopback"
+	"github.com/scrimplb/scrimp/internal/proctest"
 	"github.com/scrimplb/scrimp/node"
 )
 
@@ -87,7 +88,7 @@ func TestStartWithBadApplicationFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs lockedBuffer
+	var logs proctest.Buffer
 	n, err := node.StartLocal(cfg, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatalf("Start refused a backend with one bad application file: %v", err)

@@ -16,13 +16,14 @@ import (
 
 	"github.com/scrimplb/scrimp/e2e"
 	"github.com/scrimplb/scrimp/internal/loopback"
+	"github.com/scrimplb/scrimp/internal/proctest"
 )
 
 // startProcess runs the scrimp binary with args; it is killed at cleanup
 // if still running.
-func startProcess(t *testing.T, bin string, args ...string) (*exec.Cmd, *lockedBuffer) {
+func startProcess(t *testing.T, bin string, args ...string) (*exec.Cmd, *proctest.Buffer) {
 	t.Helper()
-	out := &lockedBuffer{}
+	out := &proctest.Buffer{}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -202,7 +203,7 @@ func TestSecondSignalLeavesAtOnce(t *testing.T) {
 	// startBackend runs a backend process that would drain for a minute
 	// and serve in-flight requests for another, and waits until the load
 	// balancer serves it.
-	startBackend := func(name, ip string) (*exec.Cmd, *lockedBuffer, chan error) {
+	startBackend := func(name, ip string) (*exec.Cmd, *proctest.Buffer, chan error) {
 		t.Helper()
 		appPort, err := loopback.ServeApp(appCtx, &wg, ip, name)
 		if err != nil {
@@ -229,7 +230,7 @@ func TestSecondSignalLeavesAtOnce(t *testing.T) {
 	// secondSignal sends SIGTERM, waits for the drain to reach the log
 	// line phase, sends SIGTERM again and checks the process exits 0
 	// within a few seconds, having logged why.
-	secondSignal := func(name string, cmd *exec.Cmd, out *lockedBuffer, exited chan error, phase, why string) {
+	secondSignal := func(name string, cmd *exec.Cmd, out *proctest.Buffer, exited chan error, phase, why string) {
 		t.Helper()
 		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)

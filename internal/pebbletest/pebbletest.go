@@ -6,7 +6,6 @@
 package pebbletest
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -24,11 +23,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/scrimplb/scrimp/internal/loopback"
+	"github.com/scrimplb/scrimp/internal/proctest"
 )
 
 // Version is the pinned Pebble release (Makefile deps-go installs it).
@@ -56,28 +55,7 @@ type Server struct {
 
 	mgmt   string
 	client *http.Client
-	out    *syncBuffer
-	cmd    *exec.Cmd
-	exited chan struct{}
-	once   sync.Once
-}
-
-// Binary finds name in PATH or in $(go env GOPATH)/bin.
-func Binary(name string) (string, error) {
-	if p, err := exec.LookPath(name); err == nil {
-		return p, nil
-	}
-	out, err := exec.Command("go", "env", "GOPATH").Output()
-	if err != nil {
-		return "", fmt.Errorf("%s is not in PATH, and go env GOPATH failed: %w", name, err)
-	}
-	for _, dir := range filepath.SplitList(string(bytes.TrimSpace(out))) {
-		p := filepath.Join(dir, "bin", name)
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("%s is not in PATH nor in GOPATH/bin", name)
+	proc   *proctest.Proc
 }
 
 // Start runs challtestsrv and Pebble until the test ends. It skips the
@@ -86,14 +64,7 @@ func Start(t testing.TB, o Options) *Server {
 	t.Helper()
 	var bins [2]string
 	for i, name := range []string{"pebble", "pebble-challtestsrv"} {
-		b, err := Binary(name)
-		if err != nil {
-			if os.Getenv("CI") == "" {
-				t.Skipf("%v; install it with: go install github.com/letsencrypt/pebble/v2/cmd/%s@%s", err, name, Version)
-			}
-			t.Fatal(err)
-		}
-		bins[i] = b
+		bins[i] = proctest.Need(t, name, "github.com/letsencrypt/pebble/v2/cmd/"+name+"@"+Version)
 	}
 	dir := t.TempDir()
 	rootFile, certFile, keyFile := writeTLS(t, dir)
@@ -107,8 +78,13 @@ func Start(t testing.TB, o Options) *Server {
 	if validity <= 0 {
 		validity = 90 * 24 * time.Hour
 	}
-	for attempt := 1; ; attempt++ {
-		listen, mgmt := freeAddr(t), freeAddr(t)
+	s := &Server{CARootFile: rootFile}
+	pool := x509.NewCertPool()
+	pem, _ := os.ReadFile(rootFile)
+	pool.AppendCertsFromPEM(pem)
+	s.client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	s.proc = proctest.Start(t, "pebble", func() (*exec.Cmd, []string) {
+		listen, mgmt := proctest.FreeAddr(t), proctest.FreeAddr(t)
 		cfg := map[string]any{"pebble": map[string]any{
 			"listenAddress":           listen,
 			"managementListenAddress": mgmt,
@@ -128,55 +104,24 @@ func Start(t testing.TB, o Options) *Server {
 		if err := os.WriteFile(cfgFile, data, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		s := &Server{
-			Directory:  "https://" + listen + "/dir",
-			CARootFile: rootFile,
-			mgmt:       mgmt,
-			out:        &syncBuffer{},
-			exited:     make(chan struct{}),
-		}
-		pool := x509.NewCertPool()
-		pem, _ := os.ReadFile(rootFile)
-		pool.AppendCertsFromPEM(pem)
-		s.client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-		s.cmd = exec.Command(bins[0], "-config", cfgFile, "-dnsserver", dnsAddr)
-		s.cmd.Env = append(os.Environ(), "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0", "PEBBLE_AUTHZREUSE=0")
-		s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
-		if err := s.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		go func() { s.cmd.Wait(); close(s.exited) }()
-		if waitListening(listen, s.exited, 30*time.Second) && waitListening(mgmt, s.exited, 10*time.Second) {
-			t.Cleanup(func() {
-				s.Stop()
-				if t.Failed() {
-					t.Logf("pebble output:\n%s", s.out)
-				}
-			})
-			return s
-		}
-		s.Stop()
-		if attempt == 3 {
-			t.Fatalf("pebble did not start on %s:\n%s", listen, s.out)
-		}
-	}
+		s.Directory, s.mgmt = "https://"+listen+"/dir", mgmt
+		cmd := exec.Command(bins[0], "-config", cfgFile, "-dnsserver", dnsAddr)
+		cmd.Env = append(os.Environ(), "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0", "PEBBLE_AUTHZREUSE=0")
+		return cmd, []string{listen, mgmt}
+	})
+	return s
 }
 
 // Stop ends Pebble (safe twice); the ACME directory stops answering.
-func (s *Server) Stop() {
-	s.once.Do(func() {
-		s.cmd.Process.Kill()
-		<-s.exited
-	})
-}
+func (s *Server) Stop() { s.proc.Stop() }
 
 // Orders is how many orders Pebble accepted so far (from its log).
 func (s *Server) Orders() int {
-	return strings.Count(s.out.String(), "Added order ")
+	return strings.Count(s.proc.Out.String(), "Added order ")
 }
 
 // Log is Pebble's output so far.
-func (s *Server) Log() string { return s.out.String() }
+func (s *Server) Log() string { return s.proc.Out.String() }
 
 // Roots returns Pebble's issuing root (it changes at every start): the
 // pool a TLS client verifies issued certificates against, and its PEM.
@@ -203,37 +148,17 @@ func (s *Server) Roots(t testing.TB) (*x509.CertPool, []byte) {
 // address. Its challenge servers are off.
 func startChallSrv(t testing.TB, bin, ip string) string {
 	t.Helper()
-	for attempt := 1; ; attempt++ {
+	var dns string
+	proctest.Start(t, "challtestsrv", func() (*exec.Cmd, []string) {
 		port, err := loopback.FreePort("127.0.0.1") // DNS needs UDP and TCP
 		if err != nil {
 			t.Fatal(err)
 		}
-		dns := fmt.Sprintf("127.0.0.1:%d", port)
-		mgmt := freeAddr(t)
-		out := &syncBuffer{}
-		cmd := exec.Command(bin, "-dnsserver", dns, "-management", mgmt, "-defaultIPv4", ip,
-			"-defaultIPv6", "", "-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", "")
-		cmd.Stdout, cmd.Stderr = out, out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		exited := make(chan struct{})
-		go func() { cmd.Wait(); close(exited) }()
-		stop := func() { cmd.Process.Kill(); <-exited }
-		if waitListening(dns, exited, 30*time.Second) {
-			t.Cleanup(func() {
-				stop()
-				if t.Failed() {
-					t.Logf("challtestsrv output:\n%s", out)
-				}
-			})
-			return dns
-		}
-		stop()
-		if attempt == 3 {
-			t.Fatalf("challtestsrv did not start on %s:\n%s", dns, out)
-		}
-	}
+		dns = fmt.Sprintf("127.0.0.1:%d", port)
+		return exec.Command(bin, "-dnsserver", dns, "-management", proctest.FreeAddr(t), "-defaultIPv4", ip,
+			"-defaultIPv6", "", "-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", ""), []string{dns}
+	})
+	return dns
 }
 
 // writeTLS makes a CA and a certificate for localhost and 127.0.0.1 that
@@ -284,52 +209,4 @@ func writeTLS(t testing.TB, dir string) (root, cert, key string) {
 		}
 	}
 	return root, cert, key
-}
-
-// freeAddr returns a free TCP address on 127.0.0.1.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// waitListening polls addr until it accepts connections, the process
-// exits, or within passes.
-func waitListening(addr string, exited <-chan struct{}, within time.Duration) bool {
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
-		select {
-		case <-exited:
-			return false
-		default:
-		}
-		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
-			c.Close()
-			return true
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return false
-}
-
-// syncBuffer collects a child's output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
