@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"strings"
 	"sync"
@@ -71,10 +72,9 @@ type CheckConfig struct {
 	// path that fails).
 	HoldInterval time.Duration
 	// NoHold turns the held connections off: every settled instance is
-	// checked every Interval. With them (the default), after a passing
-	// TCP check the load balancer keeps one idle TCP connection open to
-	// the instance, with TCP keepalive, and checks at once when it
-	// closes: the kernel closes it when the application's process dies,
+	// checked every Interval. With them (the default), the load balancer
+	// keeps the connection of a passing TCP check open, idle, with TCP
+	// keepalive, and checks at once when it closes: the kernel closes it when the application's process dies,
 	// so a crash is seen in about a round trip instead of at the next
 	// check. Instances with a health path are not held: the answer of
 	// the path is what their checks are for, every Interval.
@@ -229,6 +229,8 @@ type checker struct {
 	// path. The mass-loss guard keeps only proven instances: a name in
 	// gossip that never answered a check is not a backend it may keep.
 	proven bool
+	// holding: a connection to the instance is held (see CheckConfig.NoHold).
+	holding bool
 
 	// Owned by the checker's loop goroutine.
 	wake     chan struct{} // the held connection ended: check now; capacity 1
@@ -258,6 +260,9 @@ type health struct {
 	// address, port and health path): it served the load balancer at
 	// least once, so it may be guarded when it is lost.
 	proven bool
+	// held: the load balancer holds an idle connection to it, which
+	// tells at once when its process dies.
+	held bool
 }
 
 // checks runs one checker per checked instance. sync starts and stops them
@@ -344,7 +349,7 @@ func (c *checks) health() map[instKey]health {
 	out := map[instKey]health{}
 	for k, ch := range c.running {
 		if down := ch.count.Down(); down || ch.refused || ch.passing || ch.proven {
-			out[k] = health{down: down, refused: ch.refused, passing: ch.passing && !down, proven: ch.proven}
+			out[k] = health{down: down, refused: ch.refused, passing: ch.passing && !down, proven: ch.proven, held: ch.holding}
 		}
 	}
 	return out
@@ -379,18 +384,32 @@ func (c *checks) loop(ctx context.Context, ch *checker) {
 		}
 		defer func() { <-c.sem }()
 		// A held connection that ended is why this check runs now, unless
-		// the grid's instant came first.
-		var endedAfter time.Duration
+		// the grid's instant came first. One the application closed soon
+		// after it was opened saved no check: none is held for a while.
+		now := time.Now()
 		if ch.held != nil && ch.held.over() {
-			endedAfter = time.Since(ch.held.since)
+			if now.Sub(ch.held.since) < 2*c.cfg.Interval {
+				ch.holdFrom = now.Add(c.cfg.HoldInterval)
+			}
 			ch.held = nil
 			select { // this check is the one its end asked for
 			case <-ch.wake:
 			default:
 			}
 		}
-		err := run.Run(ctx, c.cfg.Timeout)
+		// A TCP check of an instance to hold keeps its connection: the
+		// connect is the check, and one connect both checks and holds.
+		var err error
+		var conn net.Conn
+		if c.holds(ch) && ch.held == nil && !now.Before(ch.holdFrom) {
+			if conn, err = dialHold(ctx, ch.probe.addr, c.cfg.Timeout); err != nil {
+				err = fmt.Errorf("connect: %w", err)
+			}
+		} else {
+			err = run.Run(ctx, c.cfg.Timeout)
+		}
 		if ctx.Err() != nil {
+			closeConn(conn)
 			return 0 // stopped: the result says nothing about the backend
 		}
 		flipped, down, news := c.record(ch, err)
@@ -410,45 +429,47 @@ func (c *checks) loop(ctx context.Context, ch *checker) {
 			}
 		}
 		if err != nil || down {
+			closeConn(conn) // nothing is held while down: Rise passes bring it back
 			ch.dropHold()
+			c.setHolding(ch, false)
 			if unsettled(err, down) {
 				return c.cfg.FastInterval
 			}
 			return 0
 		}
-		return c.holdOn(ctx, ch, endedAfter)
+		if conn != nil {
+			h := &hold{conn: conn, since: now, ended: make(chan struct{})}
+			ch.held = h
+			c.wg.Go(func() { h.watch(ch.wake) })
+		}
+		c.setHolding(ch, ch.held != nil)
+		if ch.held != nil {
+			return c.cfg.HoldInterval
+		}
+		return 0
 	})
 }
 
-// holdOn keeps (or opens) the held connection of an instance whose check
-// just passed while up, and returns when its next check is due: after
-// HoldInterval with a connection held, else on the next instant of the
-// grid. endedAfter is the life of a held connection that ended just
-// before this check (zero if none did): the application closed it while
-// it still passes, so a new one waits HoldInterval (an application that
-// closes idle connections soon would otherwise cost more connects than
-// the checks it saves).
-func (c *checks) holdOn(ctx context.Context, ch *checker, endedAfter time.Duration) time.Duration {
-	if c.cfg.NoHold || ch.probe.kind != probeTCP {
-		return 0 // a health path's answer is what its checks are for
+// holds reports whether the checks of ch hold a connection between them:
+// TCP checks, unless NoHold. The answer of a health path is what its
+// checks are for, so those keep their checks every Interval.
+func (c *checks) holds(ch *checker) bool {
+	return !c.cfg.NoHold && ch.probe.kind == probeTCP
+}
+
+// setHolding records whether a connection to ch's instance is held, for
+// health.
+func (c *checks) setHolding(ch *checker, on bool) {
+	c.mu.Lock()
+	ch.holding = on
+	c.mu.Unlock()
+}
+
+// closeConn closes conn unless it is nil.
+func closeConn(conn net.Conn) {
+	if conn != nil {
+		conn.Close()
 	}
-	now := time.Now()
-	if endedAfter > 0 && endedAfter < c.cfg.HoldInterval {
-		ch.holdFrom = now.Add(c.cfg.HoldInterval)
-	}
-	if ch.held == nil && !now.Before(ch.holdFrom) {
-		conn, err := dialHold(ctx, ch.probe.addr, c.cfg.Timeout)
-		if err != nil {
-			return 0 // the next check tells; it is not a failure yet
-		}
-		h := &hold{conn: conn, since: now, ended: make(chan struct{})}
-		ch.held = h
-		c.wg.Go(func() { h.watch(ch.wake) })
-	}
-	if ch.held == nil {
-		return 0
-	}
-	return c.cfg.HoldInterval
 }
 
 // dropHold closes the held connection, if any. The watcher ends by itself

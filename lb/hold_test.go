@@ -30,9 +30,11 @@ func TestHoldSeesCrash(t *testing.T) {
 		Timeout: time.Second, Fall: 2, Rise: 2}
 	c := startChecks(t, cfg, app.node("a"))
 	key := instKey{"a", "web"}
-	// The first check comes within an interval; the check and the held
-	// connection are two accepts.
-	waitForWithin(t, 2*cfg.Interval, "the first check and the held connection", func() bool { return app.accepted.Load() >= 2 })
+	// The first check comes within an interval; its connection is held.
+	waitForWithin(t, 2*cfg.Interval, "the first check and the held connection", func() bool { return c.health()[key].held })
+	if n := app.accepted.Load(); n != 1 {
+		t.Errorf("%d connects for the first check and the held connection, want 1: the check's connection is held", n)
+	}
 	if h := c.health()[key]; h.down || !h.passing {
 		t.Fatalf("health before the crash = %+v, want passing", h)
 	}
@@ -57,7 +59,8 @@ func TestHoldSkipsChecks(t *testing.T) {
 	noHold.NoHold = true
 	startChecks(t, noHold, plain.node("plain"))
 	c := startChecks(t, cfg, held.node("held"))
-	waitFor(t, "the held connection", func() bool { return held.accepted.Load() >= 2 })
+	key := instKey{"held", "web"}
+	waitFor(t, "the held connection", func() bool { return c.health()[key].held })
 	heldFrom, plainFrom := held.accepted.Load(), plain.accepted.Load()
 	// Until the held one's next check (3 s), the plain one is checked
 	// every 100 ms: wait for ten of those.
@@ -70,7 +73,6 @@ func TestHoldSkipsChecks(t *testing.T) {
 	held.mu.Lock()
 	held.ln.Close()
 	held.mu.Unlock()
-	key := instKey{"held", "web"}
 	waitForWithin(t, 4*cfg.HoldInterval, "the instance whose listener closed to be down", func() bool { return c.health()[key].down })
 }
 
