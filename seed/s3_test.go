@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -18,8 +20,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
-	"github.com/johannesboyne/gofakes3"
-	"github.com/johannesboyne/gofakes3/backend/s3mem"
 
 	"github.com/scrimplb/scrimp/internal/proctest"
 	"github.com/scrimplb/scrimp/internal/s3test"
@@ -27,28 +27,54 @@ import (
 
 const testBucket = "seeds"
 
-// fakeS3 is an in-process S3 server (gofakes3 over real HTTP on loopback)
-// that counts the requests the provider makes.
-type fakeS3 struct {
-	url          string
+// s3Store is a real S3 server (versitygw) with the test bucket, reached
+// through a counting reverse proxy on loopback: the proxy only forwards,
+// so what the provider's requests get back is what S3 answers, while the
+// tests can still count the requests it makes.
+type s3Store struct {
+	url          string // the proxy's endpoint, for the provider
 	gets, lists  atomic.Int64
 	puts, delete atomic.Int64
 }
 
-// startFakeS3 serves a fresh in-memory store with the test bucket on addr
-// ("" for any free loopback port).
-func startFakeS3(t *testing.T, addr string) *fakeS3 {
+// startS3 starts versitygw with the test bucket and a counting proxy in
+// front of it on addr ("" for any free loopback port). Everything stops
+// when the test ends.
+func startS3(t *testing.T, addr string) *s3Store {
 	t.Helper()
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
-	backend := s3mem.New()
-	if err := backend.CreateBucket(testBucket); err != nil {
+	endpoint := s3test.Start(t)
+	// The bucket is made directly on versitygw, so that the counts start
+	// at zero.
+	objs, err := NewObjects(ObjectsOptions{
+		Bucket: testBucket, Region: "us-east-1", Endpoint: endpoint, PathStyle: true,
+		RequestTimeout: 10 * time.Second,
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fakeS3{}
-	s3h := gofakes3.New(backend).Server()
+	if err := objs.CreateBucket(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	target, err := url.Parse(endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	f := &s3Store{}
+	transport := &http.Transport{}
+	proxy := &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.SetURL(target)
+			// SigV4 signs the Host header: keep the one the client sent.
+			r.Out.Host = r.In.Host
+		},
+		Transport: transport,
+	}
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Path style: /bucket lists, /bucket/key is an object.
 		object := strings.Count(strings.Trim(r.URL.Path, "/"), "/") > 0
 		switch {
 		case r.Method == http.MethodGet && object:
@@ -60,7 +86,7 @@ func startFakeS3(t *testing.T, addr string) *fakeS3 {
 		case r.Method == http.MethodDelete:
 			f.delete.Add(1)
 		}
-		s3h.ServeHTTP(w, r)
+		proxy.ServeHTTP(w, r)
 	})
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -70,7 +96,10 @@ func startFakeS3(t *testing.T, addr string) *fakeS3 {
 	srv.Listener.Close()
 	srv.Listener = l
 	srv.Start()
-	t.Cleanup(srv.Close)
+	t.Cleanup(func() {
+		srv.Close()
+		transport.CloseIdleConnections()
+	})
 	f.url = srv.URL
 	return f
 }
@@ -189,8 +218,8 @@ func TestS3Defaults(t *testing.T) {
 	}
 }
 
-// TestS3TwoLoadBalancers runs in both checksum modes: gofakes3 accepts
-// the newer SDK's default checksums as well.
+// TestS3TwoLoadBalancers runs in both checksum modes: versitygw accepts
+// the newer SDK's default checksums as well as none.
 func TestS3TwoLoadBalancers(t *testing.T) {
 	for _, whenRequired := range []bool{true, false} {
 		t.Run(fmt.Sprintf("checksum-when-required=%t", whenRequired), func(t *testing.T) {
@@ -201,7 +230,7 @@ func TestS3TwoLoadBalancers(t *testing.T) {
 
 func testS3TwoLoadBalancers(t *testing.T, checksumWhenRequired bool) {
 	s3test.Env(t)
-	store := startFakeS3(t, "")
+	store := startS3(t, "")
 	env, rec := testEnv(t)
 	section := s3Section(store.url, map[string]any{"checksum-when-required": checksumWhenRequired})
 	lb1, lb2, backend := newS3Test(t, section, env), newS3Test(t, section, env), newS3Test(t, section, env)
@@ -238,7 +267,7 @@ func testS3TwoLoadBalancers(t *testing.T, checksumWhenRequired bool) {
 
 func TestS3PublishRejectsBadAddress(t *testing.T) {
 	s3test.Env(t)
-	store := startFakeS3(t, "")
+	store := startS3(t, "")
 	env, _ := testEnv(t)
 	lb := newS3Test(t, s3Section(store.url, nil), env)
 	err := lb.Publish(context.Background(), "no-port")
@@ -250,7 +279,7 @@ func TestS3PublishRejectsBadAddress(t *testing.T) {
 
 func TestS3DeadLoadBalancerAgesOut(t *testing.T) {
 	s3test.Env(t)
-	store := startFakeS3(t, "")
+	store := startS3(t, "")
 	env, rec := testEnv(t)
 	section := s3Section(store.url, map[string]any{"push-period": "1s", "jitter": "0s", "max-age": "2s"})
 	alive, dead, backend := newS3Test(t, section, env), newS3Test(t, section, env), newS3Test(t, section, env)
@@ -278,7 +307,7 @@ func TestS3DeadLoadBalancerAgesOut(t *testing.T) {
 
 func TestS3Withdraw(t *testing.T) {
 	s3test.Env(t)
-	store := startFakeS3(t, "")
+	store := startS3(t, "")
 	env, _ := testEnv(t)
 	section := s3Section(store.url, nil)
 	lb1, lb2, backend := newS3Test(t, section, env), newS3Test(t, section, env), newS3Test(t, section, env)
@@ -297,7 +326,7 @@ func TestS3Withdraw(t *testing.T) {
 
 func TestS3SkipsBadRecords(t *testing.T) {
 	s3test.Env(t)
-	store := startFakeS3(t, "")
+	store := startS3(t, "")
 	env, rec := testEnv(t)
 	p := newS3Test(t, s3Section(store.url, nil), env)
 	now := time.Now().UTC()
@@ -353,7 +382,7 @@ func TestS3SkipsBadRecords(t *testing.T) {
 
 func TestS3Pagination(t *testing.T) {
 	s3test.Env(t)
-	store := startFakeS3(t, "")
+	store := startS3(t, "")
 	env, _ := testEnv(t)
 	p := newS3Test(t, s3Section(store.url, nil), env)
 	p.pageSize = 2
@@ -374,7 +403,7 @@ func TestS3Pagination(t *testing.T) {
 
 func TestS3LongDeadRecordsCostNoGet(t *testing.T) {
 	s3test.Env(t)
-	store := startFakeS3(t, "")
+	store := startS3(t, "")
 	env, rec := testEnv(t)
 	p := newS3Test(t, s3Section(store.url, nil), env)
 	publish(t, p, "10.0.0.1:7946")
@@ -416,7 +445,7 @@ func TestS3StoreAppearsLater(t *testing.T) {
 		t.Errorf("failing took %s; request-timeout is 2s", d)
 	}
 
-	startFakeS3(t, addr)
+	startS3(t, addr)
 	if got := seedsNow(t, p); len(got) != 0 {
 		t.Fatalf("empty store: Seeds = %q", got)
 	}
@@ -428,7 +457,7 @@ func TestS3StoreAppearsLater(t *testing.T) {
 
 func TestS3MissingBucket(t *testing.T) {
 	s3test.Env(t)
-	store := startFakeS3(t, "")
+	store := startS3(t, "")
 	env, _ := testEnv(t)
 	p := newS3Test(t, s3Section(store.url, map[string]any{"bucket": "no-such-bucket"}), env)
 	_, err := seedsErr(p)
@@ -437,7 +466,7 @@ func TestS3MissingBucket(t *testing.T) {
 
 func TestS3RunPublisher(t *testing.T) {
 	s3test.Env(t)
-	store := startFakeS3(t, "")
+	store := startS3(t, "")
 	env, _ := testEnv(t)
 	section := s3Section(store.url, nil)
 	lb, backend := newS3Test(t, section, env), newS3Test(t, section, env)
