@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime/debug"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -441,6 +442,14 @@ func (b *bencher) scale1000Row(ctx context.Context, s benchSetup, net2 int) {
 			}
 		}
 		last := time.Now()
+		if d := os.Getenv("SCRIMP_BENCH_SCALE_DUMP"); d != "" {
+			time.AfterFunc(5*time.Second, func() {
+				if f, err := os.Create(filepath.Join(d, "heap.prof")); err == nil {
+					pprof.WriteHeapProfile(f)
+					f.Close()
+				}
+			})
+		}
 		routedAt, joinedAt, err := lbp.waitRoutedJoined(ctx, names, byAddr, 60*time.Second)
 		if err != nil {
 			if !joinedAt.IsZero() {
