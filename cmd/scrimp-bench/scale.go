@@ -115,7 +115,7 @@ func (b *bencher) startLBProcess(ctx context.Context, ip, gen string, genOpts js
 			return nil, ferr
 		}
 		defer logf.Close()
-		conf = strings.Replace(conf, `"log-level": "warn"`, `"log-level": "info"`, 1)
+		conf = strings.Replace(conf, `"log-level": "warn"`, `"log-level": "debug"`, 1)
 		if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
 			p.close()
 			return nil, err
@@ -334,6 +334,7 @@ func (p *lbProcess) waitRoutedJoined(ctx context.Context, names []string, byAddr
 
 // scaleNode is an in-process backend of the 1,000 row.
 type scaleNode struct {
+	name   string
 	app    string // its demo app's address, host:port
 	node   *node.Node
 	cancel context.CancelFunc
@@ -342,11 +343,19 @@ type scaleNode struct {
 
 // scale1000Row starts a load balancer process and n in-process backend
 // nodes (each with its demo app) on 127.<net>.x.y and 127.<net+1>.x.y,
-// joining at an even rate over 10 s, and reports when all were routed,
-// the reloads and the load balancer's CPU and memory. Gossip uses the
-// "wan" profile (gossip every 500 ms, probes every 5 s): with this many
-// members in one process on a small machine, the "local" profile's
-// 200 ms probe timeout would declare busy members dead.
+// started at an even rate over 10 s, and reports when the load balancer
+// counted them all as members (the end of the joins as it sees them),
+// when its proxy routed them all (HAProxy's file; nginx's lua balancer
+// state), then whether every one answers a request sent through the load
+// balancer, the reloads, and the load balancer's CPU and memory. Gossip
+// uses the "wan" profile (gossip every 500 ms, probes every 5 s): with
+// this many members in one process on a small machine, the "local"
+// profile's 200 ms probe timeout would declare busy members dead.
+//
+// For debugging, SCRIMP_BENCH_SCALE_SETUP=haproxy|nginx runs one setup
+// and SCRIMP_BENCH_SCALE_DUMP=DIR writes the load balancer's debug log,
+// a heap profile of this process, and on failure its rendered
+// configuration, members and the backends' view into DIR.
 func (b *bencher) scale1000Row(ctx context.Context, s benchSetup, net2 int) {
 	n, over := 1000, 10*time.Second
 	if b.o.quick {
@@ -452,6 +461,20 @@ func (b *bencher) scale1000Row(ctx context.Context, s benchSetup, net2 int) {
 		}
 		routedAt, joinedAt, err := lbp.waitRoutedJoined(ctx, names, byAddr, 60*time.Second)
 		if err != nil {
+			if d := os.Getenv("SCRIMP_BENCH_SCALE_DUMP"); d != "" {
+				var sb strings.Builder
+				for _, sn := range nodes {
+					snap := sn.node.Snapshot()
+					lb := false
+					for _, x := range snap.Nodes {
+						if x.Name == "bench-lb" {
+							lb = true
+						}
+					}
+					fmt.Fprintf(&sb, "%s members=%d snapshot=%d knowsLB=%v\n", sn.name, sn.node.Members(), len(snap.Nodes), lb)
+				}
+				os.WriteFile(filepath.Join(d, "backends.txt"), []byte(sb.String()), 0o644)
+			}
 			if !joinedAt.IsZero() {
 				err = fmt.Errorf("all members %s after the first start: %w", joinedAt.Sub(first).Round(10*time.Millisecond), err)
 			}
@@ -463,7 +486,7 @@ func (b *bencher) scale1000Row(ctx context.Context, s benchSetup, net2 int) {
 		}
 		// Routed as the proxy says; served is the proof: every backend
 		// answers a request sent through the load balancer.
-		served, requests := servedCheck(ctx, fmt.Sprintf("%s:%d", lbIP, listenPort), names, 30*time.Second)
+		served, requests, reqFailed := servedCheck(ctx, fmt.Sprintf("%s:%d", lbIP, listenPort), names, 60*time.Second)
 		st1, err := lbp.admin.Status(ctx)
 		if err != nil {
 			return "", err
@@ -475,9 +498,9 @@ func (b *bencher) scale1000Row(ctx context.Context, s benchSetup, net2 int) {
 			}
 		}
 		window := routedAt.Sub(first).Seconds()
-		return fmt.Sprintf("all routed %s after the last join (starts took %s, the LB counted all members %s after the first start, all routed %s after it); %d of %d served (%d requests through the LB); %d reloads, %d runtime updates in the last %d passes; "+
+		return fmt.Sprintf("all routed %s after the last join (starts took %s, the LB counted all members %s after the first start, all routed %s after it); %d of %d served within 60 s after (%d requests through the LB answered, %d failed); %d reloads, %d runtime updates in the last %d passes; "+
 			"LB daemon: %.1f%% of a core over the joins, RSS %.0f MiB; %s: %.1f%% of a core, RSS %.0f MiB (master and workers)",
-			ms(max(routedAt.Sub(joinedAt), 0)), last.Sub(first).Round(10*time.Millisecond), joinedAt.Sub(first).Round(10*time.Millisecond), routedAt.Sub(first).Round(10*time.Millisecond), served, len(names), requests, st1.LB.Reloads-st0.LB.Reloads, updates, len(st1.LB.History),
+			ms(max(routedAt.Sub(joinedAt), 0)), last.Sub(first).Round(10*time.Millisecond), joinedAt.Sub(first).Round(10*time.Millisecond), routedAt.Sub(first).Round(10*time.Millisecond), served, len(names), requests, reqFailed, st1.LB.Reloads-st0.LB.Reloads, updates, len(st1.LB.History),
 			(d1.cpu-d0.cpu).Seconds()/window*100, float64(d1.rss)/(1<<20), s.gen, (p1.cpu-p0.cpu).Seconds()/window*100, float64(p1.rss)/(1<<20)), nil
 	}()
 	if errors.Is(err, errNoProcess) {
@@ -516,7 +539,7 @@ func startScaleNode(appCtx context.Context, apps *sync.WaitGroup, b *bencher, na
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	sn := &scaleNode{app: fmt.Sprintf("%s:%d", ip, appPort), node: nd, cancel: cancel, done: make(chan struct{})}
+	sn := &scaleNode{name: name, app: fmt.Sprintf("%s:%d", ip, appPort), node: nd, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(sn.done)
 		nd.Run(ctx)

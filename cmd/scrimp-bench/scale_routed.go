@@ -93,9 +93,10 @@ func (p *lbProcess) unfetched(ctx context.Context) (int, error) {
 
 // servedCheck sends requests through the load balancer at addr (keep-alive
 // clients, several at once) until every name in names has answered one,
-// or timeout; it returns how many answered and how many requests it took.
-// The demo apps answer "hello from NAME".
-func servedCheck(ctx context.Context, addr string, names []string, timeout time.Duration) (served, requests int) {
+// or timeout; it returns how many answered, how many requests were
+// answered and how many failed (no answer within 10 s, or an error). The
+// demo apps answer "hello from NAME".
+func servedCheck(ctx context.Context, addr string, names []string, timeout time.Duration) (served, requests, failed int) {
 	want := make(map[string]bool, len(names))
 	for _, n := range names {
 		want[n] = true
@@ -107,7 +108,7 @@ func servedCheck(ctx context.Context, addr string, names []string, timeout time.
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Go(func() {
-			hc := &http.Client{Timeout: 5 * time.Second}
+			hc := &http.Client{Timeout: 10 * time.Second}
 			defer hc.CloseIdleConnections()
 			for ctx.Err() == nil {
 				req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/", nil)
@@ -116,6 +117,11 @@ func servedCheck(ctx context.Context, addr string, names []string, timeout time.
 				}
 				resp, err := hc.Do(req)
 				if err != nil {
+					if ctx.Err() == nil {
+						mu.Lock()
+						failed++
+						mu.Unlock()
+					}
 					continue
 				}
 				line, _ := bufio.NewReader(io.LimitReader(resp.Body, 256)).ReadString('\n')
@@ -136,5 +142,5 @@ func servedCheck(ctx context.Context, addr string, names []string, timeout time.
 		})
 	}
 	wg.Wait()
-	return len(seen), requests
+	return len(seen), requests, failed
 }
