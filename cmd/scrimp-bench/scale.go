@@ -355,7 +355,7 @@ type scaleNode struct {
 // For debugging, SCRIMP_BENCH_SCALE_SETUP=haproxy|nginx runs one setup
 // and SCRIMP_BENCH_SCALE_DUMP=DIR writes the load balancer's debug log,
 // a heap profile of this process, and on failure its rendered
-// configuration, members and the backends' view into DIR.
+// configuration, its members and the backends not routed into DIR.
 func (b *bencher) scale1000Row(ctx context.Context, s benchSetup, net2 int) {
 	n, over := 1000, 10*time.Second
 	if b.o.quick {
@@ -461,20 +461,6 @@ func (b *bencher) scale1000Row(ctx context.Context, s benchSetup, net2 int) {
 		}
 		routedAt, joinedAt, err := lbp.waitRoutedJoined(ctx, names, byAddr, 60*time.Second)
 		if err != nil {
-			if d := os.Getenv("SCRIMP_BENCH_SCALE_DUMP"); d != "" {
-				var sb strings.Builder
-				for _, sn := range nodes {
-					snap := sn.node.Snapshot()
-					lb := false
-					for _, x := range snap.Nodes {
-						if x.Name == "bench-lb" {
-							lb = true
-						}
-					}
-					fmt.Fprintf(&sb, "%s members=%d snapshot=%d knowsLB=%v\n", sn.name, sn.node.Members(), len(snap.Nodes), lb)
-				}
-				os.WriteFile(filepath.Join(d, "backends.txt"), []byte(sb.String()), 0o644)
-			}
 			if !joinedAt.IsZero() {
 				err = fmt.Errorf("all members %s after the first start: %w", joinedAt.Sub(first).Round(10*time.Millisecond), err)
 			}
