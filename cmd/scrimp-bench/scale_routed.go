@@ -40,7 +40,7 @@ func (p *lbProcess) routed(ctx context.Context, byAddr map[string]string) (map[s
 // luaRouted asks an nginx worker's lua balancer, on its state socket, for
 // the peers of every upstream.
 func luaRouted(ctx context.Context, sock string, byAddr map[string]string) (map[string]bool, error) {
-	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+	hc := &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", sock)
