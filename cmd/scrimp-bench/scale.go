@@ -11,9 +11,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime/debug"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/scrimplb/scrimp/admin"
@@ -48,6 +50,9 @@ func init() {
 			for i, s := range scaleSetups {
 				if ctx.Err() != nil {
 					return
+				}
+				if only := os.Getenv("SCRIMP_BENCH_SCALE_SETUP"); only != "" && only != s.gen {
+					continue
 				}
 				b.scale1000Row(ctx, s, 10+2*i)
 			}
@@ -102,7 +107,29 @@ func (b *bencher) startLBProcess(ctx context.Context, ip, gen string, genOpts js
 		p.close()
 		return nil, err
 	}
-	if p.cmd, err = b.startProcess(ctx, exe, "--config", file); err != nil {
+	if d := os.Getenv("SCRIMP_BENCH_SCALE_DUMP"); d != "" {
+		// Debugging the row: the load balancer's log goes to a file there.
+		logf, ferr := os.Create(filepath.Join(d, "lb.log"))
+		if ferr != nil {
+			p.close()
+			return nil, ferr
+		}
+		defer logf.Close()
+		conf = strings.Replace(conf, `"log-level": "warn"`, `"log-level": "debug"`, 1)
+		if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
+			p.close()
+			return nil, err
+		}
+		cmd := exec.CommandContext(ctx, exe, "--config", file)
+		cmd.Stderr = logf
+		cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+		cmd.WaitDelay = 10 * time.Second
+		if err := cmd.Start(); err != nil {
+			p.close()
+			return nil, err
+		}
+		p.cmd = cmd
+	} else if p.cmd, err = b.startProcess(ctx, exe, "--config", file); err != nil {
 		p.close()
 		return nil, err
 	}
@@ -234,13 +261,29 @@ func (p *lbProcess) usage(ctx context.Context) (daemon, prox procUsage, err erro
 
 // waitRouted polls the load balancer's rendered configuration until every
 // name is routed, and returns when that was first seen.
-func (p *lbProcess) waitRouted(ctx context.Context, names []string, timeout time.Duration) (time.Time, error) {
+func (p *lbProcess) waitRouted(ctx context.Context, names []string, byAddr map[string]string, timeout time.Duration) (time.Time, error) {
+	at, _, err := p.waitRoutedJoined(ctx, names, byAddr, timeout)
+	return at, err
+}
+
+// waitRoutedJoined is waitRouted that also returns when the load balancer
+// first counted every name as a member (zero if it never did): the end of
+// the joins as the load balancer sees them.
+func (p *lbProcess) waitRoutedJoined(ctx context.Context, names []string, byAddr map[string]string, timeout time.Duration) (routedAt, joinedAt time.Time, err error) {
 	deadline := time.Now().Add(timeout)
 	missing := len(names)
-	for {
-		cfg, err := p.admin.Render(ctx)
+	var lastGot map[string]bool
+	var lastStatus time.Time
+	for i := 0; ; i++ {
+		if joinedAt.IsZero() && time.Since(lastStatus) >= 100*time.Millisecond {
+			lastStatus = time.Now()
+			if st, err := p.admin.Status(ctx); err == nil && st.Members > len(names) {
+				joinedAt = time.Now()
+			}
+		}
+		got, err := p.routed(ctx, byAddr)
 		if err == nil {
-			got := routedNames(cfg)
+			lastGot = got
 			missing = 0
 			for _, n := range names {
 				if !got[n] {
@@ -248,7 +291,11 @@ func (p *lbProcess) waitRouted(ctx context.Context, names []string, timeout time
 				}
 			}
 			if missing == 0 {
-				return time.Now(), nil
+				routedAt = time.Now()
+				if joinedAt.IsZero() {
+					joinedAt = routedAt
+				}
+				return routedAt, joinedAt, nil
 			}
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
@@ -258,8 +305,28 @@ func (p *lbProcess) waitRouted(ctx context.Context, names []string, timeout time
 				if st.LB.Last != nil {
 					why += fmt.Sprintf(", last pass %s routing %d backends", st.LB.Last.Result, st.LB.Last.Backends)
 				}
+				if u, uerr := p.unfetched(ctx); uerr == nil {
+					why += fmt.Sprintf(", %d backends whose application sets it has not fetched", u)
+				} else {
+					why += fmt.Sprintf(", members not read: %v", uerr)
+				}
+				if d := os.Getenv("SCRIMP_BENCH_SCALE_DUMP"); d != "" {
+					cfg, _ := p.admin.Render(ctx)
+					os.WriteFile(filepath.Join(d, "rendered.cfg"), cfg, 0o644)
+					mr, merr := p.admin.Members(ctx)
+					raw, _ := json.MarshalIndent(mr, "", " ")
+					raw = append(raw, fmt.Sprint(merr)...)
+					os.WriteFile(filepath.Join(d, "members.json"), raw, 0o644)
+					var miss []string
+					for _, n := range names {
+						if !lastGot[n] {
+							miss = append(miss, n)
+						}
+					}
+					os.WriteFile(filepath.Join(d, "missing.txt"), []byte(strings.Join(miss, "\n")), 0o644)
+				}
 			}
-			return time.Time{}, fmt.Errorf("%d of %d backends not routed after %s (last error: %v%s)", missing, len(names), timeout, err, why)
+			return time.Time{}, joinedAt, fmt.Errorf("%d of %d backends not routed after %s (last error: %v%s)", missing, len(names), timeout, err, why)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -267,6 +334,8 @@ func (p *lbProcess) waitRouted(ctx context.Context, names []string, timeout time
 
 // scaleNode is an in-process backend of the 1,000 row.
 type scaleNode struct {
+	name   string
+	app    string // its demo app's address, host:port
 	node   *node.Node
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -274,11 +343,19 @@ type scaleNode struct {
 
 // scale1000Row starts a load balancer process and n in-process backend
 // nodes (each with its demo app) on 127.<net>.x.y and 127.<net+1>.x.y,
-// joining at an even rate over 10 s, and reports when all were routed,
-// the reloads and the load balancer's CPU and memory. Gossip uses the
-// "wan" profile (gossip every 500 ms, probes every 5 s): with this many
-// members in one process on a small machine, the "local" profile's
-// 200 ms probe timeout would declare busy members dead.
+// started at an even rate over 10 s, and reports when the load balancer
+// counted them all as members (the end of the joins as it sees them),
+// when its proxy routed them all (HAProxy's file; nginx's lua balancer
+// state), then whether every one answers a request sent through the load
+// balancer, the reloads, and the load balancer's CPU and memory. Gossip
+// uses the "wan" profile (gossip every 500 ms, probes every 5 s): with
+// this many members in one process on a small machine, the "local"
+// profile's 200 ms probe timeout would declare busy members dead.
+//
+// For debugging, SCRIMP_BENCH_SCALE_SETUP=haproxy|nginx runs one setup
+// and SCRIMP_BENCH_SCALE_DUMP=DIR writes the load balancer's debug log,
+// a heap profile of this process, and on failure its rendered
+// configuration, its members and the backends not routed into DIR.
 func (b *bencher) scale1000Row(ctx context.Context, s benchSetup, net2 int) {
 	n, over := 1000, 10*time.Second
 	if b.o.quick {
@@ -294,6 +371,9 @@ func (b *bencher) scale1000Row(ctx context.Context, s benchSetup, net2 int) {
 		// less often (memory is plentiful, two cores are not). The load
 		// balancer process keeps its own settings.
 		defer debug.SetGCPercent(debug.SetGCPercent(400))
+		// …but within a bound: a thousand members each holding the whole
+		// membership take a few GiB, and the machine is shared.
+		defer debug.SetMemoryLimit(debug.SetMemoryLimit(8 << 30))
 		lbIP := fmt.Sprintf("127.%d.0.1", net2)
 		lbp, err := b.startLBProcess(ctx, lbIP, s.gen, s.opts, profile)
 		if err != nil {
@@ -330,32 +410,69 @@ func (b *bencher) scale1000Row(ctx context.Context, s benchSetup, net2 int) {
 		if err != nil {
 			return "", err
 		}
-		var names []string
+		names := make([]string, n)
+		byAddr := map[string]string{} // app address → node name
+		started := make([]*scaleNode, n)
+		errs := make([]error, n)
+		// Each node starts at its time on the schedule, on a goroutine of
+		// its own (at most scaleStarters at once): a start that waits for
+		// the CPU, busy with the members already running, does not hold
+		// back the next ones.
+		slots := make(chan struct{}, scaleStarters)
+		var starts sync.WaitGroup
 		first := time.Now()
 		for i := range n {
-			if err := ctx.Err(); err != nil {
-				return "", err
+			if ctx.Err() != nil {
+				break
 			}
 			time.Sleep(time.Until(first.Add(time.Duration(i) * over / time.Duration(n))))
-			name := fmt.Sprintf("big-%04d", i+1)
+			names[i] = fmt.Sprintf("big-%04d", i+1)
 			// 250 addresses per /24, from 127.<net2>.1.1 up.
 			ip := fmt.Sprintf("127.%d.%d.%d", net2+(i/250)/250, 1+(i/250)%250, 1+i%250)
-			sn, err := startScaleNode(appCtx, &apps, b, name, ip, lbp.seed, listenPort, profile)
-			if err != nil {
-				return "", fmt.Errorf("%s: %w", name, err)
+			slots <- struct{}{}
+			starts.Go(func() {
+				defer func() { <-slots }()
+				started[i], errs[i] = startScaleNode(appCtx, &apps, b, names[i], ip, lbp.seed, listenPort, profile)
+			})
+		}
+		starts.Wait()
+		for i, sn := range started {
+			if sn != nil {
+				nodes = append(nodes, sn)
+				byAddr[sn.app] = names[i]
 			}
-			nodes = append(nodes, sn)
-			names = append(names, name)
+		}
+		if err := ctx.Err(); err != nil {
+			return "", err
+		}
+		for i, err := range errs {
+			if err != nil {
+				return "", fmt.Errorf("%s: %w", names[i], err)
+			}
 		}
 		last := time.Now()
-		routedAt, err := lbp.waitRouted(ctx, names, 60*time.Second)
+		if d := os.Getenv("SCRIMP_BENCH_SCALE_DUMP"); d != "" {
+			time.AfterFunc(5*time.Second, func() {
+				if f, err := os.Create(filepath.Join(d, "heap.prof")); err == nil {
+					pprof.WriteHeapProfile(f)
+					f.Close()
+				}
+			})
+		}
+		routedAt, joinedAt, err := lbp.waitRoutedJoined(ctx, names, byAddr, 60*time.Second)
 		if err != nil {
-			return "", fmt.Errorf("joins spread over %s: %w", last.Sub(first).Round(10*time.Millisecond), err)
+			if !joinedAt.IsZero() {
+				err = fmt.Errorf("all members %s after the first start: %w", joinedAt.Sub(first).Round(10*time.Millisecond), err)
+			}
+			return "", fmt.Errorf("starts spread over %s: %w", last.Sub(first).Round(10*time.Millisecond), err)
 		}
 		d1, p1, err := lbp.usage(ctx)
 		if err != nil {
 			return "", err
 		}
+		// Routed as the proxy says; served is the proof: every backend
+		// answers a request sent through the load balancer.
+		served, requests, reqFailed := servedCheck(ctx, fmt.Sprintf("%s:%d", lbIP, listenPort), names, 60*time.Second)
 		st1, err := lbp.admin.Status(ctx)
 		if err != nil {
 			return "", err
@@ -367,9 +484,9 @@ func (b *bencher) scale1000Row(ctx context.Context, s benchSetup, net2 int) {
 			}
 		}
 		window := routedAt.Sub(first).Seconds()
-		return fmt.Sprintf("all routed %s after the last join (joins took %s); %d reloads, %d runtime updates in the last %d passes; "+
+		return fmt.Sprintf("all routed %s after the last join (starts took %s, the LB counted all members %s after the first start, all routed %s after it); %d of %d served within 60 s after (%d requests through the LB answered, %d failed); %d reloads, %d runtime updates in the last %d passes; "+
 			"LB daemon: %.1f%% of a core over the joins, RSS %.0f MiB; %s: %.1f%% of a core, RSS %.0f MiB (master and workers)",
-			ms(max(routedAt.Sub(last), 0)), last.Sub(first).Round(10*time.Millisecond), st1.LB.Reloads-st0.LB.Reloads, updates, len(st1.LB.History),
+			ms(max(routedAt.Sub(joinedAt), 0)), last.Sub(first).Round(10*time.Millisecond), joinedAt.Sub(first).Round(10*time.Millisecond), routedAt.Sub(first).Round(10*time.Millisecond), served, len(names), requests, reqFailed, st1.LB.Reloads-st0.LB.Reloads, updates, len(st1.LB.History),
 			(d1.cpu-d0.cpu).Seconds()/window*100, float64(d1.rss)/(1<<20), s.gen, (p1.cpu-p0.cpu).Seconds()/window*100, float64(p1.rss)/(1<<20)), nil
 	}()
 	if errors.Is(err, errNoProcess) {
@@ -379,6 +496,9 @@ func (b *bencher) scale1000Row(ctx context.Context, s benchSetup, net2 int) {
 	}
 	b.add(rowScale1000, setup, res, targetScale1000)
 }
+
+// scaleStarters bounds the backends of the scale row starting at once.
+const scaleStarters = 8
 
 // startScaleNode starts an in-process backend node named name on ip with
 // a demo app, joined through seed, serving application "web" on
@@ -405,7 +525,7 @@ func startScaleNode(appCtx context.Context, apps *sync.WaitGroup, b *bencher, na
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	sn := &scaleNode{node: nd, cancel: cancel, done: make(chan struct{})}
+	sn := &scaleNode{name: name, app: fmt.Sprintf("%s:%d", ip, appPort), node: nd, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(sn.done)
 		nd.Run(ctx)
@@ -464,6 +584,7 @@ func (b *bencher) procs150Row(ctx context.Context, netPrefix string) {
 			return "", err
 		}
 		var names []string
+		byAddr := map[string]string{} // app address → process name
 		first := time.Now()
 		for i := range n {
 			name := fmt.Sprintf("proc-%d", i+1)
@@ -489,9 +610,10 @@ func (b *bencher) procs150Row(ctx context.Context, netPrefix string) {
 			}
 			cmds = append(cmds, cmd)
 			names = append(names, name)
+			byAddr[fmt.Sprintf("%s:%d", ip, appPort)] = name
 		}
 		last := time.Now()
-		routedAt, err := lbp.waitRouted(ctx, names, 60*time.Second)
+		routedAt, err := lbp.waitRouted(ctx, names, byAddr, 60*time.Second)
 		if err != nil {
 			return "", err
 		}
