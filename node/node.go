@@ -504,6 +504,10 @@ func (n *Node) GossipAddr() string { return n.cluster.LocalAddr() }
 // included.
 func (n *Node) Members() int { return n.cluster.Members() }
 
+// ClusterStats returns the node's gossip counters: dropped tasks, skipped
+// sends and the like (also exported as metrics).
+func (n *Node) ClusterStats() cluster.Stats { return n.cluster.Stats() }
+
 // Snapshot is the membership as the node sees it now.
 func (n *Node) Snapshot() catalog.Snapshot { return n.cluster.Snapshot() }
 

@@ -464,7 +464,16 @@ func (b *bencher) scale1000Row(ctx context.Context, s benchSetup, net2 int) {
 			if !joinedAt.IsZero() {
 				err = fmt.Errorf("all members %s after the first start: %w", joinedAt.Sub(first).Round(10*time.Millisecond), err)
 			}
-			return "", fmt.Errorf("starts spread over %s: %w", last.Sub(first).Round(10*time.Millisecond), err)
+			// What the backends' side of the gossip shows: sends they
+			// skipped (the member did not take their last one) and
+			// tasks they dropped (full queues).
+			var skipped, dropped uint64
+			for _, sn := range nodes {
+				cs := sn.node.ClusterStats()
+				skipped, dropped = skipped+cs.SkippedSends, dropped+cs.DroppedTasks
+			}
+			return "", fmt.Errorf("starts spread over %s: %w; backends: %d sends skipped, %d tasks dropped",
+				last.Sub(first).Round(10*time.Millisecond), err, skipped, dropped)
 		}
 		d1, p1, err := lbp.usage(ctx)
 		if err != nil {
