@@ -74,11 +74,11 @@ type CheckConfig struct {
 	// NoHold turns the held connections off: every settled instance is
 	// checked every Interval. With them (the default), the load balancer
 	// keeps the connection of a passing TCP check open, idle, with TCP
-	// keepalive, and checks at once when it closes: the kernel closes it when the application's process dies,
-	// so a crash is seen in about a round trip instead of at the next
-	// check. Instances with a health path are not held: the answer of
-	// the path is what their checks are for, every Interval.
-	// docs/performance.md weighs the trade-offs.
+	// keepalive, and checks at once when it closes: the kernel closes it
+	// when the application's process dies, so a crash is seen in about a
+	// round trip instead of at the next check. Instances with a health
+	// path are not held: the answer of the path is what their checks are
+	// for, every Interval. docs/performance.md weighs the trade-offs.
 	NoHold bool
 }
 
