@@ -21,6 +21,7 @@ import (
 
 	"github.com/scrimplb/scrimp/catalog"
 	"github.com/scrimplb/scrimp/generator"
+	"github.com/scrimplb/scrimp/internal/proctest"
 	"github.com/scrimplb/scrimp/lb"
 	"github.com/scrimplb/scrimp/proxy"
 )
@@ -101,7 +102,7 @@ func startProxy(t *testing.T, kind int) certProxy {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	logs := &hapLogBuffer{}
+	logs := &proctest.Buffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("%s log:\n%s", certKinds[kind].name, logs.String())

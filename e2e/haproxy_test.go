@@ -19,6 +19,7 @@ import (
 
 	"github.com/scrimplb/scrimp/catalog"
 	"github.com/scrimplb/scrimp/generator"
+	"github.com/scrimplb/scrimp/internal/proctest"
 	"github.com/scrimplb/scrimp/proxy"
 )
 
@@ -39,7 +40,7 @@ type hapLB struct {
 	gen   generator.Generator
 	proxy *proxy.ManagedHAProxy
 	tls   []generator.TLSCert
-	logs  *hapLogBuffer
+	logs  *proctest.Buffer
 }
 
 // startHAProxyLB returns a managed HAProxy (not yet started: the first
@@ -56,7 +57,7 @@ func startHAProxyLB(t *testing.T, options string, tls ...generator.TLSCert) *hap
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &hapLogBuffer{}
+	logs := &proctest.Buffer{}
 	// Registered first so it runs last, after Close has stopped the
 	// goroutines that log.
 	t.Cleanup(func() {
@@ -133,24 +134,6 @@ func hapNoOldWorkers(sock string) error {
 		return fmt.Errorf("old workers: %s", strings.TrimSpace(old))
 	}
 	return nil
-}
-
-// hapLogBuffer collects HAProxy's log for failure messages.
-type hapLogBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *hapLogBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *hapLogBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func hapApp(name string, proto catalog.Protocol, listen int, domains ...string) catalog.Application {

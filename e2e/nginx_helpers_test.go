@@ -1,7 +1,6 @@
 package e2e_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -17,6 +16,7 @@ import (
 	"github.com/scrimplb/scrimp/catalog"
 	"github.com/scrimplb/scrimp/e2e"
 	"github.com/scrimplb/scrimp/generator"
+	"github.com/scrimplb/scrimp/internal/proctest"
 	"github.com/scrimplb/scrimp/proxy"
 )
 
@@ -147,16 +147,7 @@ func (n *ngxLB) applyClean(t *testing.T, in generator.Input, nodes ...catalog.No
 
 // ngxLog collects the managed nginx's log lines; exec's copying
 // goroutine writes while the test may read.
-type ngxLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *ngxLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
+type ngxLog struct{ proctest.Buffer }
 
 // count returns how many logged lines contain all of parts.
 func (l *ngxLog) count(parts ...string) int {
@@ -171,12 +162,6 @@ func (l *ngxLog) count(parts ...string) int {
 		}
 	}
 	return n
-}
-
-func (l *ngxLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // ngxStoppableBackend is an HTTP server that answers "NAME\n" like an
