@@ -1,7 +1,6 @@
 package admin
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -13,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,28 +19,14 @@ import (
 
 	"github.com/scrimplb/scrimp/catalog"
 	"github.com/scrimplb/scrimp/cluster"
+	"github.com/scrimplb/scrimp/internal/proctest"
 	"github.com/scrimplb/scrimp/keyring"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // logBuf collects log output, to check that no key reaches it.
-type logBuf struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
+type logBuf = proctest.Buffer
 
 // member starts a real one-node cluster on loopback, with keys (nil:
 // plaintext gossip).

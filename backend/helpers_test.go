@@ -1,7 +1,6 @@
 package backend
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -20,6 +19,7 @@ import (
 	"github.com/scrimplb/scrimp/cluster"
 	"github.com/scrimplb/scrimp/config"
 	"github.com/scrimplb/scrimp/internal/loopback"
+	"github.com/scrimplb/scrimp/internal/proctest"
 )
 
 // waitLimit bounds every wait in these tests: generous, because a busy
@@ -155,25 +155,10 @@ func settle(d time.Duration) {
 	synctest.Wait()
 }
 
-// logBuffer collects a backend's logs; they are printed if the test fails.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
 // waitLog waits for a log line containing every one of parts.
+// logBuffer collects a backend's logs; they are printed if the test fails.
+type logBuffer struct{ proctest.Buffer }
+
 func (l *logBuffer) waitLog(t *testing.T, parts ...string) {
 	t.Helper()
 	waitUntil(t, fmt.Sprintf("log line with %q", parts), func() bool {
