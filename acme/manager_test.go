@@ -20,6 +20,7 @@ import (
 
 	"github.com/caddyserver/certmagic"
 
+	"github.com/scrimplb/scrimp/internal/loopback"
 	"github.com/scrimplb/scrimp/internal/pebbletest"
 	"github.com/scrimplb/scrimp/internal/s3test"
 )
@@ -37,15 +38,14 @@ func (w tWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// freePort returns a free TCP port on 127.0.0.1.
+// freePort returns a free port on 127.0.0.1 (loopback.FreePort).
 func freePort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := loopback.FreePort("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 // rootsOf reads a PEM file into a pool.

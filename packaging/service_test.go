@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/scrimplb/scrimp/internal/loopback"
 	"github.com/scrimplb/scrimp/internal/proctest"
 )
 
@@ -72,14 +73,14 @@ func (n *notifySocket) wait(t *testing.T, who, want string, timeout time.Duratio
 	}
 }
 
+// freePort returns a free port on ip (loopback.FreePort).
 func freePort(t *testing.T, ip string) int {
 	t.Helper()
-	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	port, err := loopback.FreePort(ip)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 // service starts the installed scrimp with config as the units do (see

@@ -24,6 +24,7 @@ import (
 
 	"github.com/scrimplb/scrimp/catalog"
 	"github.com/scrimplb/scrimp/generator"
+	"github.com/scrimplb/scrimp/internal/loopback"
 	"github.com/scrimplb/scrimp/internal/proctest"
 )
 
@@ -582,16 +583,15 @@ func nginxBinary(t *testing.T) string {
 	return ""
 }
 
-// freePort returns a TCP port on 127.0.0.1 that nothing listened on a
-// moment ago.
+// freePort returns a port on 127.0.0.1 that nothing held a moment ago,
+// below the ephemeral range (loopback.FreePort).
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := loopback.FreePort("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 // upstream starts an HTTP server on 127.0.0.1 that answers body.

@@ -9,8 +9,10 @@ package loopback
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"slices"
 	"strconv"
@@ -22,9 +24,19 @@ import (
 )
 
 // FreePort returns a port free for both TCP and UDP on ip, as gossip
-// needs both. Another process may take it before the caller binds it;
-// callers that can retry do (see node.StartLocal).
+// needs both. It is picked below the kernel's ephemeral range (see
+// pickRange), where no outgoing connection and no listener on port 0 can
+// take it between this check and the caller's bind; another caller of
+// FreePort still may, and callers that can retry do (see node.StartLocal).
 func FreePort(ip string) (int, error) {
+	lo, hi := pickRange()
+	for range 50 {
+		port := lo + rand.IntN(hi-lo)
+		if portFree(ip, port) {
+			return port, nil
+		}
+	}
+	// A crowded range: let the kernel choose, as before.
 	for range 20 {
 		ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 		if err != nil {
@@ -39,6 +51,40 @@ func FreePort(ip string) (int, error) {
 		}
 	}
 	return 0, fmt.Errorf("no port free for both TCP and UDP on %s", ip)
+}
+
+// portFree reports whether port can be bound on ip for TCP and UDP.
+func portFree(ip string, port int) bool {
+	addr := net.JoinHostPort(ip, strconv.Itoa(port))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return false
+	}
+	defer ln.Close()
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return false
+	}
+	pc.Close()
+	return true
+}
+
+// pickRange is where FreePort picks ports: the 12,000 below the start of
+// the kernel's ephemeral range (net.ipv4.ip_local_port_range, 32768 by
+// default), and not below 10000. A port the kernel chose for a test's
+// outgoing connection, or for a listener on port 0, was the cause of
+// "address already in use" when a proxy bound a port found free a moment
+// before.
+func pickRange() (lo, hi int) {
+	hi = 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > 11000 {
+				hi = n
+			}
+		}
+	}
+	return max(10000, hi-12000), hi
 }
 
 // AppAnswer is the prefix of every answer of the app ServeApp starts:
