@@ -28,8 +28,11 @@ import (
 // Submitting never blocks: a job that finds its lane full is dropped and
 // counted (Stats.DroppedTasks), one to a member in backoff is skipped
 // (Stats.SkippedSends). Both are repeated by whoever needs them: fetches by
-// the worker's review, answers by the requester, acknowledgements by the
-// next Acknowledge.
+// the worker's review, acknowledgements by the next Acknowledge. An answer
+// that failed or was skipped is also redone by this node as soon as the
+// member's backoff ends (sender.due): waiting for the requester's next
+// request, which backs off too, left a set unfetched for up to retryMax
+// after one failed send.
 
 // lane is a queue of ready jobs and the goroutines that run them.
 type lane uint8
@@ -97,6 +100,10 @@ type sendJob struct {
 	// run does the network I/O; an error means the member did not take
 	// the message.
 	run func() error
+	// redo: if the send fails or is skipped, the worker does the task
+	// (kind, node) again once the member's backoff ends, building a
+	// fresh message (see sender.due).
+	redo bool
 }
 
 // memberSends is the sender's record of one member.
@@ -104,10 +111,20 @@ type memberSends struct {
 	busy   bool
 	queued []sendJob
 	gate   backoff
+	redo   uint32 // bit 1<<kind: tasks to do again when the gate opens
 }
 
 // idle reports whether the record holds nothing worth keeping.
-func (m *memberSends) idle() bool { return !m.busy && len(m.queued) == 0 && m.gate.fails == 0 }
+func (m *memberSends) idle() bool {
+	return !m.busy && len(m.queued) == 0 && m.gate.fails == 0 && m.redo == 0
+}
+
+// markRedo remembers j's task for sender.due if j asks for it.
+func (m *memberSends) markRedo(j sendJob) {
+	if j.redo {
+		m.redo |= 1 << uint(j.kind)
+	}
+}
 
 // sender runs sendJobs; its goroutines belong to the Cluster.
 type sender struct {
@@ -153,6 +170,7 @@ func (s *sender) submit(j sendJob) {
 		s.members[j.node] = m
 	}
 	if !m.gate.open(now) {
+		m.markRedo(j)
 		if m.idle() {
 			delete(s.members, j.node)
 		}
@@ -243,6 +261,10 @@ func (s *sender) done(j sendJob, err error) {
 		// What waited is dropped: the member is in backoff now.
 		next = m.queued
 		m.queued = nil
+		m.markRedo(j)
+		for _, q := range next {
+			m.markRedo(q)
+		}
 	} else {
 		m.gate = backoff{}
 	}
@@ -267,6 +289,30 @@ func (s *sender) done(j sendJob, err error) {
 	if derr != nil {
 		s.c.dropped(task{kind: dj.kind, node: dj.node}, derr)
 	}
+}
+
+// due returns the tasks to do again (sendJob.redo) for members whose
+// backoff has ended and that have no send in flight, and forgets them.
+// The worker calls it on its tick.
+func (s *sender) due(now time.Time) []task {
+	var out []task
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for name, m := range s.members {
+		if m.redo == 0 || m.busy || !m.gate.open(now) {
+			continue
+		}
+		for k := taskKind(0); k < 32; k++ {
+			if m.redo&(1<<uint(k)) != 0 {
+				out = append(out, task{kind: k, node: name})
+			}
+		}
+		m.redo = 0
+		if m.idle() {
+			delete(s.members, name)
+		}
+	}
+	return out
 }
 
 // forget drops what is known of a member that left, unless a send to it

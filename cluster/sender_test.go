@@ -184,3 +184,62 @@ func TestSenderKeepsMembersApart(t *testing.T) {
 		}
 	})
 }
+
+// TestSenderRedoesAnswers: an answer whose send failed, or that was
+// skipped while its member was in backoff, is handed back once (due) when
+// the backoff ends and not before; a fetch is not (the worker's review
+// repeats fetches); a send that works leaves nothing to redo.
+func TestSenderRedoesAnswers(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newSenderHarness(t)
+		const dial = 250 * time.Millisecond
+		answer := func(node string, fail bool) sendJob {
+			j := h.job(node, taskAnswer, laneFast, dial, fail)
+			j.redo = true
+			return j
+		}
+		due := func(want string) {
+			t.Helper()
+			var got []string
+			for _, t := range h.s.due(time.Now()) {
+				got = append(got, t.node+"/"+t.kind.String())
+			}
+			if fmt.Sprint(got) != want {
+				t.Fatalf("due = %s, want %s", got, want)
+			}
+		}
+
+		h.s.submit(answer("lb", true))
+		h.s.submit(h.job("other", taskFetch, laneFast, dial, true))
+		h.s.submit(answer("fine", false))
+		synctest.Wait()
+		time.Sleep(dial)
+		synctest.Wait()
+		due("[]") // in backoff: nothing yet
+
+		// Skipped while in backoff: still one redo.
+		h.s.submit(answer("lb", false))
+		synctest.Wait()
+		if got := h.c.stats.skippedSends.Load(); got != 1 {
+			t.Fatalf("SkippedSends = %d, want 1", got)
+		}
+		time.Sleep(retryBase - dial - time.Nanosecond)
+		due("[]")
+		time.Sleep(dial + time.Nanosecond)
+		due("[lb/answer]")
+		due("[]") // handed back once
+
+		// The redone answer works: the member's record is gone.
+		h.s.submit(answer("lb", false))
+		synctest.Wait()
+		time.Sleep(dial)
+		synctest.Wait()
+		due("[]")
+		h.s.mu.Lock()
+		_, kept := h.s.members["lb"]
+		h.s.mu.Unlock()
+		if kept {
+			t.Fatal("a member whose send worked is still recorded")
+		}
+	})
+}

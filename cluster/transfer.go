@@ -255,6 +255,7 @@ func (c *Cluster) worker() {
 			c.rejoinDue()
 			c.nudgesDue(time.Now())
 			c.resendAcks(time.Now())
+			c.redoSends(time.Now())
 		case <-c.known:
 			c.answerPending()
 		}
@@ -282,6 +283,8 @@ func (c *Cluster) do(t task) {
 			c.mu.Unlock()
 			if full {
 				c.dropped(t, errPendingFull)
+			} else {
+				c.log.Debug("request from a member not known yet: answering once it is", "member", sanitize(t.node))
 			}
 			return
 		}
@@ -322,7 +325,9 @@ func (c *Cluster) sendTo(name string, kind taskKind, l lane, msg message) {
 		return
 	}
 	b := encodeMessage(msg)
-	c.send.submit(sendJob{node: name, kind: kind, lane: l, slow: slow, run: func() error {
+	// An answer is redone by this node when it fails (sender.due); a fetch
+	// by the worker's review.
+	c.send.submit(sendJob{node: name, kind: kind, lane: l, slow: slow, redo: kind == taskAnswer, run: func() error {
 		return c.ml.SendReliable(to, b)
 	}})
 }
@@ -363,6 +368,20 @@ func (c *Cluster) answerPending() {
 	c.mu.Unlock()
 	for _, name := range answer {
 		c.do(task{kind: taskAnswer, node: name})
+	}
+}
+
+// redoSends does again the tasks whose sends failed or were skipped and
+// that asked for it (sendJob.redo), once their member's backoff has
+// ended, for members still known.
+func (c *Cluster) redoSends(now time.Time) {
+	for _, t := range c.send.due(now) {
+		c.mu.Lock()
+		_, known := c.members[t.node]
+		c.mu.Unlock()
+		if known {
+			c.do(t)
+		}
 	}
 }
 
@@ -459,7 +478,12 @@ func (c *Cluster) receiveState(msg stateMsg) {
 	c.mu.Lock()
 	m, ok := c.members[msg.From]
 	if !ok || m.beacon.Digest != msg.Digest {
+		var gossiped catalog.Digest
+		if ok {
+			gossiped = m.beacon.Digest
+		}
 		c.mu.Unlock()
+		c.log.Debug("dropping application set for a digest the member does not gossip", "member", sanitize(msg.From), "known", ok, "digest", msg.Digest, "gossiped", gossiped)
 		return // stale: the member left or has changed its set since
 	}
 	if m.fetch.kind != fetchFetching && m.fetch.kind != fetchUnknown {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -74,6 +75,7 @@ type lbProcess struct {
 	seed   string // its gossip address, host:port
 	admin  *admin.Client
 	socket string
+	dump   string // SCRIMP_BENCH_SCALE_DUMP: the prefix of this process's files there
 }
 
 // startLBProcess starts a scrimp load balancer on ip for generator gen
@@ -109,7 +111,8 @@ func (b *bencher) startLBProcess(ctx context.Context, ip, gen string, genOpts js
 	}
 	if d := os.Getenv("SCRIMP_BENCH_SCALE_DUMP"); d != "" {
 		// Debugging the row: the load balancer's log goes to a file there.
-		logf, ferr := os.Create(filepath.Join(d, "lb.log"))
+		p.dump = filepath.Join(d, time.Now().Format("150405")+"-"+gen+"-")
+		logf, ferr := os.Create(p.dump + "lb.log")
 		if ferr != nil {
 			p.close()
 			return nil, ferr
@@ -312,18 +315,18 @@ func (p *lbProcess) waitRoutedJoined(ctx context.Context, names []string, byAddr
 				}
 				if d := os.Getenv("SCRIMP_BENCH_SCALE_DUMP"); d != "" {
 					cfg, _ := p.admin.Render(ctx)
-					os.WriteFile(filepath.Join(d, "rendered.cfg"), cfg, 0o644)
+					os.WriteFile(p.dump+"rendered.cfg", cfg, 0o644)
 					mr, merr := p.admin.Members(ctx)
 					raw, _ := json.MarshalIndent(mr, "", " ")
 					raw = append(raw, fmt.Sprint(merr)...)
-					os.WriteFile(filepath.Join(d, "members.json"), raw, 0o644)
+					os.WriteFile(p.dump+"members.json", raw, 0o644)
 					var miss []string
 					for _, n := range names {
 						if !lastGot[n] {
 							miss = append(miss, n)
 						}
 					}
-					os.WriteFile(filepath.Join(d, "missing.txt"), []byte(strings.Join(miss, "\n")), 0o644)
+					os.WriteFile(p.dump+"missing.txt", []byte(strings.Join(miss, "\n")), 0o644)
 				}
 			}
 			return time.Time{}, joinedAt, fmt.Errorf("%d of %d backends not routed after %s (last error: %v%s)", missing, len(names), timeout, err, why)
@@ -353,9 +356,11 @@ type scaleNode struct {
 // profile's 200 ms probe timeout would declare busy members dead.
 //
 // For debugging, SCRIMP_BENCH_SCALE_SETUP=haproxy|nginx runs one setup
-// and SCRIMP_BENCH_SCALE_DUMP=DIR writes the load balancer's debug log,
-// a heap profile of this process, and on failure its rendered
-// configuration, its members and the backends not routed into DIR.
+// and SCRIMP_BENCH_SCALE_DUMP=DIR writes into DIR the load balancer's
+// debug log, the backends' warnings and failed sends, a CPU profile of
+// this process over the joins and a heap profile after them, and on
+// failure the load balancer's rendered configuration, its members and the
+// backends not routed.
 func (b *bencher) scale1000Row(ctx context.Context, s benchSetup, net2 int) {
 	n, over := 1000, 10*time.Second
 	if b.o.quick {
@@ -410,6 +415,27 @@ func (b *bencher) scale1000Row(ctx context.Context, s benchSetup, net2 int) {
 		if err != nil {
 			return "", err
 		}
+		blog := b.log
+		if lbp.dump != "" {
+			f, err := os.Create(lbp.dump + "backends.log")
+			if err != nil {
+				return "", err
+			}
+			defer f.Close()
+			blog = slog.New(dumpHandler{slog.NewTextHandler(&syncWriter{w: f}, &slog.HandlerOptions{Level: slog.LevelDebug})})
+		}
+		if lbp.dump != "" {
+			// This process's CPU over the joins and a little after.
+			if f, err := os.Create(lbp.dump + "cpu.prof"); err == nil && pprof.StartCPUProfile(f) == nil {
+				stop := time.AfterFunc(over+10*time.Second, func() { pprof.StopCPUProfile(); f.Close() })
+				defer func() {
+					if stop.Stop() {
+						pprof.StopCPUProfile()
+						f.Close()
+					}
+				}()
+			}
+		}
 		names := make([]string, n)
 		byAddr := map[string]string{} // app address → node name
 		started := make([]*scaleNode, n)
@@ -432,7 +458,7 @@ func (b *bencher) scale1000Row(ctx context.Context, s benchSetup, net2 int) {
 			slots <- struct{}{}
 			starts.Go(func() {
 				defer func() { <-slots }()
-				started[i], errs[i] = startScaleNode(appCtx, &apps, b, names[i], ip, lbp.seed, listenPort, profile)
+				started[i], errs[i] = startScaleNode(appCtx, &apps, b, blog.With("node", names[i]), names[i], ip, lbp.seed, listenPort, profile)
 			})
 		}
 		starts.Wait()
@@ -453,7 +479,7 @@ func (b *bencher) scale1000Row(ctx context.Context, s benchSetup, net2 int) {
 		last := time.Now()
 		if d := os.Getenv("SCRIMP_BENCH_SCALE_DUMP"); d != "" {
 			time.AfterFunc(5*time.Second, func() {
-				if f, err := os.Create(filepath.Join(d, "heap.prof")); err == nil {
+				if f, err := os.Create(lbp.dump + "heap.prof"); err == nil {
 					pprof.WriteHeapProfile(f)
 					f.Close()
 				}
@@ -512,7 +538,7 @@ const scaleStarters = 8
 // startScaleNode starts an in-process backend node named name on ip with
 // a demo app, joined through seed, serving application "web" on
 // listenPort of the load balancer. It has no admin socket.
-func startScaleNode(appCtx context.Context, apps *sync.WaitGroup, b *bencher, name, ip, seed string, listenPort int, profile string) (*scaleNode, error) {
+func startScaleNode(appCtx context.Context, apps *sync.WaitGroup, b *bencher, log *slog.Logger, name, ip, seed string, listenPort int, profile string) (*scaleNode, error) {
 	appPort, err := loopback.ServeApp(appCtx, apps, ip, name)
 	if err != nil {
 		return nil, err
@@ -529,7 +555,7 @@ func startScaleNode(appCtx context.Context, apps *sync.WaitGroup, b *bencher, na
 		Name: "web", ListenPort: listenPort, ApplicationPort: appPort, Protocol: catalog.ProtocolHTTP,
 	}}}
 	cfg.Backend = &bc
-	nd, err := node.StartLocal(cfg, b.log.With("node", name))
+	nd, err := node.StartLocal(cfg, log)
 	if err != nil {
 		return nil, err
 	}
@@ -647,4 +673,32 @@ func (b *bencher) procs150Row(ctx context.Context, netPrefix string) {
 		res = failed(err)
 	}
 	b.add(rowScale150, setup, res, targetScale150)
+}
+
+// dumpHandler writes, for SCRIMP_BENCH_SCALE_DUMP, the backends' warnings
+// and the few debug lines that say why a send did not happen: a thousand
+// nodes' full debug log would be most of the row's CPU.
+type dumpHandler struct{ slog.Handler }
+
+// dumpMessages are the debug lines dumpHandler keeps.
+var dumpMessages = map[string]bool{
+	"cannot reach member":                                       true,
+	"not sending to a member that did not answer lately":        true,
+	"request from a member not known yet: answering once it is": true,
+	"member left": true,
+}
+
+func (h dumpHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level < slog.LevelWarn && !dumpMessages[r.Message] {
+		return nil
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h dumpHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return dumpHandler{h.Handler.WithAttrs(as)}
+}
+
+func (h dumpHandler) WithGroup(name string) slog.Handler {
+	return dumpHandler{h.Handler.WithGroup(name)}
 }
