@@ -689,8 +689,8 @@ var dumpMessages = map[string]bool{
 }
 
 func (h dumpHandler) Handle(ctx context.Context, r slog.Record) error {
-	if r.Level < slog.LevelWarn && !dumpMessages[r.Message] {
-		return nil
+	if r.Level < slog.LevelWarn && !dumpMessages[r.Message] || strings.HasPrefix(r.Message, "memberlist: handler queue full") {
+		return nil // the last: hundreds of thousands under overload
 	}
 	return h.Handler.Handle(ctx, r)
 }
