@@ -12,6 +12,7 @@
 package cluster
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -818,7 +819,7 @@ func (c *Cluster) upsert(n *memberlist.Node, joined bool) {
 		}
 	}
 	if joined || !known {
-		c.log.Info("member joined", "member", n.Name, "addr", addr.Unmap().String(), "role", beacon.Role.String(), "back", rejoined)
+		c.log.Log(context.Background(), c.memberLogLevel(beacon.Role), "member joined", "member", n.Name, "addr", addr.Unmap().String(), "role", beacon.Role.String(), "back", rejoined)
 	} else {
 		c.log.Debug("member updated", "member", n.Name, "role", beacon.Role.String(), "digest", beacon.Digest)
 	}
@@ -837,8 +838,19 @@ func (c *Cluster) remove(n *memberlist.Node) {
 	c.mu.Unlock()
 	c.send.forget(n.Name)
 	if known {
-		c.log.Info("member left", "member", n.Name, "addr", n.Address())
+		c.log.Log(context.Background(), c.memberLogLevel(m.beacon.Role), "member left", "member", n.Name, "addr", n.Address())
 	}
+}
+
+// memberLogLevel is the level of a member's joins and departures in this
+// node's log: info on a load balancer, and for load balancers on a
+// backend; a backend's peer backends are debug, as a thousand of them
+// would be a thousand lines on each.
+func (c *Cluster) memberLogLevel(peer catalog.Role) slog.Level {
+	if c.role == catalog.RoleLB || peer == catalog.RoleLB {
+		return slog.LevelInfo
+	}
+	return slog.LevelDebug
 }
 
 // publishLocked marks the snapshot stale (Snapshot rebuilds it) and
