@@ -714,6 +714,9 @@ type Stats struct {
 	// SkippedSends counts sends not tried because the member's last send
 	// failed and its backoff had not ended (sender.go).
 	SkippedSends uint64
+	// JoinSets counts application sets a load balancer took from a
+	// backend's join push/pull, with no fetch (delegate.LocalState).
+	JoinSets uint64
 }
 
 // counters back Stats.
@@ -722,6 +725,7 @@ type counters struct {
 	malformedMessages atomic.Uint64
 	rejectedSets      atomic.Uint64
 	skippedSends      atomic.Uint64
+	joinSets          atomic.Uint64
 }
 
 // Stats returns the member's counters. It never blocks.
@@ -731,6 +735,7 @@ func (c *Cluster) Stats() Stats {
 		MalformedMessages: c.stats.malformedMessages.Load(),
 		RejectedSets:      c.stats.rejectedSets.Load(),
 		SkippedSends:      c.stats.skippedSends.Load(),
+		JoinSets:          c.stats.joinSets.Load(),
 	}
 }
 

@@ -270,6 +270,7 @@ type rawDelegate struct {
 	mu    sync.Mutex
 	meta  []byte
 	onMsg func([]byte)
+	local []byte // LocalState on a join
 }
 
 func (d *rawDelegate) NodeMeta(int) []byte {
@@ -286,7 +287,14 @@ func (d *rawDelegate) NotifyMsg(b []byte) {
 	}
 }
 func (d *rawDelegate) GetBroadcasts(int, int) [][]byte     { return nil }
-func (d *rawDelegate) LocalState(bool) []byte              { return nil }
+func (d *rawDelegate) LocalState(join bool) []byte {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !join {
+		return nil
+	}
+	return d.local
+}
 func (d *rawDelegate) MergeRemoteState(buf []byte, _ bool) {}
 
 func TestInvalidPeerMetadataIsDropped(t *testing.T) {

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/scrimplb/scrimp/catalog"
 )
 
 // delegate hands memberlist this node's metadata. memberlist calls it with
@@ -32,8 +34,42 @@ func (d delegate) NodeMeta(limit int) []byte {
 // worker, never blocking memberlist.
 func (d delegate) NotifyMsg(b []byte)                       { d.c.handleMsg(b) }
 func (delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
-func (delegate) LocalState(join bool) []byte                { return nil }
-func (delegate) MergeRemoteState(buf []byte, join bool)     {}
+
+// LocalState is what this node adds to a push/pull: on a backend's join
+// (or rejoin), its application set, so that the load balancer it joins
+// through has it at once instead of asking for it and waiting for an
+// answer on a new connection. Other push/pulls carry nothing.
+func (d delegate) LocalState(join bool) []byte {
+	if !join || d.c.role != catalog.RoleBackend {
+		return nil
+	}
+	d.c.mu.Lock()
+	msg := stateMsg{From: d.c.self, Digest: d.c.digest, Set: d.c.state}
+	d.c.mu.Unlock()
+	if msg.Set == nil {
+		return nil
+	}
+	return encodeMessage(msg)
+}
+
+// MergeRemoteState takes, on a load balancer, the application set a
+// joining backend sent with its push/pull. memberlist has merged the
+// push/pull's members first, so the set is checked against the digest the
+// member gossips exactly as a fetched one is (receiveState); anything else
+// is ignored.
+func (d delegate) MergeRemoteState(buf []byte, join bool) {
+	if d.c.role != catalog.RoleLB || len(buf) == 0 {
+		return
+	}
+	msg, err := decodeMessage(buf)
+	if err != nil {
+		d.c.stats.malformedMessages.Add(1)
+		return
+	}
+	if st, ok := msg.(stateMsg); ok && d.c.receiveState(st) {
+		d.c.stats.joinSets.Add(1)
+	}
+}
 
 // events turns memberlist's callbacks into snapshot updates. memberlist
 // calls these while holding its state lock: they decode, record and signal,

@@ -344,3 +344,66 @@ func TestEarlyRequestsAreBounded(t *testing.T) {
 	}
 	waitFor(t, "the malformed message counted", 5*time.Second, func() bool { return b.Stats().MalformedMessages == 1 })
 }
+
+// TestJoinCarriesSet: a backend's join push/pull carries its application
+// set, and the load balancer takes it with no fetch answered (the fake
+// never answers requests); a set in a join that is not the one the
+// member gossips, or that names another member, is not taken.
+func TestJoinCarriesSet(t *testing.T) {
+	lb := testNode(t, 181, catalog.RoleLB)
+	good := catalog.EncodeMeta(catalog.Meta{Role: catalog.RoleBackend, Applications: []catalog.Application{app("web", 8080)}})
+	other := catalog.EncodeMeta(catalog.Meta{Role: catalog.RoleBackend, Applications: []catalog.Application{app("evil", 8081)}})
+
+	honest := newFakeBackend(t, 182, good, false)
+	honest.d.local = encodeMessage(stateMsg{From: honest.name, Digest: catalog.DigestOf(good), Set: good})
+	if _, err := honest.ml.Join([]string{lb.LocalAddr()}); err != nil {
+		t.Fatal(err)
+	}
+	waitFetch(t, lb, honest.name, fetchValid, catalog.DigestOf(good))
+	if got := lb.Stats().JoinSets; got != 1 {
+		t.Errorf("Stats().JoinSets = %d, want 1", got)
+	}
+
+	// A member whose join carries a set it does not gossip (another
+	// digest), and one claiming the honest member's name with another
+	// set: neither is taken.
+	liar := newFakeBackend(t, 183, good, false)
+	liar.d.local = encodeMessage(stateMsg{From: liar.name, Digest: catalog.DigestOf(other), Set: other})
+	if _, err := liar.ml.Join([]string{lb.LocalAddr()}); err != nil {
+		t.Fatal(err)
+	}
+	thief := newFakeBackend(t, 184, good, false)
+	thief.d.local = encodeMessage(stateMsg{From: honest.name, Digest: catalog.DigestOf(other), Set: other})
+	if _, err := thief.ml.Join([]string{lb.LocalAddr()}); err != nil {
+		t.Fatal(err)
+	}
+	waitFetch(t, lb, thief.name, fetchFetching, catalog.DigestOf(good))
+	if st, _ := fetchOf(lb, liar.name); st.kind != fetchFetching {
+		t.Fatalf("the liar's set is %s, want still fetching", st)
+	}
+	waitFetch(t, lb, honest.name, fetchValid, catalog.DigestOf(good))
+	if got := lb.Stats().JoinSets; got != 1 {
+		t.Errorf("Stats().JoinSets = %d after the forged joins, want 1", got)
+	}
+	services, _ := lb.Snapshot().Services()
+	if len(services) != 1 || services[0].Name != "web" || len(services[0].Servers) != 1 {
+		t.Fatalf("services = %+v, want only web on the honest member", services)
+	}
+}
+
+// TestJoinSetOfARealBackend: a real backend's join hands the load balancer
+// its set (JoinSets), and the load balancer's snapshot has it.
+func TestJoinSetOfARealBackend(t *testing.T) {
+	lb := testNode(t, 185, catalog.RoleLB)
+	be := testNode(t, 186, catalog.RoleBackend, app("web", 8080))
+	if _, err := be.Join([]string{lb.LocalAddr()}); err != nil {
+		t.Fatal(err)
+	}
+	be.mu.Lock()
+	digest := be.digest
+	be.mu.Unlock()
+	waitFetch(t, lb, be.LocalName(), fetchValid, digest)
+	if got := lb.Stats().JoinSets; got != 1 {
+		t.Errorf("Stats().JoinSets = %d, want 1 (the set came with the join)", got)
+	}
+}

@@ -265,6 +265,13 @@ func (c *Cluster) worker() {
 func (c *Cluster) do(t task) {
 	switch t.kind {
 	case taskFetch:
+		c.mu.Lock()
+		m, ok := c.members[t.node]
+		fetching := ok && m.fetch.kind == fetchFetching
+		c.mu.Unlock()
+		if !fetching {
+			return // the set came meanwhile (with the member's join)
+		}
 		c.log.Debug("asking member for its applications", "member", t.node)
 		c.sendTo(t.node, taskFetch, laneFast, requestMsg{From: c.self})
 	case taskAnswer:
@@ -469,10 +476,11 @@ func (c *Cluster) handleMsg(b []byte) {
 // validation, so a member can neither forge another's set nor inject
 // anything a generator would not expect. A set that hashes to the gossiped
 // digest but fails validation leaves the member rejected for that digest.
-func (c *Cluster) receiveState(msg stateMsg) {
+// It reports whether the set was taken.
+func (c *Cluster) receiveState(msg stateMsg) bool {
 	if catalog.DigestOf(msg.Set) != msg.Digest {
 		c.log.Warn("dropping application set that does not match its digest", "member", sanitize(msg.From))
-		return
+		return false
 	}
 	meta, decodeErr := catalog.DecodeMeta(msg.Set)
 	c.mu.Lock()
@@ -484,11 +492,11 @@ func (c *Cluster) receiveState(msg stateMsg) {
 		}
 		c.mu.Unlock()
 		c.log.Debug("dropping application set for a digest the member does not gossip", "member", sanitize(msg.From), "known", ok, "digest", msg.Digest, "gossiped", gossiped)
-		return // stale: the member left or has changed its set since
+		return false // stale: the member left or has changed its set since
 	}
 	if m.fetch.kind != fetchFetching && m.fetch.kind != fetchUnknown {
 		c.mu.Unlock()
-		return // a repeated answer: this set is decided already
+		return false // a repeated answer: this set is decided already
 	}
 	if decodeErr == nil && meta.Role != m.beacon.Role {
 		decodeErr = fmt.Errorf("role %s in the set, %s in gossip", meta.Role, m.beacon.Role)
@@ -498,7 +506,7 @@ func (c *Cluster) receiveState(msg stateMsg) {
 		c.mu.Unlock()
 		c.stats.rejectedSets.Add(1)
 		c.log.Warn("dropping member's invalid application set", "member", sanitize(msg.From), "digest", msg.Digest, "err", decodeErr)
-		return
+		return false
 	}
 	m.apps, m.have = meta.Applications, msg.Digest
 	if m.apps == nil {
@@ -509,4 +517,5 @@ func (c *Cluster) receiveState(msg stateMsg) {
 	c.publishLocked()
 	c.mu.Unlock()
 	c.log.Info("member applications", "member", msg.From, "apps", len(meta.Applications), "digest", msg.Digest)
+	return true
 }

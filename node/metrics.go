@@ -187,6 +187,7 @@ type liveCollector struct {
 	lastOK, checkDown, guarded, guardEvents, refused           *prometheus.Desc
 	quarantined, trials, reloadsDelayed                        *prometheus.Desc
 	dropped, malformed, rejectedSets, skippedSends, backendApp *prometheus.Desc
+	joinSets                                                   *prometheus.Desc
 }
 
 func newLiveCollector(n *Node) *liveCollector {
@@ -199,6 +200,7 @@ func newLiveCollector(n *Node) *liveCollector {
 		malformed:      d("scrimp_cluster_malformed_messages_total", "Messages from peers that did not decode."),
 		rejectedSets:   d("scrimp_cluster_rejected_sets_total", "Application sets that matched their member's gossiped digest but failed validation."),
 		skippedSends:   d("scrimp_cluster_skipped_sends_total", "Sends not tried because the member's last send failed and its backoff had not ended."),
+		joinSets:       d("scrimp_cluster_join_sets_total", "Application sets taken from backends' join push/pulls, with no fetch (load balancers)."),
 		renders:        d("scrimp_lb_renders_total", "Configurations rendered from the membership."),
 		reloads:        d("scrimp_lb_reloads_total", "Changed configurations the proxy checked and loaded (a reload, or its first start)."),
 		updates:        d("scrimp_lb_runtime_updates_total", "Changed configurations applied through the proxy's runtime API, without a reload."),
@@ -221,7 +223,7 @@ func newLiveCollector(n *Node) *liveCollector {
 // Describe sends every descriptor the collector may use; which it sends
 // samples of depends on the node's role.
 func (c *liveCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.members, c.dropped, c.malformed, c.rejectedSets, c.skippedSends,
+	for _, d := range []*prometheus.Desc{c.members, c.dropped, c.malformed, c.rejectedSets, c.skippedSends, c.joinSets,
 		c.renders, c.reloads, c.updates, c.updateFailures, c.rejected, c.lastOK, c.backends,
 		c.checkDown, c.guarded, c.guardEvents, c.refused, c.backendApp, c.quarantined, c.trials, c.reloadsDelayed} {
 		ch <- d
@@ -243,6 +245,7 @@ func (c *liveCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.malformed, float64(cs.MalformedMessages))
 		counter(c.rejectedSets, float64(cs.RejectedSets))
 		counter(c.skippedSends, float64(cs.SkippedSends))
+		counter(c.joinSets, float64(cs.JoinSets))
 	}
 	if n.lb != nil {
 		s := n.lb.Stats()

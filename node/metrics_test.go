@@ -155,6 +155,7 @@ var (
 		"scrimp_cluster_malformed_messages_total": dto.MetricType_COUNTER,
 		"scrimp_cluster_rejected_sets_total":      dto.MetricType_COUNTER,
 		"scrimp_cluster_skipped_sends_total":      dto.MetricType_COUNTER,
+		"scrimp_cluster_join_sets_total":          dto.MetricType_COUNTER,
 		"scrimp_seed_requests_total":              dto.MetricType_COUNTER,
 		"scrimp_seed_errors_total":                dto.MetricType_COUNTER,
 		"go_goroutines":                           dto.MetricType_GAUGE,
