@@ -286,7 +286,7 @@ func (d *rawDelegate) NotifyMsg(b []byte) {
 		f(append([]byte(nil), b...))
 	}
 }
-func (d *rawDelegate) GetBroadcasts(int, int) [][]byte     { return nil }
+func (d *rawDelegate) GetBroadcasts(int, int) [][]byte { return nil }
 func (d *rawDelegate) LocalState(join bool) []byte {
 	d.mu.Lock()
 	defer d.mu.Unlock()

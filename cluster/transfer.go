@@ -388,6 +388,8 @@ func (c *Cluster) redoSends(now time.Time) {
 		c.mu.Unlock()
 		if known {
 			c.do(t)
+		} else {
+			c.send.forget(t.node) // it left while a send to it was in flight
 		}
 	}
 }
