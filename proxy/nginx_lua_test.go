@@ -170,7 +170,9 @@ func TestManagedNginxLuaUpdate(t *testing.T) {
 		}
 	}
 
-	// A join: the new backend answers right after Update returns.
+	// A join: the new backend enters the round at its front, so the first
+	// request after Update returns is its (whichever worker takes it);
+	// over the next rounds the four share evenly.
 	joined := luaRender(t, n, "", port, "", "", b...)
 	if joined.Runtime.Skeleton != first.Runtime.Skeleton {
 		t.Fatal("a join changed the skeleton")
@@ -178,22 +180,17 @@ func TestManagedNginxLuaUpdate(t *testing.T) {
 	start := time.Now()
 	update(t, n, joined)
 	took := time.Since(start)
-	requests := 0
-	for {
-		body, err := getPath(port, "/", "")
-		requests++
-		if err != nil {
-			t.Fatalf("request after the join: %v", err)
-		}
-		if body == "b4" {
-			break
-		}
-		if requests > 20 {
-			t.Fatalf("b4 did not answer in %d requests after Update", requests)
-		}
+	body, err := getPath(port, "/", "")
+	if err != nil {
+		t.Fatalf("request after the join: %v", err)
 	}
-	t.Logf("join: Update took %s; first answer from the new backend %s after Update was called (request %d)",
-		took.Round(time.Microsecond), time.Since(start).Round(time.Microsecond), requests)
+	if body != "b4" {
+		t.Errorf("the first request after the join went to %s; want b4, the new backend", body)
+	}
+	t.Logf("join: Update took %s; first answer %s after Update was called", took.Round(time.Microsecond), time.Since(start).Round(time.Microsecond))
+	if got := spread(t, port, 40); got["b1"] < 7 || got["b2"] < 7 || got["b3"] < 7 || got["b4"] < 7 || got["b4"] > 13 {
+		t.Errorf("40 requests after the join: %v; want about 10 each", got)
+	}
 
 	// A leave and a weight change.
 	b[1].weight = 3
@@ -250,6 +247,17 @@ func TestManagedNginxLuaUpdate(t *testing.T) {
 	}
 	if got := spread(t, port, 5); got["b1"] != 5 {
 		t.Errorf("after refused updates: %v; want b1 only", got)
+	}
+
+	// A backend of weight 1 joining one of weight 3 is still first, and
+	// then takes its quarter.
+	b[0].weight, b[1].weight = 3, 1
+	update(t, n, luaRender(t, n, "", port, "", "", b[0], b[1]))
+	if body, err := getPath(port, "/", ""); err != nil || body != "b2" {
+		t.Errorf("the first request after b2 joined: %q, %v; want b2", body, err)
+	}
+	if got := spread(t, port, 40); got["b1"] < 26 || got["b2"] < 6 || got["b2"] > 14 {
+		t.Errorf("40 requests over weights 3 and 1: %v; want about 30 and 10", got)
 	}
 }
 

@@ -131,9 +131,7 @@ func (b *bencher) seqRows(ctx context.Context, s benchSetup, netPrefix string) {
 	}
 	b.add(rowSeqJoin, setup, fmt.Sprintf("p50 %s, p95 %s, max %s (n=%d); %d reloads, %d runtime updates", ms(pct(served, .5)),
 		ms(pct(served, .95)), ms(pct(served, 1)), len(served), res.reloads, res.updates), targetSeqJoin)
-	if s.gen == "nginx" {
-		b.add(rowSeqCause, setup, causeBreakdown(res.joins), "(cause of the join time)")
-	}
+	b.add(rowSeqCause, setup, causeBreakdown(res.joins, s.gen == "nginx"), "(cause of the join time)")
 	if res.removeErr != nil {
 		b.add(rowRemoved, setup, failed(res.removeErr), targetRemoved)
 		return
@@ -323,9 +321,9 @@ func (b *bencher) seqMeasure(ctx context.Context, c *benchCluster, netPrefix str
 }
 
 // causeBreakdown prints the p50 of each step of the joins, as times from
-// the backend node's start.
-func causeBreakdown(js []seqJoin) string {
-	col := func(f func(seqJoin) time.Duration) (time.Duration, int) {
+// the backend node's start, and the p95 of the last steps.
+func causeBreakdown(js []seqJoin, nginx bool) string {
+	cols := func(f func(seqJoin) time.Duration) (p50, p95 time.Duration, n int) {
 		var ds []time.Duration
 		for _, j := range js {
 			if d := f(j); d >= 0 {
@@ -333,25 +331,31 @@ func causeBreakdown(js []seqJoin) string {
 			}
 		}
 		if len(ds) == 0 {
-			return -1, 0
+			return -1, -1, 0
 		}
-		return pct(ds, .5), len(ds)
+		return pct(ds, .5), pct(ds, .95), len(ds)
+	}
+	col := func(f func(seqJoin) time.Duration) (time.Duration, int) {
+		p50, _, n := cols(f)
+		return p50, n
 	}
 	pass, _ := col(func(j seqJoin) time.Duration { return j.pass })
 	render, _ := col(func(j seqJoin) time.Duration { return j.render })
 	nw, n := col(func(j seqJoin) time.Duration { return j.newWorkers })
 	old, _ := col(func(j seqJoin) time.Duration { return j.oldStopped })
-	done, _ := col(func(j seqJoin) time.Duration { return j.done })
+	done, done95, _ := cols(func(j seqJoin) time.Duration { return j.done })
 	served, _ := col(func(j seqJoin) time.Duration { return j.served })
-	parts := []string{fmt.Sprintf("pass starts +%s", ms(pass)), fmt.Sprintf("config handed to nginx +%s", ms(render))}
+	wait, wait95, _ := cols(func(j seqJoin) time.Duration { return j.served - j.done })
+	parts := []string{fmt.Sprintf("pass starts +%s", ms(pass)), fmt.Sprintf("config handed to the proxy +%s", ms(render))}
 	if n > 0 {
 		parts = append(parts, fmt.Sprintf("new workers up +%s", ms(nw)),
 			fmt.Sprintf("old workers told to stop accepting +%s (%s after the new ones: the master's ngx_msleep(100))", ms(old), ms(old-nw)))
-	} else {
+	} else if nginx {
 		parts = append(parts, "no reload seen (no new nginx workers)")
 	}
-	parts = append(parts, fmt.Sprintf("apply done +%s", ms(done)), fmt.Sprintf("first served +%s", ms(served)))
-	return "from the backend's start: " + strings.Join(parts, " → ") + fmt.Sprintf(" (n=%d)", len(js))
+	parts = append(parts, fmt.Sprintf("apply done +%s (p95 %s)", ms(done), ms(done95)), fmt.Sprintf("first served +%s", ms(served)))
+	return "from the backend's start: " + strings.Join(parts, " → ") +
+		fmt.Sprintf("; apply done → first served p50 %s, p95 %s (n=%d)", ms(wait), ms(wait95), len(js))
 }
 
 // workerWatch polls an nginx master's children in /proc every

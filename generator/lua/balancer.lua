@@ -218,6 +218,7 @@ local function refresh()
   local seen = {}
   for _, d in ipairs(m.upstreams) do
     local u = { name = d.name, balance = d.balance or "round-robin", hash_var = d["hash-var"], peers = {} }
+    local front, known = 0, false
     for _, s in ipairs(d.servers) do
       local key = d.name .. "/" .. s.addr
       local host, port = s.addr:match("^(.*):(%d+)$")
@@ -226,7 +227,16 @@ local function refresh()
         max_fails = s["max-fails"] or 1, fail_timeout = s["fail-timeout"] or 10, node = s.node,
       }
       seen[key] = true
-      weights[key] = weights[key] or 0
+      local w = weights[key]
+      if w and (not known or w + s.weight > front) then front, known = w + s.weight, true end
+    end
+    -- A server new to this worker enters the round at its front (the
+    -- highest current weight of the servers it knew, after the next
+    -- pick's increment): a backend that joins takes the next request
+    -- instead of waiting for a random part of a round. Over a round the
+    -- shares stay those of the weights.
+    for _, p in ipairs(u.peers) do
+      if not weights[p.key] then weights[p.key] = known and front or 0 end
     end
     if u.balance == "hash" then build_ring(u) end
     upstreams[d.name] = u
