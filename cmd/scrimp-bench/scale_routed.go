@@ -94,9 +94,9 @@ func (p *lbProcess) unfetched(ctx context.Context) (int, error) {
 // servedCheck sends requests through the load balancer at addr (keep-alive
 // clients, several at once) until every name in names has answered one,
 // or timeout; it returns how many answered, how many requests were
-// answered and how many failed (no answer within 10 s, or an error). The
-// demo apps answer "hello from NAME".
-func servedCheck(ctx context.Context, addr string, names []string, timeout time.Duration) (served, requests, failed int) {
+// answered and how many failed (no answer within 10 s, or an error), with
+// the first failure. The demo apps answer "hello from NAME".
+func servedCheck(ctx context.Context, addr string, names []string, timeout time.Duration) (served, requests, failed int, firstErr error) {
 	want := make(map[string]bool, len(names))
 	for _, n := range names {
 		want[n] = true
@@ -120,6 +120,9 @@ func servedCheck(ctx context.Context, addr string, names []string, timeout time.
 					if ctx.Err() == nil {
 						mu.Lock()
 						failed++
+						if firstErr == nil {
+							firstErr = err
+						}
 						mu.Unlock()
 					}
 					continue
@@ -142,5 +145,5 @@ func servedCheck(ctx context.Context, addr string, names []string, timeout time.
 		})
 	}
 	wg.Wait()
-	return len(seen), requests, failed
+	return len(seen), requests, failed, firstErr
 }
