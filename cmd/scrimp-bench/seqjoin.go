@@ -339,14 +339,14 @@ func causeBreakdown(js []seqJoin, nginx bool) string {
 		p50, _, n := cols(f)
 		return p50, n
 	}
-	pass, _ := col(func(j seqJoin) time.Duration { return j.pass })
+	pass, pass95, _ := cols(func(j seqJoin) time.Duration { return j.pass })
 	render, _ := col(func(j seqJoin) time.Duration { return j.render })
 	nw, n := col(func(j seqJoin) time.Duration { return j.newWorkers })
 	old, _ := col(func(j seqJoin) time.Duration { return j.oldStopped })
 	done, done95, _ := cols(func(j seqJoin) time.Duration { return j.done })
 	served, _ := col(func(j seqJoin) time.Duration { return j.served })
 	wait, wait95, _ := cols(func(j seqJoin) time.Duration { return j.served - j.done })
-	parts := []string{fmt.Sprintf("pass starts +%s", ms(pass)), fmt.Sprintf("config handed to the proxy +%s", ms(render))}
+	parts := []string{fmt.Sprintf("pass starts +%s (p95 %s)", ms(pass), ms(pass95)), fmt.Sprintf("config handed to the proxy +%s", ms(render))}
 	if n > 0 {
 		parts = append(parts, fmt.Sprintf("new workers up +%s", ms(nw)),
 			fmt.Sprintf("old workers told to stop accepting +%s (%s after the new ones: the master's ngx_msleep(100))", ms(old), ms(old-nw)))
