@@ -424,6 +424,7 @@ func TestHostileApplicationSets(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ml.Shutdown() })
+	lbAddr := netip.MustParseAddrPort(lb.LocalAddr())
 	var answered, forged sync.WaitGroup
 	answered.Add(1)
 	forged.Add(1)
@@ -433,10 +434,11 @@ func TestHostileApplicationSets(t *testing.T) {
 		if len(b) == 0 || msgType(b[0]) != msgRequest {
 			return
 		}
-		to := lbNode(ml, "lb-71")
-		if to == nil {
-			return
-		}
+		// The load balancer's record, made here: memberlist's Members
+		// hands out records its alive handler rewrites without a lock
+		// (a data race), and the request may come before this node's
+		// join has merged the load balancer's state.
+		to := &memberlist.Node{Name: "lb-71", Addr: lbAddr.Addr().AsSlice(), Port: lbAddr.Port()}
 		// Answer with our own (invalid) set...
 		d := catalog.DigestOf(bad)
 		ml.SendReliable(to, encodeMessage(stateMsg{From: "hostile", Digest: d, Set: bad}))
@@ -463,15 +465,40 @@ func TestHostileApplicationSets(t *testing.T) {
 	}
 }
 
-func lbNode(ml *memberlist.Memberlist, name string) *memberlist.Node {
-	for _, n := range ml.Members() {
-		if n.Name == name {
-			// A copy: memberlist updates its own node record (an alive
-			// message) without a lock the caller could take.
-			return &memberlist.Node{Name: n.Name, Addr: slices.Clone(n.Addr), Port: n.Port}
-		}
+// nodeBook records the nodes a memberlist reports, copied in its event
+// callbacks, which memberlist calls under its own lock: Members hands out
+// the records its alive handler rewrites without one (a data race).
+type nodeBook struct {
+	mu    sync.Mutex
+	nodes map[string]memberlist.Node
+}
+
+func (b *nodeBook) NotifyJoin(n *memberlist.Node)   { b.put(n) }
+func (b *nodeBook) NotifyUpdate(n *memberlist.Node) { b.put(n) }
+func (b *nodeBook) NotifyLeave(n *memberlist.Node) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.nodes, n.Name)
+}
+
+func (b *nodeBook) put(n *memberlist.Node) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.nodes == nil {
+		b.nodes = map[string]memberlist.Node{}
 	}
-	return nil
+	b.nodes[n.Name] = memberlist.Node{Name: n.Name, Addr: slices.Clone(n.Addr), Port: n.Port}
+}
+
+// node returns a copy of member name's record, nil if unknown.
+func (b *nodeBook) node(name string) *memberlist.Node {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n, ok := b.nodes[name]
+	if !ok {
+		return nil
+	}
+	return &n
 }
 
 func waitGroup(t *testing.T, wg *sync.WaitGroup, what string) {

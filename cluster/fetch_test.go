@@ -22,6 +22,7 @@ type fakeBackend struct {
 	name     string
 	ml       *memberlist.Memberlist
 	d        *rawDelegate
+	book     nodeBook
 	answer   bool
 	mu       sync.Mutex
 	set      []byte
@@ -36,6 +37,7 @@ func newFakeBackend(t *testing.T, ip int, set []byte, answer bool) *fakeBackend 
 	conf := memberlist.DefaultLocalConfig()
 	conf.Name, conf.BindAddr, conf.BindPort = f.name, fmt.Sprintf("127.0.0.%d", ip), 0
 	conf.Delegate = f.d
+	conf.Events = &f.book
 	conf.LogOutput = newTestWriter(t)
 	ml, err := memberlist.Create(conf)
 	if err != nil {
@@ -72,7 +74,7 @@ func (f *fakeBackend) onMsg(b []byte) {
 	if !f.answer {
 		return
 	}
-	to := lbNode(f.ml, req.From)
+	to := f.book.node(req.From)
 	if to == nil {
 		return
 	}

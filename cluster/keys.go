@@ -124,12 +124,18 @@ func (c *Cluster) KeyOp(ctx context.Context, op KeyOpKind, key []byte) (KeyResul
 	var id [keyOpIDLen]byte
 	rand.Read(id[:])
 
+	// The members as this node records them, copied under its lock:
+	// memberlist's Members hands out the records its alive handler
+	// rewrites without a lock a caller could take (a data race). A member
+	// whose metadata this node refused is not asked.
 	var targets []memberlist.Node
-	for _, n := range c.ml.Members() {
-		if n.Name != c.self {
-			targets = append(targets, memberlist.Node{Name: n.Name, Addr: slices.Clone(n.Addr), Port: n.Port})
+	c.mu.Lock()
+	for name, m := range c.members {
+		if name != c.self {
+			targets = append(targets, memberlist.Node{Name: name, Addr: m.addr.AsSlice(), Port: m.port})
 		}
 	}
+	c.mu.Unlock()
 	col := &keyCollect{want: map[string]bool{}, results: make(chan keyResultMsg, len(targets))}
 	for _, n := range targets {
 		col.want[n.Name] = true
