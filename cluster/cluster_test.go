@@ -385,7 +385,7 @@ func freeUDPTCPPort(t *testing.T, ip string) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := c.ml.LocalNode().Port
+	port := localPort(c)
 	c.Kill()
 	return int(port)
 }
@@ -463,6 +463,12 @@ func TestHostileApplicationSets(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// localPort is c's gossip port, from the address fixed at its start
+// (memberlist's LocalNode record is rewritten concurrently).
+func localPort(c *Cluster) uint16 {
+	return netip.MustParseAddrPort(c.LocalAddr()).Port()
 }
 
 // nodeBook records the nodes a memberlist reports, copied in its event

@@ -332,7 +332,7 @@ func TestEarlyRequestsAreBounded(t *testing.T) {
 	t.Cleanup(func() { ml.Shutdown() })
 	// Not joined: the flooder sends to the backend's address directly, so
 	// none of the names is a member.
-	to := &memberlist.Node{Name: b.LocalName(), Addr: []byte{127, 0, 0, 89}, Port: uint16(b.ml.LocalNode().Port)}
+	to := &memberlist.Node{Name: b.LocalName(), Addr: []byte{127, 0, 0, 89}, Port: localPort(b)}
 	const extra = 6
 	for i := range maxPending + extra {
 		if err := ml.SendReliable(to, encodeMessage(requestMsg{From: fmt.Sprintf("stranger-%d", i)})); err != nil {

@@ -191,7 +191,7 @@ func TestForgedAckSetDoesNotEndADrain(t *testing.T) {
 	mine := catalog.Ack{Node: catalog.NodeHash(victim.LocalName()), Digest: victim.LocalDigest()}
 
 	mallory := impostor(t, "127.0.232.4", key, label)
-	to := &memberlist.Node{Name: victim.LocalName(), Addr: net.ParseIP("127.0.232.2"), Port: uint16(victim.ml.LocalNode().Port)}
+	to := &memberlist.Node{Name: victim.LocalName(), Addr: net.ParseIP("127.0.232.2"), Port: localPort(victim)}
 
 	keepsWaiting := func(what string) {
 		t.Helper()

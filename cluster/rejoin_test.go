@@ -209,7 +209,7 @@ func TestForgedAckDoesNotEndADrain(t *testing.T) {
 	// The impostor: a memberlist node with the key and the label, which
 	// need not even be a member.
 	mallory := impostor(t, "127.0.0.133", key, label)
-	to := &memberlist.Node{Name: b.LocalName(), Addr: net.ParseIP("127.0.0.132"), Port: uint16(b.ml.LocalNode().Port)}
+	to := &memberlist.Node{Name: b.LocalName(), Addr: net.ParseIP("127.0.0.132"), Port: localPort(b)}
 	forged := encodeMessage(ackMsg{From: lb.LocalName(), Digest: b.LocalDigest()})
 	for range 3 {
 		if err := mallory.SendReliable(to, forged); err != nil {
