@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
@@ -56,6 +57,17 @@ func init() {
 					continue
 				}
 				b.scale1000Row(ctx, s, 10+2*i)
+				if d := os.Getenv("SCRIMP_BENCH_SCALE_DUMP"); d != "" {
+					// What the row left behind in this process.
+					runtime.GC()
+					var ms runtime.MemStats
+					runtime.ReadMemStats(&ms)
+					fmt.Fprintf(b.progress, "bench: after the %s row: %d goroutines, heap in use %d MiB\n", s.gen, runtime.NumGoroutine(), ms.HeapInuse>>20)
+					if f, err := os.Create(filepath.Join(d, "after-"+s.gen+"-goroutines.txt")); err == nil {
+						pprof.Lookup("goroutine").WriteTo(f, 1)
+						f.Close()
+					}
+				}
 			}
 		},
 	}, rowProvider{
