@@ -100,7 +100,8 @@ func fingerprint(key []byte) [fingerprintLen]byte {
 }
 
 // KeyOp applies op (with key, nil for KeyList) to this node's gossip
-// keyring and then to every live member's, and collects their answers
+// keyring and then to every live member's (those whose metadata this node
+// accepted), and collects their answers
 // until every member has answered or ctx ends; members that have not
 // answered by then are reported in KeyResult.Errors. If this node refuses
 // the operation, nothing is sent and the error wraps ErrKeyRefused.
