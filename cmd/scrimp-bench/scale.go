@@ -535,7 +535,7 @@ func (b *bencher) scale1000Row(ctx context.Context, s benchSetup, net2 int) {
 			}
 		}
 		window := routedAt.Sub(first).Seconds()
-		return fmt.Sprintf("all routed %s after the last join (starts took %s, the LB counted all members %s after the first start, all routed %s after it); %d of %d served within 60 s after (%d requests through the LB answered, %d failed%s); %d reloads, %d runtime updates in the last %d passes; "+
+		return fmt.Sprintf("all routed %s after the LB counted the last member (starts took %s, the LB counted all members %s after the first start, all routed %s after it); %d of %d served within 60 s after (%d requests through the LB answered, %d failed%s); %d reloads, %d runtime updates in the last %d passes; "+
 			"LB daemon: %.1f%% of a core over the joins, RSS %.0f MiB; %s: %.1f%% of a core, RSS %.0f MiB (master and workers)",
 			ms(max(routedAt.Sub(joinedAt), 0)), last.Sub(first).Round(10*time.Millisecond), joinedAt.Sub(first).Round(10*time.Millisecond), routedAt.Sub(first).Round(10*time.Millisecond), served, len(names), requests, reqFailed, failedHow, st1.LB.Reloads-st0.LB.Reloads, updates, len(st1.LB.History),
 			(d1.cpu-d0.cpu).Seconds()/window*100, float64(d1.rss)/(1<<20), s.gen, (p1.cpu-p0.cpu).Seconds()/window*100, float64(p1.rss)/(1<<20)), nil
