@@ -335,16 +335,12 @@ func causeBreakdown(js []seqJoin, nginx bool) string {
 		}
 		return pct(ds, .5), pct(ds, .95), len(ds)
 	}
-	col := func(f func(seqJoin) time.Duration) (time.Duration, int) {
-		p50, _, n := cols(f)
-		return p50, n
-	}
 	pass, pass95, _ := cols(func(j seqJoin) time.Duration { return j.pass })
-	render, _ := col(func(j seqJoin) time.Duration { return j.render })
-	nw, n := col(func(j seqJoin) time.Duration { return j.newWorkers })
-	old, _ := col(func(j seqJoin) time.Duration { return j.oldStopped })
+	render, _, _ := cols(func(j seqJoin) time.Duration { return j.render })
+	nw, _, n := cols(func(j seqJoin) time.Duration { return j.newWorkers })
+	old, _, _ := cols(func(j seqJoin) time.Duration { return j.oldStopped })
 	done, done95, _ := cols(func(j seqJoin) time.Duration { return j.done })
-	served, _ := col(func(j seqJoin) time.Duration { return j.served })
+	served, _, _ := cols(func(j seqJoin) time.Duration { return j.served })
 	wait, wait95, _ := cols(func(j seqJoin) time.Duration { return j.served - j.done })
 	parts := []string{fmt.Sprintf("pass starts +%s (p95 %s)", ms(pass), ms(pass95)), fmt.Sprintf("config handed to the proxy +%s", ms(render))}
 	if n > 0 {

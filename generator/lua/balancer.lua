@@ -218,7 +218,7 @@ local function refresh()
   local seen = {}
   for _, d in ipairs(m.upstreams) do
     local u = { name = d.name, balance = d.balance or "round-robin", hash_var = d["hash-var"], peers = {} }
-    local front, known = 0, false
+    local front -- nil until a server this worker knew is seen
     for _, s in ipairs(d.servers) do
       local key = d.name .. "/" .. s.addr
       local host, port = s.addr:match("^(.*):(%d+)$")
@@ -228,7 +228,7 @@ local function refresh()
       }
       seen[key] = true
       local w = weights[key]
-      if w and (not known or w + s.weight > front) then front, known = w + s.weight, true end
+      if w and (not front or w + s.weight > front) then front = w + s.weight end
     end
     -- A server new to this worker enters the round at its front (the
     -- highest current weight of the servers it knew, after the next
@@ -236,7 +236,7 @@ local function refresh()
     -- instead of waiting for a random part of a round. Over a round the
     -- shares stay those of the weights.
     for _, p in ipairs(u.peers) do
-      if not weights[p.key] then weights[p.key] = known and front or 0 end
+      if not weights[p.key] then weights[p.key] = front or 0 end
     end
     if u.balance == "hash" then build_ring(u) end
     upstreams[d.name] = u
