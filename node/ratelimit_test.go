@@ -25,6 +25,10 @@ func TestRateLimitReloadsNginx(t *testing.T) {
 			}
 		}
 	})
+	// The load balancer's start (its first configuration, which starts
+	// nginx) before the first join; a join that came first would be in
+	// the start's configuration and need no reload.
+	waitFor(t, "the load balancer's first configuration", 10*time.Second, func() bool { return tc.lb.Stats().Applies >= 1 })
 	b1 := tc.addBackend(1)
 	tc.waitServed(10*time.Second, b1.name)
 	if got := tc.lb.ProxyReloads(); got != 1 {
