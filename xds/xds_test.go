@@ -499,8 +499,13 @@ func TestHashRouting(t *testing.T) {
 		}
 	}
 	t.Logf("a 4th backend moved %d of %d keys (%.1f%%)", moved, keys, 100*float64(moved)/keys)
-	if moved == 0 || moved > keys*30/100 {
-		t.Errorf("a 4th backend moved %d of %d keys, want some and at most 30%%", moved, keys)
+	// The new backend's share is that of its 100 ring points among 400
+	// placed by the hash of addresses with random ports: 25 % on average,
+	// about 3 points of standard deviation with 1,000 keys (31.5 % was
+	// seen). The bound is `make bench`'s target for the same figure; that
+	// only keys for the new backend move is checked above, key by key.
+	if moved == 0 || moved > keys*35/100 {
+		t.Errorf("a 4th backend moved %d of %d keys, want some and at most 35%%", moved, keys)
 	}
 }
 
