@@ -401,14 +401,32 @@ func TestJoinCarriesSet(t *testing.T) {
 // its set (JoinSets), and the load balancer's snapshot has it.
 func TestJoinSetOfARealBackend(t *testing.T) {
 	lb := testNode(t, 185, catalog.RoleLB)
-	be := testNode(t, 186, catalog.RoleBackend, app("web", 8080))
-	if _, err := be.Join([]string{lb.LocalAddr()}); err != nil {
-		t.Fatal(err)
+	// memberlist calls NotifyJoin (which queues a fetch) before it hands
+	// over the joiner's state, so on a loaded machine the fetch's answer
+	// may come first and the join's set is then not needed: up to three
+	// backends join, and the join must carry the set of at least one.
+	for i := range 3 {
+		be := testNode(t, 186+i, catalog.RoleBackend, app("web", 8080))
+		if _, err := be.Join([]string{lb.LocalAddr()}); err != nil {
+			t.Fatal(err)
+		}
+		be.mu.Lock()
+		digest := be.digest
+		be.mu.Unlock()
+		waitFetch(t, lb, be.LocalName(), fetchValid, digest)
+		// The counter follows the set's acceptance, just after it, in
+		// the same call.
+		deadline := time.Now().Add(2 * time.Second)
+		for lb.Stats().JoinSets == 0 && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if n := lb.Stats().JoinSets; n > 0 {
+			if n != 1 {
+				t.Fatalf("JoinSets = %d after one set taken from a join", n)
+			}
+			return
+		}
+		t.Logf("join %d: the fetch's answer came before the join's set", i+1)
 	}
-	be.mu.Lock()
-	digest := be.digest
-	be.mu.Unlock()
-	waitFetch(t, lb, be.LocalName(), fetchValid, digest)
-	// The counter follows the set's acceptance, just after it.
-	waitFor(t, "JoinSets to count the join's set", 5*time.Second, func() bool { return lb.Stats().JoinSets == 1 })
+	t.Fatal("none of 3 joins carried a set the load balancer took")
 }
