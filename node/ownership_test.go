@@ -127,6 +127,14 @@ func TestSameDomainsNewcomerGetsNothing(t *testing.T) {
 	legit.stop()
 	tc.waitServed(10*time.Second, evil.name)
 	waitFor(t, "no refusals", 5*time.Second, func() bool { return len(tc.lb.Refusals()) == 0 })
+	// The newcomer answers as soon as nginx's new workers run; the old
+	// ones accept for 100 ms more with the old configuration (503) until
+	// the reload is done (nginx.conf is written before it): wait for the
+	// old workers to stop taking requests, then require every answer.
+	waitFor(t, "only the newcomer answering", 5*time.Second, func() bool {
+		counts, errs := tc.burst(5)
+		return len(errs) == 0 && counts[evil.name] == 5
+	})
 	tc.requireAll(t, evil.name)
 	if n := logs.count("forgetting application without backends: another application holds", "application=web"); n != 1 {
 		t.Errorf("%d lines about forgetting the retained web, want 1", n)
