@@ -223,7 +223,10 @@ type Cluster struct {
 
 	changes chan struct{}
 	known   chan struct{} // signalled when a member joins, for pending answers
-	work    chan task
+	// wake restarts a backend's worker tick, stopped while nothing is
+	// due (see Cluster.quiet); signalled by whatever schedules work.
+	wake chan struct{}
+	work chan task
 	// ackWork is the worker's queue for acknowledgements and the beacon
 	// broadcasts before them, taken before work: a flood of fetches and
 	// answers never delays them.
@@ -255,6 +258,7 @@ func New(cfg Config) (*Cluster, error) {
 		ackSent: map[string]sentAck{},
 		changes: make(chan struct{}, 1),
 		known:   make(chan struct{}, 1),
+		wake:    make(chan struct{}, 1),
 		work:    make(chan task, 256),
 		ackWork: make(chan task, 64),
 		stop:    make(chan struct{}),
@@ -487,10 +491,7 @@ func (c *Cluster) UpdateApplications(role catalog.Role, apps []catalog.Applicati
 	if err := c.setApplications(apps); err != nil {
 		return err
 	}
-	now := time.Now()
-	c.mu.Lock()
-	c.regossip = []time.Time{now.Add(regossipFirst), now.Add(regossipSecond)}
-	c.mu.Unlock()
+	c.regossipSoon(time.Now())
 	c.updateMu.Lock()
 	err := c.ml.UpdateNode(timeout)
 	c.updateMu.Unlock()
@@ -726,6 +727,7 @@ type counters struct {
 	rejectedSets      atomic.Uint64
 	skippedSends      atomic.Uint64
 	joinSets          atomic.Uint64
+	workerTicks       atomic.Uint64 // for tests of the quiet worker
 }
 
 // Stats returns the member's counters. It never blocks.

@@ -545,3 +545,58 @@ func TestChangeIsGossipedAgain(t *testing.T) {
 		t.Errorf("re-gossips done %v after the change, before the second was due", since)
 	}
 }
+
+// TestQuietBackendStopsTicking: an idle backend's worker stops its tick
+// (every wakeup of an idle process costs CPU), and what needs the tick
+// restarts it: a changed set's re-gossips (alone, so that no fetch wakes
+// the worker), and the rejoin of a load balancer that died.
+func TestQuietBackendStopsTicking(t *testing.T) {
+	b := testNode(t, 152, catalog.RoleBackend, app("web", 8080))
+	ticks := func() uint64 { return b.stats.workerTicks.Load() }
+	// still reports whether the tick stayed stopped for a while.
+	still := func() bool {
+		n := ticks()
+		time.Sleep(3 * workerTick)
+		return ticks() == n
+	}
+	waitFor(t, "the backend's worker to stop ticking", 10*time.Second, still)
+
+	n := ticks()
+	if err := b.UpdateApplications(catalog.RoleBackend, []catalog.Application{app("web", 8081)}, time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "both re-gossips done", 5*time.Second, func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return len(b.regossip) == 0
+	})
+	if ticks() == n {
+		t.Fatal("the re-gossips were done without a tick")
+	}
+	waitFor(t, "the backend's worker to stop ticking again", 10*time.Second, still)
+
+	lb := testNode(t, 151, catalog.RoleLB)
+	if _, err := b.Join([]string{lb.LocalAddr()}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the backend's set at the load balancer", 5*time.Second, func() bool {
+		s := lb.Snapshot()
+		return s.Backends() == 1 && slices.ContainsFunc(s.Nodes, func(nd catalog.Node) bool {
+			return len(nd.Applications) == 1 && nd.Applications[0].ApplicationPort == 8081
+		})
+	})
+	waitFor(t, "the backend's worker to stop ticking in a cluster", 10*time.Second, still)
+	if lb.stats.workerTicks.Load() == 0 {
+		t.Fatal("the load balancer's worker never ticked")
+	}
+
+	// The load balancer dies: the backend tries to rejoin it, on its tick.
+	n = ticks()
+	lb.Kill()
+	waitFor(t, "a rejoin scheduled", 15*time.Second, func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return len(b.rejoin) == 1
+	})
+	waitFor(t, "the tick to run again", 5*time.Second, func() bool { return ticks() > n+2 })
+}

@@ -92,6 +92,7 @@ func (c *Cluster) scheduleRejoinLocked(name string, m *member, now time.Time) {
 		wait:     c.rejoinSpan,
 		deadline: now.Add(reaped + rejoinWindow),
 	}
+	c.kickWorker()
 }
 
 // rejoinDue starts the attempts that are due, as far as slots allow. The
@@ -190,6 +191,7 @@ func (c *Cluster) regossipSoon(now time.Time) {
 	c.mu.Lock()
 	c.regossip = []time.Time{now.Add(regossipFirst), now.Add(regossipSecond)}
 	c.mu.Unlock()
+	c.kickWorker()
 }
 
 // nudge is when a backend last pulled a load balancer's state because the

@@ -175,6 +175,7 @@ func (s *sender) submit(j sendJob) {
 			delete(s.members, j.node)
 		}
 		s.mu.Unlock()
+		s.c.kickWorker() // the redo is the worker's
 		s.c.stats.skippedSends.Add(1)
 		s.c.log.Debug("not sending to a member that did not answer lately", "member", sanitize(j.node), "message", j.kind.String(), "failures", m.gate.fails)
 		return
@@ -283,6 +284,7 @@ func (s *sender) done(j sendJob, err error) {
 	fails := m.gate.fails
 	s.mu.Unlock()
 	if err != nil {
+		s.c.kickWorker() // the redo is the worker's
 		s.c.log.Debug("cannot reach member", "member", sanitize(j.node), "message", j.kind.String(), "failures", fails, "err", err)
 		s.c.stats.skippedSends.Add(uint64(len(next)))
 	}
@@ -313,6 +315,18 @@ func (s *sender) due(now time.Time) []task {
 		}
 	}
 	return out
+}
+
+// redoPending reports whether a task waits for sender.due.
+func (s *sender) redoPending() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, m := range s.members {
+		if m.redo != 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // forget drops what is known of a member that left, unless a send to it

@@ -229,9 +229,13 @@ func (c *Cluster) dropped(t task, err error) {
 
 // worker runs application-set transfer until Close. It never waits on the
 // network: sends are the sender's (sender.go). Acknowledgements come first.
+// On a backend its tick stops while nothing is due (quiet), since every
+// wakeup of an idle process costs CPU; what schedules work restarts it
+// (kickWorker), and so does any task the worker takes.
 func (c *Cluster) worker() {
 	tick := time.NewTicker(workerTick)
 	defer tick.Stop()
+	tickC := tick.C
 	for {
 		select {
 		case <-c.stop:
@@ -241,6 +245,7 @@ func (c *Cluster) worker() {
 			continue
 		default:
 		}
+		ticked := false
 		select {
 		case <-c.stop:
 			return
@@ -248,7 +253,9 @@ func (c *Cluster) worker() {
 			c.do(t)
 		case t := <-c.work:
 			c.do(t)
-		case <-tick.C:
+		case <-tickC:
+			ticked = true
+			c.stats.workerTicks.Add(1)
 			c.answerPending()
 			c.retryFetches()
 			c.regossipDue()
@@ -258,8 +265,42 @@ func (c *Cluster) worker() {
 			c.redoSends(time.Now())
 		case <-c.known:
 			c.answerPending()
+		case <-c.wake:
+		}
+		switch {
+		case tickC != nil && ticked && c.quiet():
+			tick.Stop()
+			tickC = nil
+		case tickC == nil && !c.quiet():
+			tick.Reset(workerTick)
+			tickC = tick.C
 		}
 	}
+}
+
+// kickWorker restarts the worker's tick if it stopped (see quiet). Call it
+// after scheduling anything a tick does. It never blocks.
+func (c *Cluster) kickWorker() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// quiet reports whether no tick of the worker has anything to do until
+// something schedules work (and kicks the worker): never on a load
+// balancer, whose fetches and acknowledgements repeat on the tick.
+func (c *Cluster) quiet() bool {
+	if c.role == catalog.RoleLB {
+		return false
+	}
+	c.mu.Lock()
+	q := len(c.pending) == 0 && len(c.regossip) == 0 && len(c.rejoin) == 0
+	for _, nu := range c.nudges {
+		q = q && !nu.pending
+	}
+	c.mu.Unlock()
+	return q && !c.send.redoPending()
 }
 
 func (c *Cluster) do(t task) {
