@@ -89,8 +89,8 @@ func newRootCmd() *cobra.Command {
 		Long: `Run real nginx, real HAProxy and real scrimp nodes (in this process, and
 as processes of the scrimp binary) on loopback addresses 127.0.x.y and print
 one markdown table of measured figures, each beside its target. Nothing
-leaves the machine. A full run takes about three minutes; --quick about
-one, with fewer samples.`,
+leaves the machine. A full run takes about eleven minutes on two cores;
+--quick is shorter, with fewer samples.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Args:          cobra.NoArgs,
