@@ -247,6 +247,7 @@ func runBench(ctx context.Context, progress io.Writer, o benchOptions) (string, 
 	}
 	// want reports whether a group of rows is to run (--rows, --only).
 	want := func(group string) bool { return len(groups) == 0 || groups[group] }
+	b.note(b.machineNote(ctx))
 
 	// Rows 1-3 share a cluster per proxy: joins, then kills, then a burst.
 	for i, p := range proxies {
