@@ -15,16 +15,19 @@ import (
 // takes to start and exit. It runs before any row, while this process is
 // idle, and takes about five seconds.
 func (b *bencher) machineNote(ctx context.Context) string {
-	wake, err := wakeupCost(ctx)
-	wakeS := "not measured: " + fmt.Sprint(err)
-	if err == nil {
+	var wakeS, startS string
+	if wake, err := wakeupCost(ctx); err != nil {
+		wakeS = "wakeup cost not measured: " + err.Error()
+	} else {
 		wakeS = fmt.Sprintf("%.0f µs of CPU per timer wakeup of an idle Go process", float64(wake)/float64(time.Microsecond))
 	}
-	startS := "scrimp's start not measured"
-	if exe, err := b.scrimpBinary(); err != nil {
-		startS += ": " + err.Error()
-	} else if d, err := startTime(ctx, exe); err != nil {
-		startS += ": " + err.Error()
+	exe, err := b.scrimpBinary()
+	var d time.Duration
+	if err == nil {
+		d, err = startTime(ctx, exe)
+	}
+	if err != nil {
+		startS = "scrimp's start not measured: " + err.Error()
 	} else {
 		startS = fmt.Sprintf("`scrimp help` runs in %s (median of 5)", ms(d))
 	}
