@@ -728,6 +728,7 @@ type counters struct {
 	skippedSends      atomic.Uint64
 	joinSets          atomic.Uint64
 	workerTicks       atomic.Uint64 // for tests of the quiet worker
+	joinStates        atomic.Uint64 // joins' push/pull states looked at, for tests
 }
 
 // Stats returns the member's counters. It never blocks.

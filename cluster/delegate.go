@@ -61,6 +61,9 @@ func (d delegate) MergeRemoteState(buf []byte, join bool) {
 	if d.c.role != catalog.RoleLB || len(buf) == 0 {
 		return
 	}
+	if join {
+		defer d.c.stats.joinStates.Add(1)
+	}
 	msg, err := decodeMessage(buf)
 	if err != nil {
 		d.c.stats.malformedMessages.Add(1)

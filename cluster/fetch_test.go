@@ -383,6 +383,9 @@ func TestJoinCarriesSet(t *testing.T) {
 	if _, err := thief.ml.Join([]string{lb.LocalAddr()}); err != nil {
 		t.Fatal(err)
 	}
+	// The load balancer merges a join's state after the joiner's Join
+	// has returned: wait until it has looked at all three.
+	waitFor(t, "the load balancer to look at three joins' states", 5*time.Second, func() bool { return lb.stats.joinStates.Load() == 3 })
 	waitFetch(t, lb, thief.name, fetchFetching, catalog.DigestOf(good))
 	if st, _ := fetchOf(lb, liar.name); st.kind != fetchFetching {
 		t.Fatalf("the liar's set is %s, want still fetching", st)
