@@ -166,6 +166,9 @@ type Cluster struct {
 	// broadcast (Cluster.broadcast).
 	updateMu     sync.Mutex
 	bcastPending atomic.Bool
+	// remembered is set by merger when a join's push/pull shows that the
+	// other side remembers an earlier run of this node (Join).
+	remembered atomic.Bool
 
 	mu     sync.Mutex
 	state  []byte // this node's encoded application set
@@ -460,17 +463,29 @@ func (c *Cluster) Members() int { return c.ml.NumMembers() }
 // state. It returns how many were reached; it blocks for up to the
 // profile's dial limit (limitsFor) per unreachable address, and its TCP
 // timeout per address that accepts but does not answer.
+//
+// A node restarted under its old name starts at an incarnation no newer
+// than what its peers remember of the old run (left, dead or suspect), so
+// they ignore the state its join carries, and memberlist refutes their
+// record as it merges theirs. The refutation would reach them by gossip,
+// a gossip interval or more later; instead Join pushes its state once
+// more, and the peers take it, with its application set, at once.
 func (c *Cluster) Join(addrs []string) (int, error) {
 	self := c.LocalAddr()
 	others := slices.DeleteFunc(slices.Clone(addrs), func(a string) bool { return a == self })
 	if len(others) == 0 {
 		return 0, errors.New("no seed other than this node")
 	}
+	c.remembered.Store(false)
 	n, err := c.ml.Join(others)
-	if n > 0 {
-		return n, nil
+	if n == 0 {
+		return 0, err
 	}
-	return 0, err
+	if c.remembered.Swap(false) {
+		again, err := c.ml.Join(others)
+		c.log.Debug("joined again: a peer remembered an earlier run of this node", "contacted", again, "err", err)
+	}
+	return n, nil
 }
 
 // UpdateApplications changes what this node advertises: the new set is

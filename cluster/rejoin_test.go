@@ -303,3 +303,56 @@ func impostor(t *testing.T, addr string, key []byte, label string) *memberlist.M
 	t.Cleanup(func() { mallory.Shutdown() })
 	return mallory
 }
+
+// TestRestartedNodeIsTakenAtItsJoin: a backend that left and starts again
+// under its name, address and port has an incarnation no newer than what
+// the load balancer remembers, which therefore ignores its join's first
+// push/pull; the second one Join makes takes it at once (not a gossip round
+// later), with its application set.
+func TestRestartedNodeIsTakenAtItsJoin(t *testing.T) {
+	lb := testNode(t, 195, catalog.RoleLB)
+	first := testNode(t, 196, catalog.RoleBackend, app("web", 8080))
+	if _, err := first.Join([]string{lb.LocalAddr()}); err != nil {
+		t.Fatal(err)
+	}
+	name := first.LocalName()
+	waitFetch(t, lb, name, fetchValid, digestOf(first))
+	port := int(localPort(first))
+	if err := first.Close(2 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the load balancer to see the backend leave", 5*time.Second, func() bool {
+		_, known := fetchOf(lb, name)
+		return !known
+	})
+
+	again, err := New(Config{
+		NodeName: name, BindAddr: "127.0.0.196", BindPort: port, Profile: "local",
+		Role: catalog.RoleBackend, Applications: []catalog.Application{app("web", 8081)},
+		Logger: testLogger(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { again.Kill() })
+	merged := lb.stats.joinStates.Load()
+	if _, err := again.Join([]string{lb.LocalAddr()}); err != nil {
+		t.Fatal(err)
+	}
+	// The load balancer merges a push/pull's members before its
+	// application set, and both after the joiner's Join has returned.
+	waitFor(t, "the load balancer to merge both of the restarted node's push/pulls", 5*time.Second, func() bool {
+		return lb.stats.joinStates.Load() == merged+2
+	})
+	if st, known := fetchOf(lb, name); !known {
+		t.Fatalf("after the restarted node's second push/pull, the load balancer does not know it (%s)", st)
+	}
+	waitFetch(t, lb, name, fetchValid, digestOf(again))
+}
+
+// digestOf is the digest of the set c advertises.
+func digestOf(c *Cluster) catalog.Digest {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.digest
+}
