@@ -465,9 +465,10 @@ func (c *Cluster) Members() int { return c.ml.NumMembers() }
 // timeout per address that accepts but does not answer.
 //
 // A node restarted under its old name starts at an incarnation no newer
-// than what its peers remember of the old run (left, dead or suspect), so
-// they ignore the state its join carries, and memberlist refutes their
-// record as it merges theirs. The refutation would reach them by gossip,
+// than what its peers remember of the old run (left, dead, suspect, or
+// alive if they missed its leave, maybe draining), so they ignore the
+// state its join carries, and memberlist refutes their record as it
+// merges theirs. The refutation would reach them by gossip,
 // a gossip interval or more later; instead Join pushes its state once
 // more, and the peers take it, with its application set, at once.
 func (c *Cluster) Join(addrs []string) (int, error) {

@@ -171,14 +171,12 @@ var _ memberlist.MergeDelegate = merger{}
 // other side thinks this node dead, left, or does not know it: memberlist
 // refutes such a claim as it merges, but a refutation of incarnation
 // 2^32-1 wraps to 0, which no peer accepts over anything it has. Gossiping
-// again a little later takes a fresh incarnation (1 after the wrap). A
-// record of this node that is not alive also has Join push once more.
+// again a little later takes a fresh incarnation (1 after the wrap). Any
+// record of this node on the other side has Join push once more.
 func (g merger) NotifyMerge(peers []*memberlist.Node) error {
 	for _, p := range peers {
 		if p.Name == g.c.self {
-			if p.State != memberlist.StateAlive {
-				g.c.remembered.Store(true)
-			}
+			g.c.remembered.Store(true)
 			if p.State == memberlist.StateAlive || p.State == memberlist.StateSuspect {
 				return nil
 			}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/scrimplb/scrimp/admin"
 	"github.com/scrimplb/scrimp/generator"
+	"github.com/scrimplb/scrimp/internal/loopback"
 	"github.com/scrimplb/scrimp/lb"
 )
 
@@ -23,12 +25,17 @@ const (
 	rowSeqJoin  = "joins 1 s apart → first request served"
 	rowSeqCause = "joins 1 s apart: where the time goes (p50)"
 	rowRemoved  = "removal applied → last response from it"
+	rowRestart  = "restart in place → first request served"
 )
 
 const (
 	targetSeqJoin = "p95 ≤ 60 ms"
 	targetRemoved = "≤ 20 ms"
+	targetRestart = "(no target; a join's: p95 ≤ 60 ms)"
 )
+
+// seqRestarts is how many of the joined backends restart in place.
+const seqRestarts = 5
 
 // luaOpts are the nginx generator options of its reload-free mode:
 // membership changes reach nginx through balancer_by_lua, not reloads.
@@ -47,7 +54,7 @@ var seqSetups = []benchSetup{
 func init() {
 	providers = append(providers, rowProvider{
 		group: "seqjoin",
-		names: []string{rowSeqJoin, rowSeqCause, rowRemoved},
+		names: []string{rowSeqJoin, rowSeqCause, rowRestart, rowRemoved},
 		run: func(ctx context.Context, b *bencher) {
 			for i, s := range seqSetups {
 				if ctx.Err() != nil {
@@ -132,6 +139,15 @@ func (b *bencher) seqRows(ctx context.Context, s benchSetup, netPrefix string) {
 	b.add(rowSeqJoin, setup, fmt.Sprintf("p50 %s, p95 %s, max %s (n=%d); %d reloads, %d runtime updates", ms(pct(served, .5)),
 		ms(pct(served, .95)), ms(pct(served, 1)), len(served), res.reloads, res.updates), targetSeqJoin)
 	b.add(rowSeqCause, setup, causeBreakdown(res.joins, s.gen == "nginx"), "(cause of the join time)")
+	switch {
+	case res.restartErr != nil:
+		b.add(rowRestart, setup, failed(res.restartErr), targetRestart)
+	case len(res.restarts) == 0:
+		b.add(rowRestart, setup, "not measured: backends in-process", targetRestart)
+	default:
+		b.add(rowRestart, setup, fmt.Sprintf("p50 %s, p95 %s, max %s (n=%d; the node's process stopped gracefully and started again with the same name, address and gossip port; its app kept running)",
+			ms(pct(res.restarts, .5)), ms(pct(res.restarts, .95)), ms(pct(res.restarts, 1)), len(res.restarts)), targetRestart)
+	}
 	if res.removeErr != nil {
 		b.add(rowRemoved, setup, failed(res.removeErr), targetRemoved)
 		return
@@ -145,6 +161,8 @@ type seqResult struct {
 	joins            []seqJoin
 	reloads, updates int
 	after, applied   []time.Duration // removal rows
+	restarts         []time.Duration // restart row: start → first served
+	restartErr       error
 	removeErr        error
 	failed, requests int
 }
@@ -261,6 +279,7 @@ func (b *bencher) seqMeasure(ctx context.Context, c *benchCluster, netPrefix str
 	}
 	r.reloads = st.LB.Reloads - reloads0
 	r.updates = c.lb.Stats().Updates - stats0.Updates
+	r.restarts, r.restartErr = b.seqRestart(ctx, c, bes)
 
 	// Removals, 1 s apart; each backend stops gracefully in the background
 	// (it drains, leaves, then its app stops).
@@ -437,4 +456,57 @@ func (w *workerWatch) reloadAfter(t time.Time) (newAt, oldStopped time.Time, ok 
 		return time.Time{}, time.Time{}, false
 	}
 	return firstNew, slices.MaxFunc(old, func(a, b time.Time) int { return a.Compare(b) }), true
+}
+
+// seqRestart restarts the node processes of the first seqRestarts
+// backends in place, one at a time: each stops gracefully (it drains and
+// leaves), and once the load balancer no longer routes to it starts again
+// with its configuration, as a restart of the service on its host does.
+// It returns, for each, the time from the new start to the first request
+// it serves. Peers remember the old run under that name: the case
+// Cluster.Join pushes its state twice for.
+func (b *bencher) seqRestart(ctx context.Context, c *benchCluster, bes []*seqBackend) ([]time.Duration, error) {
+	var out []time.Duration
+	for _, be := range bes[:min(seqRestarts, len(bes))] {
+		if be.proc == nil {
+			return nil, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return out, err
+		}
+		started, err := b.restartNode(ctx, c, be.proc)
+		if err != nil {
+			return out, fmt.Errorf("%s: %w", be.name, err)
+		}
+		took, err := c.waitServed(started, 10*time.Second, be.name)
+		if err != nil {
+			return out, fmt.Errorf("%s after its restart: %w", be.name, err)
+		}
+		out = append(out, took)
+		time.Sleep(time.Second) // apart, as the joins are
+	}
+	return out, nil
+}
+
+// restartNode stops p's node process gracefully, waits until c's load
+// balancer no longer routes to it, and starts it again with the same
+// configuration file; p's app keeps running. It returns the new start.
+func (b *bencher) restartNode(ctx context.Context, c *benchCluster, p *procBackend) (time.Time, error) {
+	exe, err := b.scrimpBinary()
+	if err != nil {
+		return time.Time{}, err
+	}
+	loopback.StopProcess(p.node, 20*time.Second)
+	p.node = nil
+	for deadline := time.Now().Add(10 * time.Second); c.routed(p.name); {
+		if time.Now().After(deadline) {
+			return time.Time{}, errors.New("still routed 10 s after its node stopped")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	p.nodeStarted = time.Now()
+	if p.node, err = b.startProcess(ctx, exe, "--config", filepath.Join(p.dir, "node.json")); err != nil {
+		return time.Time{}, err
+	}
+	return p.nodeStarted, nil
 }
