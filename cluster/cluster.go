@@ -167,7 +167,8 @@ type Cluster struct {
 	updateMu     sync.Mutex
 	bcastPending atomic.Bool
 	// remembered is set by merger when a join's push/pull shows that the
-	// other side remembers an earlier run of this node (Join).
+	// other side remembers an earlier run of this node (Join). Another
+	// node's join may set it too: at worst one push/pull more.
 	remembered atomic.Bool
 
 	mu     sync.Mutex
@@ -468,9 +469,9 @@ func (c *Cluster) Members() int { return c.ml.NumMembers() }
 // than what its peers remember of the old run (left, dead, suspect, or
 // alive if they missed its leave, maybe draining), so they ignore the
 // state its join carries, and memberlist refutes their record as it
-// merges theirs. The refutation would reach them by gossip,
-// a gossip interval or more later; instead Join pushes its state once
-// more, and the peers take it, with its application set, at once.
+// merges theirs. The refutation would reach them by gossip, a gossip
+// interval or more later; instead Join pushes its state once more, and
+// the peers take it, with its application set, at once.
 func (c *Cluster) Join(addrs []string) (int, error) {
 	self := c.LocalAddr()
 	others := slices.DeleteFunc(slices.Clone(addrs), func(a string) bool { return a == self })

@@ -413,9 +413,7 @@ func TestJoinSetOfARealBackend(t *testing.T) {
 		if _, err := be.Join([]string{lb.LocalAddr()}); err != nil {
 			t.Fatal(err)
 		}
-		be.mu.Lock()
-		digest := be.digest
-		be.mu.Unlock()
+		digest := digestOf(be)
 		waitFetch(t, lb, be.LocalName(), fetchValid, digest)
 		// The counter follows the set's acceptance, just after it, in
 		// the same call.
