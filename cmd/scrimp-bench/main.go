@@ -1634,6 +1634,7 @@ type procBackend struct {
 	name      string
 	node, app *exec.Cmd
 	dir       string
+	config    string // the node's configuration file, in dir
 	// nodeStarted is when the node's process was started (its app runs
 	// already).
 	nodeStarted time.Time
@@ -1681,17 +1682,34 @@ func (b *bencher) startProcBackend(ctx context.Context, c *benchCluster, name, i
 		p.kill()
 		return nil, err
 	}
-	file := filepath.Join(p.dir, "node.json")
-	if err := os.WriteFile(file, []byte(backendProcessConfig(name, ip, gossipPort, seed, c.listenPort, appPort)), 0o600); err != nil {
+	p.config = filepath.Join(p.dir, "node.json")
+	if err := os.WriteFile(p.config, []byte(backendProcessConfig(name, ip, gossipPort, seed, c.listenPort, appPort)), 0o600); err != nil {
 		p.kill()
 		return nil, err
 	}
-	p.nodeStarted = time.Now()
-	if p.node, err = b.startProcess(ctx, exe, "--config", file); err != nil {
+	if err := p.startNode(ctx, b, exe); err != nil {
 		p.kill()
 		return nil, err
 	}
 	return p, nil
+}
+
+// startNode starts p's node process (exe) with its configuration file and
+// records when.
+func (p *procBackend) startNode(ctx context.Context, b *bencher, exe string) error {
+	p.nodeStarted = time.Now()
+	var err error
+	p.node, err = b.startProcess(ctx, exe, "--config", p.config)
+	return err
+}
+
+// stopNode stops p's node process gracefully (SIGTERM: it drains and
+// leaves) and reaps it; the app keeps running.
+func (p *procBackend) stopNode() {
+	if p.node != nil {
+		loopback.StopProcess(p.node, 20*time.Second)
+		p.node = nil
+	}
 }
 
 // kill sends SIGKILL to the node and the app at once and reaps them.
@@ -1713,10 +1731,7 @@ func (p *procBackend) kill() {
 // leaves), then, once it has exited, the app. It blocks until both are
 // reaped.
 func (p *procBackend) stop() {
-	if p.node != nil {
-		loopback.StopProcess(p.node, 20*time.Second)
-		p.node = nil
-	}
+	p.stopNode()
 	p.kill()
 }
 

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,7 +15,6 @@ import (
 
 	"github.com/scrimplb/scrimp/admin"
 	"github.com/scrimplb/scrimp/generator"
-	"github.com/scrimplb/scrimp/internal/loopback"
 	"github.com/scrimplb/scrimp/lb"
 )
 
@@ -496,16 +494,14 @@ func (b *bencher) restartNode(ctx context.Context, c *benchCluster, p *procBacke
 	if err != nil {
 		return time.Time{}, err
 	}
-	loopback.StopProcess(p.node, 20*time.Second)
-	p.node = nil
+	p.stopNode()
 	for deadline := time.Now().Add(10 * time.Second); c.routed(p.name); {
 		if time.Now().After(deadline) {
 			return time.Time{}, errors.New("still routed 10 s after its node stopped")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	p.nodeStarted = time.Now()
-	if p.node, err = b.startProcess(ctx, exe, "--config", filepath.Join(p.dir, "node.json")); err != nil {
+	if err := p.startNode(ctx, b, exe); err != nil {
 		return time.Time{}, err
 	}
 	return p.nodeStarted, nil
